@@ -1,0 +1,50 @@
+# mcutext — one entry point for setup, the demo, tests and benchmarks.
+# Everything generated goes under build/; the virtual environment is .venv/.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm wordnet-base \
+                clang libclang-rt-14-dev
+export MCUTEXT_DATA_DIR ?= $(abspath ../shared/datasets)
+
+.PHONY: setup apt venv demo test test-fast bench clean help
+
+help:
+	@echo "make setup   install system packages (when root) and the Python environment"
+	@echo "make demo    train a small sst2 model, verify it, build firmware, classify in QEMU"
+	@echo "make test    the test suite (host, TFLite Micro, firmware under QEMU)"
+	@echo "make bench   the long measurements; results under build/bench/, summary in docs/"
+
+setup: apt venv
+
+# System packages: the ARM cross compiler, newlib, QEMU, WordNet, clang (fuzzing).
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then echo "system packages: all present"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "missing system packages:$$missing (run 'sudo make apt')"; exit 1; fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,attack]'
+	touch $@
+
+demo: venv
+	$(PY) -m mcutext.demo
+
+test: venv
+	$(PY) -m pytest -q
+
+test-fast: venv
+	$(PY) -m pytest -q -m "not slow and not qemu"
+
+bench: venv
+	$(PY) -m mcutext.bench --out build/bench
+
+clean:
+	rm -rf build

@@ -1,0 +1,38 @@
+"""Shared fixtures: real bundles trained on real data (short budgets), once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MCUTEXT_QUIET", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _train(tmp_path_factory, recipe_name: str, **kw) -> Path:
+    from mcutext.recipe import load_recipe
+    from mcutext.train import train
+    out = tmp_path_factory.mktemp(f"bundle_{recipe_name}") / "bundle"
+    return train(load_recipe(recipe_name), out=out, **kw)
+
+
+@pytest.fixture(scope="session")
+def sst2_small_bundle(tmp_path_factory) -> Path:
+    """sst2 recipe on 2,000 real training sentences, 3 epochs; test metrics on 300."""
+    return _train(tmp_path_factory, "sst2", limit=2000, epochs=3, test_limit=300)
+
+
+@pytest.fixture(scope="session")
+def sst2_bundle(tmp_path_factory) -> Path:
+    """The full sst2 recipe (about 10 s of training on 2 cores)."""
+    return _train(tmp_path_factory, "sst2")
+
+
+@pytest.fixture(scope="session")
+def clinc150_bundle(tmp_path_factory) -> Path:
+    """The full clinc150 recipe (151 classes)."""
+    return _train(tmp_path_factory, "clinc150")

@@ -1,0 +1,76 @@
+"""Loaders: real datasets load fully; broken files fail naming the file and line."""
+
+import pytest
+
+from mcutext.data import NAMED_DATASETS, load_file, load_split
+from mcutext.errors import McutextError
+
+
+@pytest.mark.parametrize("name", NAMED_DATASETS)
+def test_named_datasets_load(name):
+    test = load_split(name, "test")
+    assert len(test) > 500
+    assert len(test.texts) == len(test.labels)
+    assert all(t.strip() for t in test.texts[:100])
+
+
+def test_counts_match_dataset_readme():
+    assert len(load_split("sst2", "train")) == 6920
+    assert len(load_split("sst2", "test")) == 1821
+    assert len(load_split("clinc150", "test")) == 5500
+    assert len(set(load_split("clinc150", "train").labels)) == 151
+
+
+def test_unknown_split_and_dataset():
+    with pytest.raises(McutextError, match="unknown split 'validation'"):
+        load_split("sst2", "validation")
+    with pytest.raises(McutextError, match="no 'dev' split"):
+        load_split("ag_news", "dev")
+    with pytest.raises(McutextError, match="unknown dataset 'imdb'"):
+        load_split("imdb", "train")
+
+
+@pytest.mark.parametrize("content,msg", [
+    (b"label\ttext\npos\tgood\nneg\n", r"x.tsv:3: expected 2 tab-separated columns, got 1"),
+    (b"label\ttext\npos\tgood\n\tbad film\n", r"x.tsv:3: missing label"),
+    (b"label\ttext\npos\t  \n", r"x.tsv:2: empty text"),
+    (b"label\ttext\npos\tgood\nneg\tbad \xff film\n", r"x.tsv:3: invalid UTF-8"),
+    (b"text\tlabel\ngood\tpos\n", r"x.tsv:1: header must be"),
+    (b"", r"x.tsv: empty file"),
+    (b"label\ttext\na\tb\tc\n", r"x.tsv:2: expected 2 tab-separated columns, got 3"),
+])
+def test_tsv_errors(tmp_path, content, msg):
+    p = tmp_path / "x.tsv"
+    p.write_bytes(content)
+    with pytest.raises(McutextError, match=msg):
+        load_file(p)
+
+
+def test_csv_and_jsonl(tmp_path):
+    c = tmp_path / "d.csv"
+    c.write_text('text,label\n"a, quoted, text",pos\nplain,neg\n')
+    d = load_file(c)
+    assert d.texts == ["a, quoted, text", "plain"] and d.labels == ["pos", "neg"]
+    j = tmp_path / "d.jsonl"
+    j.write_text('{"label": "pos", "text": "nice"}\n\n{"label": "neg", "text": "bad"}\n')
+    assert load_file(j).labels == ["pos", "neg"]
+
+
+@pytest.mark.parametrize("name,content,msg", [
+    ("e.csv", "label,text\npos,good\nneg\n", r"e.csv:3: expected 2 columns, got 1"),
+    ("e.csv", "lbl,txt\npos,good\n", r"e.csv:1: header must name"),
+    ("e.jsonl", '{"label": "pos", "text": "ok"}\n{"label": "pos"\n', r"e.jsonl:2: invalid JSON"),
+    ("e.jsonl", '{"label": "pos", "text": "ok"}\n{"text": "no label"}\n', r"e.jsonl:2: missing label"),
+    ("e.jsonl", '["pos", "ok"]\n', r"e.jsonl:1: expected a JSON object"),
+    ("e.txt", "pos good\n", r"unknown format '.txt'"),
+])
+def test_other_format_errors(tmp_path, name, content, msg):
+    p = tmp_path / name
+    p.write_text(content)
+    with pytest.raises(McutextError, match=msg):
+        load_file(p)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(McutextError, match="no such file"):
+        load_file(tmp_path / "nope.tsv")

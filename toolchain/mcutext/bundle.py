@@ -1,0 +1,179 @@
+"""The bundle: one self-describing folder per trained model.
+
+    manifest.json       name, labels, tokenizer spec, sizes, metrics, head, tool versions
+    model.keras         the float Keras model (outputs: logits, attention, features)
+    model_int8.tflite   the full-integer model (int32 ids in; int8 logits, attention, features)
+
+`load_bundle(path)` gives a Bundle whose `predict_proba(texts, runtime=...)` runs any of the
+three runtimes on plain strings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from .errors import McutextError
+from .tokenizer import Tokenizer, TokenizerSpec
+
+MANIFEST = "manifest.json"
+KERAS_FILE = "model.keras"
+TFLITE_FILE = "model_int8.tflite"
+FORMAT_VERSION = 1
+RUNTIMES = ("keras", "litert", "tflm")
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class Bundle:
+    def __init__(self, path: Path, manifest: dict):
+        self.path = path
+        self.manifest = manifest
+        self.labels: list[str] = manifest["labels"]
+        self.tokenizer = Tokenizer(TokenizerSpec.from_dict(manifest["tokenizer"]))
+        self._keras = None
+        self._litert = None
+        self._tflm = None
+        self._tflite: bytes | None = None
+
+    @property
+    def name(self) -> str:
+        return self.manifest["name"]
+
+    # --- inputs -----------------------------------------------------------------------------
+    def tokenize(self, texts) -> np.ndarray:
+        if isinstance(texts, (str, bytes)):
+            texts = [texts]
+        return self.tokenizer.encode_batch(texts)
+
+    # --- runtimes -------------------------------------------------------------------------
+    @property
+    def tflite_bytes(self) -> bytes:
+        if self._tflite is None:
+            p = self.path / TFLITE_FILE
+            if not p.is_file():
+                raise McutextError(f"{p}: missing (run `mcutext convert {self.path}`)")
+            self._tflite = p.read_bytes()
+        return self._tflite
+
+    def keras_model(self):
+        if self._keras is None:
+            import keras
+
+            from . import model as _model  # noqa: F401  (registers the custom layers)
+            p = self.path / KERAS_FILE
+            if not p.is_file():
+                raise McutextError(f"{p}: missing")
+            self._keras = keras.models.load_model(p, compile=False)
+        return self._keras
+
+    def _quant(self, name: str) -> tuple[float, int]:
+        q = self.manifest["int8"]["outputs"][name]
+        return q["scale"], q["zero_point"]
+
+    def run_int8(self, ids: np.ndarray, runtime: str = "tflm") -> dict[str, np.ndarray]:
+        """Raw int8 outputs (logits, attention, features) for a batch of id rows."""
+        order = self.manifest["int8"]["output_order"]
+        outs = {k: [] for k in order}
+        if runtime == "tflm":
+            if self._tflm is None:
+                from .convert import tflm_interpreter
+                self._tflm = tflm_interpreter(self.tflite_bytes)
+            it = self._tflm
+            for row in ids:
+                it.set_input(row[None, :].astype(np.int32), 0)
+                it.invoke()
+                for k, pos in order.items():
+                    outs[k].append(np.array(it.get_output(pos))[0])
+        elif runtime == "litert":
+            if self._litert is None:
+                from ai_edge_litert.interpreter import Interpreter
+                self._litert = Interpreter(model_content=self.tflite_bytes, num_threads=1)
+                self._litert.allocate_tensors()
+            it = self._litert
+            inp = it.get_input_details()[0]["index"]
+            details = it.get_output_details()
+            for row in ids:
+                it.set_tensor(inp, row[None, :].astype(np.int32))
+                it.invoke()
+                for k, pos in order.items():
+                    outs[k].append(it.get_tensor(details[pos]["index"])[0])
+        else:
+            raise McutextError(f"unknown int8 runtime '{runtime}' (use tflm or litert)")
+        return {k: np.array(v, dtype=np.int8).reshape(len(ids), -1) for k, v in outs.items()}
+
+    def run(self, texts, runtime: str = "keras") -> dict[str, np.ndarray]:
+        """Float outputs (dequantized for int8 runtimes): logits, attention, features."""
+        if runtime not in RUNTIMES:
+            raise McutextError(f"unknown runtime '{runtime}' (use one of: {', '.join(RUNTIMES)})")
+        ids = self.tokenize(texts)
+        if runtime == "keras":
+            m = self.keras_model()
+            out = m.predict(ids, batch_size=256, verbose=0) if len(ids) else [
+                np.zeros((0, d)) for d in (len(self.labels), ids.shape[1], 1)]
+            return {"logits": np.asarray(out[0]), "attention": np.asarray(out[1]),
+                    "features": np.asarray(out[2])}
+        raw = self.run_int8(ids, runtime)
+        res = {}
+        for k, v in raw.items():
+            scale, zp = self._quant(k)
+            res[k] = (v.astype(np.float32) - zp) * scale
+        return res
+
+    def predict_proba(self, texts, runtime: str = "keras") -> np.ndarray:
+        return softmax(self.run(texts, runtime)["logits"])
+
+    def predict(self, texts, runtime: str = "keras") -> list[str]:
+        return [self.labels[i] for i in self.predict_proba(texts, runtime).argmax(axis=1)]
+
+    def word_attributions(self, text: str, runtime: str = "keras") -> list[tuple[str, float]]:
+        """(word, attention weight) for the words the model saw."""
+        words = self.tokenizer.display_words(text)
+        att = self.run([text], runtime)["attention"][0]
+        return list(zip(words, [float(a) for a in att[:len(words)]]))
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    path = Path(path)
+    mpath = path / MANIFEST
+    if not mpath.is_file():
+        raise McutextError(f"{path}: not a bundle (no {MANIFEST})",
+                           hint="train one with `mcutext train RECIPE`")
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise McutextError(f"{mpath}: not valid JSON ({e})") from None
+    for key in ("name", "labels", "tokenizer", "int8"):
+        if key not in manifest:
+            raise McutextError(f"{mpath}: missing key '{key}'")
+    if manifest.get("format") != FORMAT_VERSION:
+        raise McutextError(f"{mpath}: bundle format {manifest.get('format')} is not supported "
+                           f"(this mcutext reads format {FORMAT_VERSION})")
+    return Bundle(path, manifest)
+
+
+def write_manifest(path: Path, manifest: dict) -> None:
+    tmp = path / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path / MANIFEST)
+
+
+def publish(staging: Path, final: Path) -> None:
+    """Move a fully written staging folder into place, replacing any older bundle."""
+    if final.exists():
+        old = final.with_name(final.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(staging, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging, final)

@@ -1,0 +1,189 @@
+"""`mcutext` command line. Parses and prints only; the work is in the importable modules.
+
+Every McutextError (and pyserial's errors) becomes `error: <message>` (+ a hint line) and
+exit code 2; `--verbose` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import McutextError
+
+RUNTIME_CHOICE = click.Choice(["keras", "litert", "tflm"])
+
+
+def _emit_json(obj) -> None:
+    click.echo(json.dumps(obj, indent=2, default=float))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mcutext")
+@click.option("--verbose", is_flag=True, help="Show tracebacks on errors.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
+    """Robust, explainable text classifiers for Cortex-M microcontrollers."""
+    ctx.obj = {"verbose": verbose}
+
+
+@cli.command()
+@click.argument("recipe")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Bundle directory (default: build/<recipe>/bundle).")
+@click.option("--epochs", type=click.IntRange(1, 1000), default=None,
+              help="Override the recipe's number of epochs.")
+@click.option("--limit", type=click.IntRange(10, None), default=None,
+              help="Train on a random subset of this many examples (quick runs).")
+@click.option("--json", "as_json", is_flag=True, help="Print the bundle summary as JSON.")
+def train(recipe: str, out: Path | None, epochs: int | None, limit: int | None,
+          as_json: bool) -> None:
+    """Train RECIPE (a name under models/ or a .toml path) into a verified bundle."""
+    from .bundle import load_bundle
+    from .recipe import load_recipe
+    from .train import train as run_train
+    path = run_train(load_recipe(recipe), out=out, epochs=epochs, limit=limit)
+    b = load_bundle(path)
+    summary = {"bundle": str(path), **{k: b.manifest[k] for k in ("sizes", "training", "metrics")}}
+    if as_json:
+        _emit_json(summary)
+        return
+    m = b.manifest
+    t = m["metrics"]["test"]
+    click.echo(f"bundle: {path}")
+    click.echo(f"trained {m['training']['examples']} examples, {m['training']['epochs']} epochs "
+               f"in {m['training']['seconds']} s")
+    click.echo(f"test accuracy: float {t['keras']['accuracy']:.4f}  "
+               f"int8 (TFLite Micro) {t['tflm']['accuracy']:.4f}  "
+               f"agreement {t['int8_float_agreement']:.4f}")
+    click.echo(f"int8 weights: {m['sizes']['int8_weights_bytes']} bytes")
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+def convert(bundle: Path, as_json: bool) -> None:
+    """Re-quantize BUNDLE's Keras model to int8 and re-verify it in TFLite Micro."""
+    from .train import reconvert
+    int8 = reconvert(bundle)
+    if as_json:
+        _emit_json(int8)
+        return
+    click.echo(f"int8 model: {int8['file_bytes']} bytes ({int8['weights_bytes']} of weights), "
+               f"ops: {', '.join(dict.fromkeys(int8['ops']))}; loads in TFLite Micro")
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--split", default="test", show_default=True)
+@click.option("--runtime", type=RUNTIME_CHOICE, default="tflm", show_default=True)
+@click.option("--limit", type=click.IntRange(1, None), default=None,
+              help="Only the first N examples of the split.")
+@click.option("--json", "as_json", is_flag=True)
+def evaluate(bundle: Path, split: str, runtime: str, limit: int | None, as_json: bool) -> None:
+    """Accuracy, macro-F1 and per-class figures of BUNDLE on a dataset split."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .bundle import load_bundle
+    from .evaluate import evaluate as run_eval
+    rep = run_eval(load_bundle(bundle), split, runtime, limit=limit)
+    if as_json:
+        _emit_json(rep)
+        return
+    console = Console()
+    console.print(f"[bold]{split}[/] ({rep['n']} examples, runtime {runtime}): accuracy "
+                  f"{rep['accuracy']:.4f}, macro-F1 {rep['macro_f1']:.4f}")
+    if "agreement_with_float" in rep:
+        console.print(f"float accuracy {rep['float_accuracy']:.4f}; int8 vs float agreement "
+                      f"{rep['agreement_with_float']:.4f}")
+    for lab, ex in rep.get("excluded", {}).items():
+        console.print(f"'{lab}' (left out of accuracy): {ex['n']} examples, recall "
+                      f"{ex['recall']:.4f}")
+    table = Table("label", "precision", "recall", "f1", "support")
+    for lab, c in rep["per_class"].items():
+        table.add_row(lab, f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}",
+                      str(c["support"]))
+    if len(rep["per_class"]) <= 40:
+        console.print(table)
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path), required=False)
+@click.option("--port", default=None, help="Ask a device instead (pyserial URL; env MCUTEXT_PORT).")
+@click.option("--json", "as_json", is_flag=True)
+def info(bundle: Path | None, port: str | None, as_json: bool) -> None:
+    """Describe a BUNDLE, or the firmware on the device at --port."""
+    if bundle is None:
+        port = port or os.environ.get("MCUTEXT_PORT")
+        if not port:
+            raise McutextError("give a BUNDLE, or --port URL (or set MCUTEXT_PORT) for a device")
+        from .cli_device import device_info
+        device_info(port, as_json)
+        return
+    from .bundle import load_bundle
+    b = load_bundle(bundle)
+    m = b.manifest
+    if as_json:
+        _emit_json({k: v for k, v in m.items() if k != "head"})
+        return
+    tok = m["tokenizer"]
+    click.echo(f"{m['name']} (bundle format {m['format']}, dataset {m['dataset']})")
+    click.echo(f"labels ({len(m['labels'])}): {', '.join(m['labels'][:12])}"
+               f"{' ...' if len(m['labels']) > 12 else ''}")
+    click.echo(f"tokenizer: {tok['buckets']} buckets, {tok['max_words']} words, "
+               f"typo features {'on' if tok['typo_features'] else 'off'}, seed {tok['seed']}")
+    click.echo(f"parameters: {m['sizes']['params']}; int8 weights "
+               f"{m['sizes']['int8_weights_bytes']} bytes; ops {', '.join(dict.fromkeys(m['int8']['ops']))}")
+    for split, rt in m.get("metrics", {}).items():
+        for runtime, r in rt.items():
+            if isinstance(r, dict):
+                click.echo(f"{split} {runtime}: accuracy {r['accuracy']:.4f} (n={r['n']})")
+
+
+def _register_optional() -> None:
+    """Device commands live in their own module (serial, QEMU, boards)."""
+    try:
+        from . import cli_device
+    except ImportError:
+        return
+    cli_device.register(cli)
+
+
+_register_optional()
+
+
+def main(argv: list[str] | None = None) -> int:
+    verbose = "--verbose" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(args=argv, prog_name="mcutext", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as e:
+        e.show()
+        return 2
+    except McutextError as e:
+        if verbose:
+            raise
+        click.echo(f"error: {e}", err=True)
+        if e.hint:
+            click.echo(f"hint: {e.hint}", err=True)
+        return 2
+    except Exception as e:  # pyserial and OS errors reach the user as one line, too
+        import serial
+        if verbose or not isinstance(e, (serial.SerialException, OSError)):
+            raise
+        click.echo(f"error: {e}", err=True)
+        click.echo("hint: check the cable, the port name and that the board is powered", err=True)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""`make demo`: the whole pipeline on sst2, end to end.
+
+train a small model -> int8 -> verified in TFLite Micro -> firmware -> boot in QEMU ->
+classify a few test sentences over the emulated UART and compare with TFLite Micro.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from . import progress
+from .errors import McutextError
+
+SENTENCES = [
+    "a gorgeous , witty , seductive movie .",
+    "the story is lame and the acting is wooden .",
+    "an absolute dellight from start to fnish",   # typos on purpose
+    "i wanted to like it , but it 's simply not funny .",
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m mcutext.demo")
+    ap.add_argument("--recipe", default="sst2")
+    ap.add_argument("--board", default=os.environ.get("MCUTEXT_BOARD", "mps2-an386"))
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    try:
+        return run(args.recipe, args.board, args.out)
+    except McutextError as e:
+        print(f"error: {e}", file=sys.stderr)
+        if e.hint:
+            print(f"hint: {e.hint}", file=sys.stderr)
+        return 2
+
+
+def run(recipe_name: str, board: str, out: Path | None) -> int:
+    from .bundle import load_bundle
+    from .recipe import load_recipe, project_root
+    from .train import train
+
+    recipe = load_recipe(recipe_name)
+    out = out or project_root() / "build" / "demo" / recipe.name / "bundle"
+    progress.log(f"[bold]1/3 training[/] {recipe.name} -> {out}")
+    path = train(recipe, out=out)
+    b = load_bundle(path)
+    t = b.manifest["metrics"]["test"]
+    print(f"test accuracy ({t['tflm']['n']} sentences): float {t['keras']['accuracy']:.4f}, "
+          f"int8 in TFLite Micro {t['tflm']['accuracy']:.4f}, agreement "
+          f"{t['int8_float_agreement']:.4f}; int8 weights "
+          f"{b.manifest['sizes']['int8_weights_bytes']} bytes")
+    progress.log("[bold]2/3 explaining[/] (attention weights of the int8 model, TFLite Micro)")
+    for text in SENTENCES[:2]:
+        label = b.predict([text], "tflm")[0]
+        words = " ".join(f"{w}:{a:.2f}" for w, a in b.word_attributions(text, "tflm"))
+        print(f"  {label:>8}  {words}")
+    progress.log(f"[bold]3/3 firmware[/] for {board}, booted in QEMU, classifying over serial")
+    return device_demo(path, board)
+
+
+def device_demo(bundle_path: Path, board: str) -> int:
+    import numpy as np
+
+    from .bundle import load_bundle
+    from .device import Device
+    from .firmware import build
+    from .qemu import boot
+
+    b = load_bundle(bundle_path)
+    res = build(bundle_path, board)
+    print(f"firmware: {res['elf']} (flash {res['flash_bytes']} / {res['flash_budget']} bytes, "
+          f"RAM {res['ram_bytes']} / {res['ram_budget']} bytes)")
+    ref = b.run_int8(b.tokenize(SENTENCES), "tflm")["logits"]
+    with boot(res["elf"], board) as url:
+        print(f"QEMU is serving the board's UART at {url}")
+        dev = Device(url)
+        info = dev.info()
+        print(f"device: {info.get('model', '?')} with labels {info.get('labels', '?')}")
+        same = 0
+        for text, want in zip(SENTENCES, ref):
+            r = dev.classify(text)
+            ok = np.array_equal(np.array(r["scores"], dtype=np.int8), want)
+            same += ok
+            print(f"  {r['label']:>8}  ({r['instructions']['model']} model instructions)  "
+                  f"{'= TFLite Micro' if ok else '!= TFLite Micro'}  {text}")
+    print(f"{same}/{len(SENTENCES)} device outputs byte-identical to TFLite Micro")
+    return 0 if same == len(SENTENCES) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""The default student: hashed embeddings -> CNN encoder -> attention pooling -> features -> head.
+
+Every layer is chosen so that the full-integer converter emits only TFLite Micro builtin ops
+(GATHER, RESHAPE, AVERAGE_POOL_2D, CONV_2D, SOFTMAX, MUL, SUM, FULLY_CONNECTED) and so that
+the firmware's code generator has a kernel for each. Tensors are kept 4-D (NHWC, W = 1) on
+purpose: the converter then maps them one-to-one to the ops above, with no hidden reshapes.
+
+    ids int32[L*K] --GATHER--> [L*K, D] --AVG_POOL(K)--> [L, D]     (K hashed features per word)
+      --CONV(width w, ReLU)--> h [L, F] --CONV 1x1--> logits [L] --SOFTMAX--> attention a [L]
+      --sum_t a_t h_t--> [F] --DENSE ReLU--> features [H] --DENSE--> class scores [C]
+
+The attention weights are the per-word explanation; the features are what the device's
+personalization fine-tunes the head on.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from .recipe import Recipe  # noqa: E402
+
+OUTPUT_NAMES = ("logits", "attention", "features")
+
+
+@keras.saving.register_keras_serializable(package="mcutext")
+class PadZero(keras.constraints.Constraint):
+    """Keeps row 0 (the padding id) of an embedding table at exactly zero."""
+
+    def __call__(self, w):
+        mask = tf.concat([tf.zeros_like(w[:1]), tf.ones_like(w[1:])], axis=0)
+        return w * mask
+
+
+@keras.saving.register_keras_serializable(package="mcutext")
+class HashEmbedding(keras.layers.Layer):
+    """Embedding lookup as a plain tf.gather, which converts to a TFLite GATHER on int32 ids.
+
+    keras.layers.Embedding converts to a SELECT_V2 (negative-index handling) that TFLite
+    Micro cannot run, so it is not used.
+    """
+
+    def __init__(self, buckets: int, dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.buckets = buckets
+        self.dim = dim
+
+    def build(self, input_shape):
+        self.table = self.add_weight(
+            shape=(self.buckets, self.dim), name="table",
+            initializer=keras.initializers.RandomUniform(-0.05, 0.05), constraint=PadZero())
+
+    def call(self, ids):
+        return tf.gather(self.table, ids)
+
+    def get_config(self):
+        return {**super().get_config(), "buckets": self.buckets, "dim": self.dim}
+
+
+@keras.saving.register_keras_serializable(package="mcutext")
+class WordDropout(keras.layers.Layer):
+    """Training-time augmentation: drops whole words (all K feature ids of a word -> padding)
+    with probability `rate`. Identity at inference; it has no weights and never reaches the
+    converted model (the batch-1 conversion graph is built without it)."""
+
+    def __init__(self, rate: float, features_per_word: int, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = rate
+        self.k = features_per_word
+
+    def call(self, ids, training=None):
+        if not training or self.rate <= 0:
+            return ids
+        shape = tf.shape(ids)
+        words = tf.reshape(ids, (shape[0], -1, self.k))
+        keep = tf.random.uniform((shape[0], tf.shape(words)[1], 1)) >= self.rate
+        return tf.reshape(words * tf.cast(keep, ids.dtype), shape)
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "features_per_word": self.k}
+
+
+@keras.saving.register_keras_serializable(package="mcutext")
+class AttentionSum(keras.layers.Layer):
+    """sum_t a_t * h_t over the time (and unit width) axes: MUL then SUM in TFLite."""
+
+    def call(self, inputs):
+        h, a = inputs
+        return tf.reduce_sum(h * a, axis=[1, 2])
+
+
+def build_student(recipe: Recipe, n_classes: int, batch_size: int | None = None,
+                  seed: int | None = None, training_graph: bool = False) -> keras.Model:
+    """Model with outputs (logits, attention, features). `training_graph` adds the
+    training-only augmentation layers (same weights, so weights copy across)."""
+    tok, cfg = recipe.tokenizer, recipe.model
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    L, K = tok.max_words, tok.features_per_word
+    ids = keras.Input((L * K,), dtype="int32", batch_size=batch_size, name="ids")
+    x = ids
+    if training_graph and cfg.word_dropout > 0:
+        x = WordDropout(cfg.word_dropout, K, name="word_dropout")(x)
+    x = HashEmbedding(tok.buckets, cfg.embed_dim, name="embedding")(x)
+    x = keras.layers.Reshape((L * K, 1, cfg.embed_dim), name="to_nhwc")(x)
+    if K > 1:
+        x = keras.layers.AveragePooling2D((K, 1), name="word_pool")(x)
+    x = keras.layers.Dropout(cfg.dropout, name="embed_dropout")(x)
+    h = keras.layers.Conv2D(cfg.conv_filters, (cfg.conv_width, 1), padding="same",
+                            activation="relu", name="conv")(x)
+    a = keras.layers.Conv2D(1, (1, 1), name="attention_logits")(h)
+    a = keras.layers.Reshape((L,), name="attention_flat")(a)
+    a = keras.layers.Softmax(name="attention")(a)
+    a4 = keras.layers.Reshape((L, 1, 1), name="attention_nhwc")(a)
+    pooled = AttentionSum(name="attention_pool")([h, a4])
+    feats = keras.layers.Dense(cfg.feature_dim, activation="relu", name="features")(pooled)
+    f = keras.layers.Dropout(cfg.dropout, name="feature_dropout")(feats)
+    logits = keras.layers.Dense(n_classes, name="head")(f)
+    return keras.Model(ids, [logits, a, feats], name=f"{recipe.name}_student")
+
+
+def logits_model(model: keras.Model) -> keras.Model:
+    """The same layers with only the class scores as output (what training optimizes)."""
+    return keras.Model(model.inputs, model.outputs[0])
+
+
+def count_params(model: keras.Model) -> int:
+    return int(sum(np.prod(w.shape) for w in model.weights))

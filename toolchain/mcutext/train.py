@@ -1,0 +1,258 @@
+"""`mcutext train`: recipe -> bundle (float Keras model + verified int8 TFLite model)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+from . import __version__, progress  # noqa: E402
+from .bundle import FORMAT_VERSION, KERAS_FILE, TFLITE_FILE, load_bundle, publish, write_manifest  # noqa: E402,E501
+from .convert import (check_ops, output_order, read_model, tensor_quant, tflm_interpreter,  # noqa: E402
+                      to_int8, weights_bytes)
+from .data import Dataset, has_split, load_split  # noqa: E402
+from .errors import McutextError  # noqa: E402
+from .evaluate import check_labels, evaluate  # noqa: E402
+from .model import build_student, count_params, logits_model  # noqa: E402
+from .recipe import Recipe, project_root  # noqa: E402
+
+
+def configure_tensorflow(threads: int = 2) -> None:
+    import tensorflow as tf
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        pass  # already initialized in this process
+
+
+def default_out(recipe: Recipe) -> Path:
+    return project_root() / "build" / recipe.name / "bundle"
+
+
+def split_train_dev(recipe: Recipe, limit: int | None = None) -> tuple[Dataset, Dataset]:
+    train = load_split(recipe.dataset, "train")
+    rng = np.random.default_rng(recipe.train.seed)
+    if has_split(recipe.dataset, "dev"):
+        dev = load_split(recipe.dataset, "dev")
+    else:
+        perm = rng.permutation(len(train))
+        n_dev = max(1, int(len(train) * recipe.train.dev_fraction))
+        dev, train = train.subset(perm[:n_dev]), train.subset(perm[n_dev:])
+    if limit is not None:
+        train = train.subset(rng.permutation(len(train))[:limit])
+        dev = dev.subset(range(min(len(dev), max(100, limit // 5))))
+    return train, dev
+
+
+class _ProgressCallback:
+    """Keras callback that drives a rich progress bar, one step per epoch."""
+
+    def __new__(cls, update):
+        import keras
+
+        class CB(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                logs = logs or {}
+                update(advance=1, status=f"loss {logs.get('loss', 0):.3f} "
+                                         f"val_acc {logs.get('val_accuracy', 0):.3f}")
+        return CB()
+
+
+def fit(recipe: Recipe, train: Dataset, dev: Dataset, labels: list[str],
+        epochs: int | None = None):
+    """Train the float student with cross-entropy; returns the model (outputs: logits,
+    attention, features) at the epoch with the best dev accuracy, and the history."""
+    import keras
+    tok = load_tokenizer(recipe)
+    index = {lab: i for i, lab in enumerate(labels)}
+    x_tr, y_tr = tok.encode_batch(train.texts), np.array([index[y] for y in train.labels])
+    x_dv, y_dv = tok.encode_batch(dev.texts), np.array([index[y] for y in dev.labels])
+    epochs = epochs or recipe.train.epochs
+    model = build_student(recipe, len(labels), seed=recipe.train.seed, training_graph=True)
+    trainable = logits_model(model)
+    if recipe.train.weight_decay > 0:
+        opt = keras.optimizers.AdamW(recipe.train.learning_rate,
+                                     weight_decay=recipe.train.weight_decay)
+    else:
+        opt = keras.optimizers.Adam(recipe.train.learning_rate)
+    trainable.compile(optimizer=opt,
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"])
+    best = keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=epochs,
+                                         restore_best_weights=True, mode="max")
+    with progress.task(f"training {recipe.name}", total=epochs) as update:
+        hist = trainable.fit(x_tr, y_tr, validation_data=(x_dv, y_dv), epochs=epochs,
+                             batch_size=recipe.train.batch_size, verbose=0, shuffle=True,
+                             callbacks=[best, _ProgressCallback(update)])
+    return plain_copy(recipe, model, len(labels)), hist.history
+
+
+def load_tokenizer(recipe: Recipe):
+    from .tokenizer import Tokenizer
+    return Tokenizer(recipe.tokenizer)
+
+
+def batch1_copy(recipe: Recipe, model, n_classes: int):
+    """The same weights in a batch-1 graph: what the converter and the device see."""
+    return plain_copy(recipe, model, n_classes, batch_size=1)
+
+
+def plain_copy(recipe: Recipe, model, n_classes: int, batch_size: int | None = None):
+    """The same weights in the inference graph (no training-only layers)."""
+    m = build_student(recipe, n_classes, batch_size=batch_size)
+    m.set_weights(model.get_weights())
+    return m
+
+
+def convert_model(recipe: Recipe, model, labels: list[str], calib_texts: list[str]) -> tuple[bytes, dict]:  # noqa: E501
+    """int8-convert, check the ops, load in TFLite Micro; returns the flatbuffer and the
+    manifest's `int8` section."""
+    tok = load_tokenizer(recipe)
+    m1 = batch1_copy(recipe, model, len(labels))
+    calib = tok.encode_batch(calib_texts)
+    t0 = time.time()
+    tflite = to_int8(m1, calib)
+    fb = read_model(tflite)
+    ops = check_ops(fb)
+    tflm_interpreter(tflite)  # raises a clear error if TFLite Micro refuses the model
+    order = output_order(fb)
+    sg = fb.subgraphs[0]
+    outputs = {}
+    for name, pos in order.items():
+        scale, zp = tensor_quant(fb, sg.outputs[pos])
+        outputs[name] = {"scale": scale, "zero_point": zp}
+    return tflite, {
+        "ops": ops,
+        "output_order": order,
+        "outputs": outputs,
+        "weights_bytes": weights_bytes(fb),
+        "file_bytes": len(tflite),
+        "convert_seconds": round(time.time() - t0, 2),
+    }
+
+
+def head_section(model, int8: dict) -> dict:
+    """The final layer, separable: float weights plus the int8 quantization of its input."""
+    head = model.get_layer("head")
+    w, b = head.get_weights()
+    return {
+        "layer": "head",
+        "in_features": int(w.shape[0]),
+        "classes": int(w.shape[1]),
+        "weights": np.round(w, 7).tolist(),
+        "bias": np.round(b, 7).tolist(),
+        "input_quantization": int8["outputs"]["features"],
+        "output_quantization": int8["outputs"]["logits"],
+    }
+
+
+def tool_versions() -> dict:
+    import keras
+    import tensorflow as tf
+    try:
+        from importlib.metadata import version
+        tflm = version("tflite-micro")
+    except Exception:
+        tflm = "unknown"
+    return {"mcutext": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+            "tflite_micro": tflm, "numpy": np.__version__, "python": platform.python_version()}
+
+
+def train(recipe: Recipe, out: Path | None = None, epochs: int | None = None,
+          limit: int | None = None, test_limit: int | None = None) -> Path:
+    """Train, convert and verify; writes the bundle atomically and returns its path."""
+    configure_tensorflow()
+    out = Path(out) if out else default_out(recipe)
+    t0 = time.time()
+    train_ds, dev_ds = split_train_dev(recipe, limit)
+    labels = sorted(set(train_ds.labels))
+    if len(labels) < 2:
+        raise McutextError(f"{train_ds.source}: need at least 2 labels, found {len(labels)}")
+    check_labels(dev_ds, labels)
+    model, history = fit(recipe, train_ds, dev_ds, labels, epochs)
+    train_seconds = time.time() - t0
+    rng = np.random.default_rng(recipe.train.seed + 1)
+    calib_idx = rng.permutation(len(train_ds))[:recipe.train.calibration_examples]
+    tflite, int8 = convert_model(recipe, model, labels, [train_ds.texts[i] for i in calib_idx])
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        model.save(staging / KERAS_FILE)
+        (staging / TFLITE_FILE).write_bytes(tflite)
+        manifest = {
+            "format": FORMAT_VERSION,
+            "name": recipe.name,
+            "version": 1,
+            "dataset": recipe.dataset,
+            "labels": labels,
+            "tokenizer": recipe.tokenizer.to_dict(),
+            "max_words": recipe.tokenizer.max_words,
+            "seq_len": recipe.tokenizer.seq_len,
+            "recipe": recipe.to_dict(),
+            "eval": {"exclude_labels": list(recipe.eval.exclude_labels)},
+            "sizes": {"params": count_params(model), "int8_weights_bytes": int8["weights_bytes"],
+                      "int8_file_bytes": int8["file_bytes"]},
+            "int8": int8,
+            "head": head_section(model, int8),
+            "training": {"examples": len(train_ds), "dev_examples": len(dev_ds),
+                         "epochs": len(history["loss"]), "seconds": round(train_seconds, 1),
+                         "best_dev_accuracy": float(max(history["val_accuracy"]))},
+            "metrics": {},
+            "tools": tool_versions(),
+        }
+        write_manifest(staging, manifest)
+        b = load_bundle(staging)
+        metrics = {}
+        for runtime in ("keras", "tflm"):
+            rep = evaluate(b, "test", runtime, limit=test_limit, compare_to_float=False)
+            metrics[runtime] = {k: rep[k] for k in ("n", "accuracy", "macro_f1")}
+            if "excluded" in rep:
+                metrics[runtime]["excluded"] = rep["excluded"]
+        f = b.predict_proba(load_split(recipe.dataset, "test").texts[:test_limit], "keras")
+        i = b.predict_proba(load_split(recipe.dataset, "test").texts[:test_limit], "tflm")
+        metrics["int8_float_agreement"] = float(np.mean(f.argmax(1) == i.argmax(1)))
+        manifest["metrics"] = {"test": metrics}
+        manifest["total_seconds"] = round(time.time() - t0, 1)
+        write_manifest(staging, manifest)
+        publish(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
+
+
+def reconvert(bundle_path: Path) -> dict:
+    """`mcutext convert`: re-quantize the bundle's Keras model and re-verify it in TFLite Micro."""
+    from .recipe import EvalConfig, ModelConfig, TrainConfig
+    from .tokenizer import TokenizerSpec
+    configure_tensorflow()
+    b = load_bundle(bundle_path)
+    r = b.manifest.get("recipe")
+    if not r:
+        raise McutextError(f"{bundle_path}/manifest.json: missing 'recipe'")
+    recipe = Recipe(name=r["name"], dataset=r["dataset"],
+                    tokenizer=TokenizerSpec.from_dict(r["tokenizer"]),
+                    model=ModelConfig(**r["model"]), train=TrainConfig(**r["train"]),
+                    eval=EvalConfig(exclude_labels=tuple(r["eval"]["exclude_labels"])))
+    train_ds, _ = split_train_dev(recipe)
+    rng = np.random.default_rng(recipe.train.seed + 1)
+    calib_idx = rng.permutation(len(train_ds))[:recipe.train.calibration_examples]
+    tflite, int8 = convert_model(recipe, b.keras_model(), b.labels,
+                                 [train_ds.texts[i] for i in calib_idx])
+    tmp = b.path / (TFLITE_FILE + ".tmp")
+    tmp.write_bytes(tflite)
+    os.replace(tmp, b.path / TFLITE_FILE)
+    manifest = dict(b.manifest, int8=int8, head=head_section(b.keras_model(), int8))
+    manifest["sizes"]["int8_weights_bytes"] = int8["weights_bytes"]
+    manifest["sizes"]["int8_file_bytes"] = int8["file_bytes"]
+    write_manifest(b.path, manifest)
+    return int8
