@@ -82,3 +82,22 @@ def test_cli_errors_exit_2(tmp_path, capsys):
     assert "not a bundle" in capsys.readouterr().err
     assert main(["train", "no_such_recipe"]) == 2
     assert "unknown recipe" in capsys.readouterr().err
+
+
+def test_broken_bundles_are_one_line_errors(sst2_small_bundle, tmp_path):
+    import shutil
+    bad = tmp_path / "bad"
+    shutil.copytree(sst2_small_bundle, bad)
+    tfl = bad / "model_int8.tflite"
+    tfl.write_bytes(tfl.read_bytes()[:200])
+    with pytest.raises(McutextError, match="model_int8.tflite: corrupt|model_int8.tflite"):
+        mcutext.load_bundle(bad).predict_proba(["fine"], "tflm")
+    shutil.copy(sst2_small_bundle / "model_int8.tflite", tfl)
+    m = json.loads((bad / "manifest.json").read_text())
+    m["labels"] = ["a", "b", "c"]
+    (bad / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(McutextError, match="output 'logits' has 2 values, the manifest says 3"):
+        mcutext.load_bundle(bad).predict_proba(["fine"], "tflm")
+    (bad / "manifest.json").write_text("{not json")
+    with pytest.raises(McutextError, match="manifest.json: not valid JSON"):
+        mcutext.load_bundle(bad)

@@ -61,8 +61,34 @@ class Bundle:
             p = self.path / TFLITE_FILE
             if not p.is_file():
                 raise McutextError(f"{p}: missing (run `mcutext convert {self.path}`)")
-            self._tflite = p.read_bytes()
+            data = p.read_bytes()
+            self._check_tflite(p, data)
+            self._tflite = data
         return self._tflite
+
+    def _check_tflite(self, p: Path, data: bytes) -> None:
+        """The flatbuffer must parse and agree with the manifest (input length, outputs)."""
+        from .convert import read_model
+        try:
+            fb = read_model(data)
+        except McutextError as e:
+            raise McutextError(f"{p}: {e}") from None
+        sg = fb.subgraphs[0]
+        want_in = [1, int(self.manifest["seq_len"])]
+        got_in = list(sg.tensors[sg.inputs[0]].shape)
+        if got_in != want_in:
+            raise McutextError(f"{p}: input shape {got_in} disagrees with the manifest "
+                               f"(seq_len {want_in[1]})")
+        want = {"logits": len(self.labels), "attention": int(self.manifest["max_words"])}
+        order = self.manifest["int8"]["output_order"]
+        for name, dim in want.items():
+            pos = order.get(name)
+            if pos is None or pos >= len(sg.outputs):
+                raise McutextError(f"{p}: has no output '{name}' at the manifest's position")
+            shape = list(sg.tensors[sg.outputs[pos]].shape)
+            if shape[-1] != dim:
+                raise McutextError(f"{p}: output '{name}' has {shape[-1]} values, the "
+                                   f"manifest says {dim}")
 
     def keras_model(self):
         if self._keras is None:

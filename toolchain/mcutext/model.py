@@ -94,39 +94,62 @@ class AttentionSum(keras.layers.Layer):
         return tf.reduce_sum(h * a, axis=[1, 2])
 
 
+class StudentLayers:
+    """The student's layers, callable in two halves: `embed` (ids -> word embeddings) and
+    `body` (word embeddings -> logits, attention, features). The functional model is built
+    from the same two calls, and the training loop uses them to perturb embeddings (FGM)."""
+
+    def __init__(self, recipe: Recipe, n_classes: int, training_graph: bool = False):
+        tok, cfg = recipe.tokenizer, recipe.model
+        self.L, self.K, self.D = tok.max_words, tok.features_per_word, cfg.embed_dim
+        self.word_dropout = (WordDropout(cfg.word_dropout, self.K, name="word_dropout")
+                             if training_graph and cfg.word_dropout > 0 else None)
+        self.embedding = HashEmbedding(tok.buckets, cfg.embed_dim, name="embedding")
+        self.to_nhwc = keras.layers.Reshape((self.L * self.K, 1, self.D), name="to_nhwc")
+        self.word_pool = (keras.layers.AveragePooling2D((self.K, 1), name="word_pool")
+                          if self.K > 1 else None)
+        self.embed_dropout = keras.layers.Dropout(cfg.dropout, name="embed_dropout")
+        self.conv = keras.layers.Conv2D(cfg.conv_filters, (cfg.conv_width, 1), padding="same",
+                                        activation="relu", name="conv")
+        self.attention_logits = keras.layers.Conv2D(1, (1, 1), name="attention_logits")
+        self.attention_flat = keras.layers.Reshape((self.L,), name="attention_flat")
+        self.attention = keras.layers.Softmax(name="attention")
+        self.attention_nhwc = keras.layers.Reshape((self.L, 1, 1), name="attention_nhwc")
+        self.pool = AttentionSum(name="attention_pool")
+        self.features = keras.layers.Dense(cfg.feature_dim, activation="relu", name="features")
+        self.feature_dropout = keras.layers.Dropout(cfg.dropout, name="feature_dropout")
+        self.head = keras.layers.Dense(n_classes, name="head")
+
+    def embed(self, ids, training=None):
+        """ids [N, L*K] -> word embeddings [N, L, 1, D] (mean of each word's K features)."""
+        x = ids
+        if self.word_dropout is not None:
+            x = self.word_dropout(x, training=training)
+        x = self.to_nhwc(self.embedding(x))
+        return self.word_pool(x) if self.word_pool is not None else x
+
+    def body(self, e, training=None):
+        """word embeddings -> (logits [N, C], attention [N, L], features [N, H])."""
+        h = self.conv(self.embed_dropout(e, training=training))
+        a = self.attention(self.attention_flat(self.attention_logits(h)))
+        pooled = self.pool([h, self.attention_nhwc(a)])
+        feats = self.features(pooled)
+        logits = self.head(self.feature_dropout(feats, training=training))
+        return logits, a, feats
+
+
 def build_student(recipe: Recipe, n_classes: int, batch_size: int | None = None,
                   seed: int | None = None, training_graph: bool = False) -> keras.Model:
     """Model with outputs (logits, attention, features). `training_graph` adds the
-    training-only augmentation layers (same weights, so weights copy across)."""
-    tok, cfg = recipe.tokenizer, recipe.model
+    training-only augmentation layers (no weights, so weights copy across)."""
     if seed is not None:
         keras.utils.set_random_seed(seed)
-    L, K = tok.max_words, tok.features_per_word
-    ids = keras.Input((L * K,), dtype="int32", batch_size=batch_size, name="ids")
-    x = ids
-    if training_graph and cfg.word_dropout > 0:
-        x = WordDropout(cfg.word_dropout, K, name="word_dropout")(x)
-    x = HashEmbedding(tok.buckets, cfg.embed_dim, name="embedding")(x)
-    x = keras.layers.Reshape((L * K, 1, cfg.embed_dim), name="to_nhwc")(x)
-    if K > 1:
-        x = keras.layers.AveragePooling2D((K, 1), name="word_pool")(x)
-    x = keras.layers.Dropout(cfg.dropout, name="embed_dropout")(x)
-    h = keras.layers.Conv2D(cfg.conv_filters, (cfg.conv_width, 1), padding="same",
-                            activation="relu", name="conv")(x)
-    a = keras.layers.Conv2D(1, (1, 1), name="attention_logits")(h)
-    a = keras.layers.Reshape((L,), name="attention_flat")(a)
-    a = keras.layers.Softmax(name="attention")(a)
-    a4 = keras.layers.Reshape((L, 1, 1), name="attention_nhwc")(a)
-    pooled = AttentionSum(name="attention_pool")([h, a4])
-    feats = keras.layers.Dense(cfg.feature_dim, activation="relu", name="features")(pooled)
-    f = keras.layers.Dropout(cfg.dropout, name="feature_dropout")(feats)
-    logits = keras.layers.Dense(n_classes, name="head")(f)
-    return keras.Model(ids, [logits, a, feats], name=f"{recipe.name}_student")
-
-
-def logits_model(model: keras.Model) -> keras.Model:
-    """The same layers with only the class scores as output (what training optimizes)."""
-    return keras.Model(model.inputs, model.outputs[0])
+    layers = StudentLayers(recipe, n_classes, training_graph)
+    ids = keras.Input((layers.L * layers.K,), dtype="int32", batch_size=batch_size, name="ids")
+    logits, a, feats = layers.body(layers.embed(ids))
+    model = keras.Model(ids, [logits, a, feats], name=f"{recipe.name}_student")
+    model.student_layers = layers
+    return model
 
 
 def count_params(model: keras.Model) -> int:

@@ -11,6 +11,7 @@ import tomllib
 from pathlib import Path
 
 from .errors import McutextError
+from .objective import ObjectiveConfig
 from .tokenizer import TokenizerSpec
 
 
@@ -53,6 +54,7 @@ class Recipe:
     model: ModelConfig
     train: TrainConfig
     eval: EvalConfig
+    objective: ObjectiveConfig = ObjectiveConfig()
     path: str = ""
 
     def to_dict(self) -> dict:
@@ -75,6 +77,13 @@ _RANGES = {
     ("train", "seed"): (0, 2**31 - 1),
     ("train", "calibration_examples"): (1, 100000),
     ("train", "dev_fraction"): (0.01, 0.5),
+    ("objective", "kd_weight"): (0.0, 1.0),
+    ("objective", "temperature"): (0.1, 20.0),
+    ("objective", "map_weight"): (0.0, 100.0),
+    ("objective", "adv_weight"): (0.0, 100.0),
+    ("objective", "fgm_epsilon"): (0.0, 10.0),
+    ("objective", "adv_candidates"): (1, 64),
+    ("objective", "adv_words"): (1, 64),
 }
 
 
@@ -119,7 +128,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise McutextError(f"{path}: not valid TOML ({e})") from None
-    allowed = {"name", "dataset", "tokenizer", "model", "train", "eval"}
+    allowed = {"name", "dataset", "tokenizer", "model", "train", "eval", "objective"}
     unknown = set(raw) - allowed
     if unknown:
         raise McutextError(f"{path}: unknown key(s) {', '.join(sorted(unknown))} "
@@ -134,6 +143,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         model=_section(path, raw, "model", ModelConfig),
         train=_section(path, raw, "train", TrainConfig),
         eval=_section(path, raw, "eval", EvalConfig),
+        objective=_section(path, raw, "objective", ObjectiveConfig),
         path=str(path),
     )
 

@@ -20,7 +20,7 @@ from .convert import (check_ops, output_order, read_model, tensor_quant, tflm_in
 from .data import Dataset, has_split, load_split  # noqa: E402
 from .errors import McutextError  # noqa: E402
 from .evaluate import check_labels, evaluate  # noqa: E402
-from .model import build_student, count_params, logits_model  # noqa: E402
+from .model import build_student, count_params  # noqa: E402
 from .recipe import Recipe, project_root  # noqa: E402
 
 
@@ -52,47 +52,42 @@ def split_train_dev(recipe: Recipe, limit: int | None = None) -> tuple[Dataset, 
     return train, dev
 
 
-class _ProgressCallback:
-    """Keras callback that drives a rich progress bar, one step per epoch."""
-
-    def __new__(cls, update):
-        import keras
-
-        class CB(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch, logs=None):
-                logs = logs or {}
-                update(advance=1, status=f"loss {logs.get('loss', 0):.3f} "
-                                         f"val_acc {logs.get('val_accuracy', 0):.3f}")
-        return CB()
-
-
 def fit(recipe: Recipe, train: Dataset, dev: Dataset, labels: list[str],
-        epochs: int | None = None):
-    """Train the float student with cross-entropy; returns the model (outputs: logits,
-    attention, features) at the epoch with the best dev accuracy, and the history."""
-    import keras
+        epochs: int | None = None, teacher=None):
+    """Train the float student under the recipe's objective; returns the model (outputs:
+    logits, attention, features) at the epoch with the best dev accuracy, and the history."""
+    from .objective import Trainer
     tok = load_tokenizer(recipe)
     index = {lab: i for i, lab in enumerate(labels)}
-    x_tr, y_tr = tok.encode_batch(train.texts), np.array([index[y] for y in train.labels])
+    y_tr = np.array([index[y] for y in train.labels])
     x_dv, y_dv = tok.encode_batch(dev.texts), np.array([index[y] for y in dev.labels])
-    epochs = epochs or recipe.train.epochs
+    if teacher is None and recipe.objective.uses_teacher:
+        teacher = get_teacher(recipe, labels)
     model = build_student(recipe, len(labels), seed=recipe.train.seed, training_graph=True)
-    trainable = logits_model(model)
-    if recipe.train.weight_decay > 0:
-        opt = keras.optimizers.AdamW(recipe.train.learning_rate,
-                                     weight_decay=recipe.train.weight_decay)
-    else:
-        opt = keras.optimizers.Adam(recipe.train.learning_rate)
-    trainable.compile(optimizer=opt,
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=["accuracy"])
-    best = keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=epochs,
-                                         restore_best_weights=True, mode="max")
-    with progress.task(f"training {recipe.name}", total=epochs) as update:
-        hist = trainable.fit(x_tr, y_tr, validation_data=(x_dv, y_dv), epochs=epochs,
-                             batch_size=recipe.train.batch_size, verbose=0, shuffle=True,
-                             callbacks=[best, _ProgressCallback(update)])
-    return plain_copy(recipe, model, len(labels)), hist.history
+    trainer = Trainer(recipe, model, len(labels), teacher)
+    history = trainer.fit(train, y_tr, x_dv, y_dv, tok, epochs or recipe.train.epochs)
+    return plain_copy(recipe, model, len(labels)), history
+
+
+def teacher_path(recipe: Recipe) -> Path:
+    if recipe.objective.teacher:
+        p = Path(recipe.objective.teacher)
+        return p if p.is_absolute() else project_root() / p
+    return project_root() / "build" / recipe.name / "teacher"
+
+
+def get_teacher(recipe: Recipe, labels: list[str]):
+    """The recipe's cached teacher, trained first if it is not there yet."""
+    from .teacher import load_teacher, train_teacher
+    path = teacher_path(recipe)
+    if not (path.exists()):
+        progress.log(f"no teacher at {path}: training it first (cached for later runs)")
+        train_teacher(recipe, out=path)
+    teacher = load_teacher(path)
+    if list(teacher.labels) != list(labels):
+        raise McutextError(f"{path}: the teacher's labels differ from the student's",
+                           hint=f"retrain it: mcutext teacher train {recipe.name}")
+    return teacher
 
 
 def load_tokenizer(recipe: Recipe):
@@ -232,6 +227,7 @@ def train(recipe: Recipe, out: Path | None = None, epochs: int | None = None,
 
 def reconvert(bundle_path: Path) -> dict:
     """`mcutext convert`: re-quantize the bundle's Keras model and re-verify it in TFLite Micro."""
+    from .objective import ObjectiveConfig
     from .recipe import EvalConfig, ModelConfig, TrainConfig
     from .tokenizer import TokenizerSpec
     configure_tensorflow()
@@ -242,7 +238,8 @@ def reconvert(bundle_path: Path) -> dict:
     recipe = Recipe(name=r["name"], dataset=r["dataset"],
                     tokenizer=TokenizerSpec.from_dict(r["tokenizer"]),
                     model=ModelConfig(**r["model"]), train=TrainConfig(**r["train"]),
-                    eval=EvalConfig(exclude_labels=tuple(r["eval"]["exclude_labels"])))
+                    eval=EvalConfig(exclude_labels=tuple(r["eval"]["exclude_labels"])),
+                    objective=ObjectiveConfig(**r.get("objective", {})))
     train_ds, _ = split_train_dev(recipe)
     rng = np.random.default_rng(recipe.train.seed + 1)
     calib_idx = rng.permutation(len(train_ds))[:recipe.train.calibration_examples]

@@ -1,0 +1,118 @@
+"""`make bench`: the long measurements. Tables (markdown + JSON) go under build/bench/;
+docs/results.md summarizes them.
+
+    python -m mcutext.bench [--out build/bench] [--only pipeline,device,robustness,ablation]
+                            [--recipes sst2,sms_spam,ag_news,clinc150]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from . import progress
+from .errors import McutextError
+
+RECIPES = ("sst2", "sms_spam", "ag_news", "clinc150")
+SECTIONS = ("pipeline", "device", "robustness", "ablation")
+
+
+def write_table(out: Path, name: str, rows: list[dict], columns: list[tuple[str, str]],
+                title: str, note: str = "") -> None:
+    """rows -> out/<name>.json and out/<name>.md (columns: (key, header))."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(rows, indent=2, default=float) + "\n")
+    lines = [f"# {title}", ""]
+    if note:
+        lines += [note, ""]
+    lines.append("| " + " | ".join(h for _, h in columns) + " |")
+    lines.append("|" + "---|" * len(columns))
+    for r in rows:
+        cells = []
+        for key, _ in columns:
+            v = r.get(key, "")
+            cells.append(f"{v:.4f}" if isinstance(v, float) and abs(v) < 10 else
+                         f"{v:,.1f}" if isinstance(v, float) else
+                         f"{v:,}" if isinstance(v, int) else str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+
+
+def bench_pipeline(out: Path, recipes: list[str]) -> dict[str, Path]:
+    """Train every recipe with its default objective; int8 accuracy in TFLite Micro."""
+    from .bundle import load_bundle
+    from .recipe import load_recipe
+    from .train import train
+    rows, bundles = [], {}
+    for name in recipes:
+        t0 = time.time()
+        path = train(load_recipe(name), out=out / "bundles" / name)
+        wall = time.time() - t0
+        m = load_bundle(path).manifest
+        t = m["metrics"]["test"]
+        row = {
+            "recipe": name, "params": m["sizes"]["params"],
+            "int8_weights_bytes": m["sizes"]["int8_weights_bytes"],
+            "train_seconds": m["training"]["seconds"], "total_seconds": round(wall, 1),
+            "test_n": t["tflm"]["n"], "float_accuracy": t["keras"]["accuracy"],
+            "int8_tflm_accuracy": t["tflm"]["accuracy"], "int8_macro_f1": t["tflm"]["macro_f1"],
+            "int8_float_agreement": t["int8_float_agreement"],
+        }
+        for lab, ex in t["tflm"].get("excluded", {}).items():
+            row["excluded"] = f"{lab}: recall {ex['recall']:.3f} (n={ex['n']})"
+        rows.append(row)
+        bundles[name] = path
+        progress.log(f"{name}: int8 {row['int8_tflm_accuracy']:.4f} in {wall:.0f} s")
+    write_table(out, "pipeline", rows, [
+        ("recipe", "recipe"), ("params", "parameters"), ("int8_weights_bytes", "int8 weights (B)"),
+        ("train_seconds", "training (s)"), ("total_seconds", "train+convert+verify (s)"),
+        ("test_n", "test n"), ("float_accuracy", "float acc."),
+        ("int8_tflm_accuracy", "int8 acc. (TFLM)"), ("int8_macro_f1", "int8 macro-F1"),
+        ("int8_float_agreement", "int8/float agreement"), ("excluded", "left out of accuracy")],
+        "Host pipeline: accuracy on the test split, 2 CPU cores",
+        "Produced by `make bench` (python -m mcutext.bench --only pipeline).")
+    return bundles
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m mcutext.bench")
+    ap.add_argument("--out", type=Path, default=Path("build/bench"))
+    ap.add_argument("--only", default=",".join(SECTIONS))
+    ap.add_argument("--recipes", default=",".join(RECIPES))
+    args = ap.parse_args(argv)
+    sections = [s for s in args.only.split(",") if s]
+    recipes = [r for r in args.recipes.split(",") if r]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        print(f"error: unknown section(s) {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    from .train import configure_tensorflow
+    configure_tensorflow()
+    try:
+        bundles: dict[str, Path] = {}
+        if "pipeline" in sections:
+            bundles = bench_pipeline(args.out, recipes)
+        else:
+            bundles = {r: args.out / "bundles" / r for r in recipes
+                       if (args.out / "bundles" / r / "manifest.json").is_file()}
+        if "device" in sections:
+            from .bench_device import bench_device
+            bench_device(args.out, bundles)
+        if "robustness" in sections:
+            from .bench_attack import robustness_bench
+            robustness_bench(bundles, args.out)
+        if "ablation" in sections:
+            from .ablation import bench_ablation
+            bench_ablation(args.out, [r for r in recipes if r in ("sst2", "sms_spam")])
+    except McutextError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"results under {args.out}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

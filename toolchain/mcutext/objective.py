@@ -1,0 +1,200 @@
+"""The three-part training objective (docs/objective.md explains each choice).
+
+    L = (1 - a) * CE(y, z_s)
+      + a * T^2 * KL(softmax(z_t / T) || softmax(z_s / T))           knowledge distillation
+      + b * KL(attr_t || attn_s)                                       explainable feature mapping
+      + c * (CE(y, z_s(e + r_fgm)) + CE(y, z_s(x_adv))) / 2            adversarial robustness
+
+- z_t, attr_t: the teacher's logits and its word attributions, aligned to the student's words
+  (mcutext.teacher), computed once per training run.
+- attn_s: the student's attention pooling weights, renormalized over the words present; this
+  is also what the device reports as its explanation, so aligning it is aligning the device's
+  explanations with the teacher's.
+- r_fgm: a norm-bounded step along the loss gradient in word-embedding space (Miyato et al.),
+  with ||r|| = fgm_epsilon * ||e|| per example (relative, because hashed embeddings have no
+  fixed scale), pads masked, gradient stopped.
+- x_adv: discrete perturbations (character edits / WordNet synonyms from mcutext.perturb, with
+  training seeds that never meet the evaluation seeds), worst of `adv_candidates` random
+  candidates per example under the current student, re-drawn every epoch.
+
+One loop serves every variant, so an ablation changes only the weights a, b, c.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from . import progress
+from .data import Dataset
+from .errors import McutextError
+
+# Seeds of the training-time adversary are offset so they never coincide with the seeds the
+# attack suite uses for evaluation (small integers).
+TRAIN_ADVERSARY_SEED_OFFSET = 1_000_003
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectiveConfig:
+    kd_weight: float = 0.0        # a
+    temperature: float = 2.0      # T
+    map_weight: float = 0.0       # b
+    adv_weight: float = 0.0       # c
+    fgm_epsilon: float = 0.5      # relative to each example's embedding norm
+    adv_candidates: int = 4       # random perturbations per example; the worst one is kept
+    adv_words: int = 2            # words edited per candidate (the attack budget we train for)
+    teacher: str = ""             # teacher folder; default build/<recipe>/teacher
+
+    @property
+    def uses_teacher(self) -> bool:
+        return self.kd_weight > 0 or self.map_weight > 0
+
+
+def word_mask(ids, max_words: int, k: int):
+    import tensorflow as tf
+    w = tf.reshape(ids, (-1, max_words, k))[:, :, 0]
+    return tf.cast(w > 0, tf.float32)
+
+
+class Trainer:
+    """Custom training loop for the student under the three-part objective."""
+
+    def __init__(self, recipe, model, n_classes: int, teacher=None):
+        import keras
+        import tensorflow as tf
+        self.recipe = recipe
+        self.cfg: ObjectiveConfig = recipe.objective
+        self.model = model
+        self.layers = model.student_layers
+        self.n_classes = n_classes
+        self.teacher = teacher
+        if self.cfg.uses_teacher and teacher is None:
+            raise McutextError("the objective needs a teacher (kd_weight or map_weight > 0)")
+        tc = recipe.train
+        if tc.weight_decay > 0:
+            self.opt = keras.optimizers.AdamW(tc.learning_rate, weight_decay=tc.weight_decay)
+        else:
+            self.opt = keras.optimizers.Adam(tc.learning_rate)
+        self.L, self.K = recipe.tokenizer.max_words, recipe.tokenizer.features_per_word
+        self._step = tf.function(self._train_step, reduce_retracing=True)
+
+    # --- one optimization step -----------------------------------------------------------
+    def _train_step(self, ids, y, t_logits, t_attr, adv_ids):
+        import tensorflow as tf
+        cfg = self.cfg
+        lay = self.layers
+        ce_fn = tf.keras.losses.sparse_categorical_crossentropy
+        with tf.GradientTape() as tape:
+            with tf.GradientTape() as inner:
+                e = lay.embed(ids, training=True)
+                inner.watch(e)
+                logits, attn, _ = lay.body(e, training=True)
+                ce = tf.reduce_mean(ce_fn(y, logits, from_logits=True))
+            loss = ce
+            parts = {"ce": ce}
+            if cfg.kd_weight > 0:
+                T = cfg.temperature
+                p_t = tf.nn.softmax(t_logits / T)
+                log_p_s = tf.nn.log_softmax(logits / T)
+                kd = tf.reduce_mean(tf.reduce_sum(
+                    p_t * (tf.math.log(p_t + 1e-9) - log_p_s), axis=-1)) * T * T
+                loss = (1 - cfg.kd_weight) * ce + cfg.kd_weight * kd
+                parts["kd"] = kd
+            if cfg.map_weight > 0:
+                m = word_mask(ids, self.L, self.K)
+                a_s = attn * m
+                a_s = a_s / (tf.reduce_sum(a_s, axis=-1, keepdims=True) + 1e-9)
+                has = tf.cast(tf.reduce_sum(m, axis=-1) > 0, tf.float32)
+                kl = tf.reduce_sum(t_attr * (tf.math.log(t_attr + 1e-9) -
+                                             tf.math.log(a_s + 1e-9)), axis=-1)
+                fm = tf.reduce_sum(kl * has) / (tf.reduce_sum(has) + 1e-9)
+                loss = loss + cfg.map_weight * fm
+                parts["map"] = fm
+            if cfg.adv_weight > 0:
+                g = tf.stop_gradient(inner.gradient(ce, e))
+                m4 = tf.reshape(word_mask(ids, self.L, self.K), (-1, self.L, 1, 1))
+                g = g * m4
+                g_norm = tf.sqrt(tf.reduce_sum(g * g, axis=[1, 2, 3], keepdims=True)) + 1e-12
+                e_norm = tf.stop_gradient(
+                    tf.sqrt(tf.reduce_sum(e * e, axis=[1, 2, 3], keepdims=True)))
+                r = cfg.fgm_epsilon * e_norm * g / g_norm
+                logits_fgm, _, _ = lay.body(e + r, training=True)
+                fgm = tf.reduce_mean(ce_fn(y, logits_fgm, from_logits=True))
+                logits_adv, _, _ = lay.body(lay.embed(adv_ids, training=True), training=True)
+                disc = tf.reduce_mean(ce_fn(y, logits_adv, from_logits=True))
+                loss = loss + cfg.adv_weight * 0.5 * (fgm + disc)
+                parts["fgm"] = fgm
+                parts["adv"] = disc
+        grads = tape.gradient(loss, self.model.trainable_variables)
+        self.opt.apply_gradients(zip(grads, self.model.trainable_variables))
+        # keep the padding row of the embedding table at exactly zero
+        table = lay.embedding.table
+        table.assign(table.constraint(table))
+        parts["loss"] = loss
+        return parts
+
+    # --- discrete adversary ----------------------------------------------------------------
+    def adversarial_ids(self, texts: list[str], y: np.ndarray, tokenizer, epoch: int) -> np.ndarray:
+        """Worst of `adv_candidates` random perturbations per text under the current model."""
+        from .perturb import random_perturbation
+        cfg = self.cfg
+        rng = np.random.default_rng(
+            TRAIN_ADVERSARY_SEED_OFFSET + self.recipe.train.seed * 1000 + epoch)
+        k = cfg.adv_candidates
+        cands = []
+        for t in texts:
+            for j in range(k):
+                kind = "word" if j == k - 1 else "char"
+                cands.append(random_perturbation(t, rng, kind=kind, max_words=cfg.adv_words))
+        ids = tokenizer.encode_batch(cands)
+        logits = self.model.predict(ids, batch_size=1024, verbose=0)[0]
+        logp = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(
+            1, keepdims=True)) - logits.max(1, keepdims=True)
+        yy = np.repeat(y, k)
+        loss = -logp[np.arange(len(yy)), yy].reshape(len(texts), k)
+        pick = loss.argmax(axis=1)
+        return ids.reshape(len(texts), k, -1)[np.arange(len(texts)), pick]
+
+    # --- the loop --------------------------------------------------------------------------
+    def fit(self, train: Dataset, y_tr: np.ndarray, x_dv: np.ndarray, y_dv: np.ndarray,
+            tokenizer, epochs: int) -> dict:
+        import tensorflow as tf
+        x_tr = tokenizer.encode_batch(train.texts)
+        n = len(x_tr)
+        if self.teacher is not None and self.cfg.uses_teacher:
+            t_logits = self.teacher.logits(train.texts).astype(np.float32)
+            t_attr = self.teacher.word_attributions(
+                train.texts, self.L, self.recipe.tokenizer.max_word_bytes).astype(np.float32)
+        else:
+            t_logits = np.zeros((n, self.n_classes), np.float32)
+            t_attr = np.zeros((n, self.L), np.float32)
+        history: dict[str, list[float]] = {"loss": [], "val_accuracy": []}
+        best_acc, best_weights = -1.0, None
+        bs = self.recipe.train.batch_size
+        rng = np.random.default_rng(self.recipe.train.seed)
+        with progress.task(f"training {self.recipe.name}", total=epochs) as update:
+            for epoch in range(epochs):
+                adv = (self.adversarial_ids(train.texts, y_tr, tokenizer, epoch)
+                       if self.cfg.adv_weight > 0 else x_tr)
+                order = rng.permutation(n)
+                totals: dict[str, float] = {}
+                steps = 0
+                for s in range(0, n, bs):
+                    idx = order[s:s + bs]
+                    parts = self._step(tf.constant(x_tr[idx]), tf.constant(y_tr[idx]),
+                                       tf.constant(t_logits[idx]), tf.constant(t_attr[idx]),
+                                       tf.constant(adv[idx]))
+                    for key, v in parts.items():
+                        totals[key] = totals.get(key, 0.0) + float(v)
+                    steps += 1
+                val = self.model.predict(x_dv, batch_size=1024, verbose=0)[0].argmax(1)
+                acc = float(np.mean(val == y_dv))
+                for key, v in totals.items():
+                    history.setdefault(key, []).append(v / steps)
+                history["val_accuracy"].append(acc)
+                if acc > best_acc:
+                    best_acc, best_weights = acc, self.model.get_weights()
+                update(advance=1, status=f"loss {totals['loss'] / steps:.3f} val_acc {acc:.3f}")
+        self.model.set_weights(best_weights)
+        return history
