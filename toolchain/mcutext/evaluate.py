@@ -50,6 +50,9 @@ def evaluate(bundle: Bundle, split: str = "test", runtime: str = "tflm",
              compare_to_float: bool = True) -> dict:
     if data is None:
         data = load_split(bundle.manifest["dataset"], split)
+    dropped = set(bundle.manifest.get("eval", {}).get("dropped_labels", ()))
+    if dropped:  # labels the bundle was deliberately trained without
+        data = data.subset([i for i, y in enumerate(data.labels) if y not in dropped])
     if limit is not None:
         data = data.subset(range(min(limit, len(data))))
     check_labels(data, bundle.labels)

@@ -38,6 +38,9 @@ class TrainConfig:
     calibration_examples: int = 300
     # when the dataset has no dev split, this share of train is held out for validation
     dev_fraction: float = 0.1
+    # labels left out of training altogether (e.g. intents the owner teaches on the device);
+    # their examples are also left out of the bundle's own evaluation
+    drop_labels: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +63,7 @@ class Recipe:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["eval"]["exclude_labels"] = list(self.eval.exclude_labels)
+        d["train"]["drop_labels"] = list(self.train.drop_labels)
         return d
 
 
@@ -106,8 +110,9 @@ def _section(path: Path, raw: dict, name: str, cls):
         if rng and not rng[0] <= value <= rng[1]:
             raise McutextError(
                 f"{path}: '{name}.{key}' = {value} is out of range [{rng[0]}, {rng[1]}]")
-    if cls is EvalConfig and "exclude_labels" in sec:
-        sec = dict(sec, exclude_labels=tuple(sec["exclude_labels"]))
+    for key in ("exclude_labels", "drop_labels"):
+        if key in sec and isinstance(sec[key], list):
+            sec = dict(sec, **{key: tuple(sec[key])})
     try:
         return cls(**sec)
     except McutextError as e:

@@ -46,10 +46,17 @@ def split_train_dev(recipe: Recipe, limit: int | None = None) -> tuple[Dataset, 
         perm = rng.permutation(len(train))
         n_dev = max(1, int(len(train) * recipe.train.dev_fraction))
         dev, train = train.subset(perm[:n_dev]), train.subset(perm[n_dev:])
+    if recipe.train.drop_labels:
+        train, dev = (drop_labels(d, recipe.train.drop_labels) for d in (train, dev))
     if limit is not None:
         train = train.subset(rng.permutation(len(train))[:limit])
         dev = dev.subset(range(min(len(dev), max(100, limit // 5))))
     return train, dev
+
+
+def drop_labels(data: Dataset, labels) -> Dataset:
+    drop = set(labels)
+    return data.subset([i for i, y in enumerate(data.labels) if y not in drop])
 
 
 def fit(recipe: Recipe, train: Dataset, dev: Dataset, labels: list[str],
@@ -193,7 +200,8 @@ def train(recipe: Recipe, out: Path | None = None, epochs: int | None = None,
             "max_words": recipe.tokenizer.max_words,
             "seq_len": recipe.tokenizer.seq_len,
             "recipe": recipe.to_dict(),
-            "eval": {"exclude_labels": list(recipe.eval.exclude_labels)},
+            "eval": {"exclude_labels": list(recipe.eval.exclude_labels),
+                     "dropped_labels": list(recipe.train.drop_labels)},
             "sizes": {"params": count_params(model), "int8_weights_bytes": int8["weights_bytes"],
                       "int8_file_bytes": int8["file_bytes"]},
             "int8": int8,
@@ -212,8 +220,10 @@ def train(recipe: Recipe, out: Path | None = None, epochs: int | None = None,
             metrics[runtime] = {k: rep[k] for k in ("n", "accuracy", "macro_f1")}
             if "excluded" in rep:
                 metrics[runtime]["excluded"] = rep["excluded"]
-        f = b.predict_proba(load_split(recipe.dataset, "test").texts[:test_limit], "keras")
-        i = b.predict_proba(load_split(recipe.dataset, "test").texts[:test_limit], "tflm")
+        test_texts = drop_labels(load_split(recipe.dataset, "test"),
+                                 recipe.train.drop_labels).texts[:test_limit]
+        f = b.predict_proba(test_texts, "keras")
+        i = b.predict_proba(test_texts, "tflm")
         metrics["int8_float_agreement"] = float(np.mean(f.argmax(1) == i.argmax(1)))
         manifest["metrics"] = {"test": metrics}
         manifest["total_seconds"] = round(time.time() - t0, 1)
@@ -237,7 +247,9 @@ def reconvert(bundle_path: Path) -> dict:
         raise McutextError(f"{bundle_path}/manifest.json: missing 'recipe'")
     recipe = Recipe(name=r["name"], dataset=r["dataset"],
                     tokenizer=TokenizerSpec.from_dict(r["tokenizer"]),
-                    model=ModelConfig(**r["model"]), train=TrainConfig(**r["train"]),
+                    model=ModelConfig(**r["model"]),
+                    train=TrainConfig(**{**r["train"],
+                                         "drop_labels": tuple(r["train"].get("drop_labels", ()))}),
                     eval=EvalConfig(exclude_labels=tuple(r["eval"]["exclude_labels"])),
                     objective=ObjectiveConfig(**r.get("objective", {})))
     train_ds, _ = split_train_dev(recipe)
