@@ -84,7 +84,15 @@ class Trainer:
         import tensorflow as tf
         cfg = self.cfg
         lay = self.layers
-        ce_fn = tf.keras.losses.sparse_categorical_crossentropy
+        smooth = self.recipe.train.label_smoothing
+        n_cls = self.n_classes
+
+        def ce_fn(labels, z, from_logits=True):
+            if smooth <= 0:
+                return tf.keras.losses.sparse_categorical_crossentropy(labels, z, from_logits=True)
+            onehot = tf.one_hot(labels, n_cls)
+            return tf.keras.losses.categorical_crossentropy(
+                onehot, z, from_logits=True, label_smoothing=smooth)
         with tf.GradientTape() as tape:
             with tf.GradientTape() as inner:
                 e = lay.embed(ids, training=True)

@@ -33,6 +33,9 @@ class TrainConfig:
     learning_rate: float = 3e-3
     # decoupled weight decay (AdamW); 0 = plain Adam
     weight_decay: float = 0.0
+    # label smoothing of the cross-entropy; it also bounds the logits' range, which keeps
+    # the int8 logits fine-grained when there are many classes
+    label_smoothing: float = 0.0
     seed: int = 1
     # examples drawn from train for the int8 calibration (representative dataset)
     calibration_examples: int = 300
@@ -78,6 +81,7 @@ _RANGES = {
     ("train", "batch_size"): (1, 4096),
     ("train", "learning_rate"): (1e-6, 1.0),
     ("train", "weight_decay"): (0.0, 1.0),
+    ("train", "label_smoothing"): (0.0, 0.5),
     ("train", "seed"): (0, 2**31 - 1),
     ("train", "calibration_examples"): (1, 100000),
     ("train", "dev_fraction"): (0.01, 0.5),
