@@ -74,19 +74,25 @@ def device_demo(bundle_path: Path, board: str) -> int:
     print(f"firmware: {res['elf']} (flash {res['flash_bytes']} / {res['flash_budget']} bytes, "
           f"RAM {res['ram_bytes']} / {res['ram_budget']} bytes)")
     ref = b.run_int8(b.tokenize(SENTENCES), "tflm")["logits"]
-    with boot(res["elf"], board) as url:
-        print(f"QEMU is serving the board's UART at {url}")
-        dev = Device(url)
+    with boot(res["elf"], board) as url, Device(url) as dev:
+        print(f"QEMU ({board}) is serving the board's UART at {url}")
         info = dev.info()
-        print(f"device: {info.get('model', '?')} with labels {info.get('labels', '?')}")
+        print(f"device: {info.get('model', '?')} on {info.get('board')} ({info.get('cpu')}, "
+              f"{info.get('kernels')} kernels), labels {info.get('labels', '?')}")
         same = 0
         for text, want in zip(SENTENCES, ref):
             r = dev.classify(text)
             ok = np.array_equal(np.array(r["scores"], dtype=np.int8), want)
             same += ok
-            print(f"  {r['label']:>8}  ({r['instructions']['model']} model instructions)  "
+            cost = r.get(r.get("unit", "instructions"), {})
+            print(f"  {r['label']:>8}  scores {' '.join(f'{v:4d}' for v in r['scores'])}  "
+                  f"({cost.get('tokenizer')} + {cost.get('model')} {r.get('unit')})  "
                   f"{'= TFLite Micro' if ok else '!= TFLite Micro'}  {text}")
-    print(f"{same}/{len(SENTENCES)} device outputs byte-identical to TFLite Micro")
+        stack = dev.stats()["stack"]
+        print(f"  stack high-water mark {stack['used']} of {stack['budget']} bytes")
+    print(f"{same}/{len(SENTENCES)} device outputs byte-identical to TFLite Micro "
+          "(instructions counted by QEMU -icount, not cycles)")
+    print(f"try it: mcutext run --board {board} {res['elf']}")
     return 0 if same == len(SENTENCES) else 1
 
 

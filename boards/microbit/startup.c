@@ -1,0 +1,45 @@
+/* micro:bit v1 (nRF51822, Cortex-M0): vector table and reset handler. */
+#include <stdint.h>
+
+#include "app.h"
+#include "cortex_m.h"
+
+extern uint32_t __data_load[], __data_start[], __data_end[], __bss_start[], __bss_end[];
+extern uint32_t __stack_top[];
+int main(void);
+
+void Reset_Handler(void);
+void Fault_Handler(void);
+
+void Reset_Handler(void)
+{
+    const uint32_t *src = __data_load;
+    for (uint32_t *dst = __data_start; dst < __data_end;) {
+        *dst++ = *src++;
+    }
+    for (uint32_t *dst = __bss_start; dst < __bss_end;) {
+        *dst++ = 0;
+    }
+    main();
+    for (;;) {
+    }
+}
+
+/* Faults and unexpected interrupts: report over the UART and reset (the device keeps serving). */
+void Fault_Handler(void)
+{
+    mt_app_fault();
+    mt_system_reset();
+}
+
+#define IRQS 32 /* nRF51 device interrupts */
+
+__attribute__((section(".isr_vector"), used)) void (*const vectors[16 + IRQS])(void) = {
+    [0] = (void (*)(void))__stack_top,
+    [1] = Reset_Handler,
+    [2 ... 6] = Fault_Handler,   /* NMI, HardFault, MemManage, BusFault, UsageFault */
+    [11 ... 12] = Fault_Handler, /* SVCall, DebugMonitor: unused */
+    [14] = Fault_Handler,        /* PendSV: unused */
+    [15] = Fault_Handler,
+    [16 ... 16 + IRQS - 1] = Fault_Handler,
+};

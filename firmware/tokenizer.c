@@ -1,0 +1,190 @@
+/* Vocabulary-free feature hashing; the bytes-to-ids function of toolchain/mcutext/tokenizer.py.
+ * Spec: docs/tokenizer.md. Works on bytes: invalid UTF-8, NUL and any length are just input. */
+#include "tokenizer.h"
+
+#include "words.h"
+
+#define FNV_OFFSET 0x811C9DC5u
+#define FNV_PRIME 0x01000193u
+#define TAG_WORD 0x57u   /* 'W' */
+#define TAG_SORTED 0x53u /* 'S' */
+#define TAG_PREFIX 0x50u /* 'P' */
+#define TAG_SUFFIX 0x58u /* 'X' */
+#define AFFIX_BYTES 3u
+
+enum { CLASS_SEPARATOR = 0, CLASS_WORD = 1, CLASS_PUNCT = 2 };
+
+/* Separators: <= 0x20 and 0x7F. Word bytes: a-z A-Z 0-9, the apostrophe, >= 0x80. The rest
+ * (ASCII punctuation) are one-byte words. WORD_ASCII is the set of word bytes below 0x80 as
+ * a 128-bit map (a few instructions per byte, no branch chain, 16 bytes of flash). */
+static const uint32_t WORD_ASCII[4] = {
+    0x00000000u, /* 0x00-0x1F */
+    0x03FF0080u, /* 0x20-0x3F: ' (0x27), 0-9 (0x30-0x39) */
+    0x07FFFFFEu, /* 0x40-0x5F: A-Z (0x41-0x5A) */
+    0x07FFFFFEu, /* 0x60-0x7F: a-z (0x61-0x7A) */
+};
+
+static int byte_class(uint8_t b)
+{
+    if (b >= 0x80u) {
+        return CLASS_WORD;
+    }
+    if (b <= 0x20u || b == 0x7Fu) {
+        return CLASS_SEPARATOR;
+    }
+    return (WORD_ASCII[b >> 5] >> (b & 31u)) & 1u ? CLASS_WORD : CLASS_PUNCT;
+}
+
+int mt_next_word(const uint8_t *text, uint32_t len, uint32_t max_word_bytes, uint32_t *pos,
+                 mt_word_t *word)
+{
+    uint32_t i = *pos;
+    while (i < len) {
+        int c = byte_class(text[i]);
+        if (c == CLASS_SEPARATOR) {
+            i++;
+            continue;
+        }
+        word->start = i;
+        if (c == CLASS_PUNCT) {
+            word->len = 1u;
+            *pos = i + 1u;
+            return 1;
+        }
+        uint32_t j = i;
+        while (j < len && byte_class(text[j]) == CLASS_WORD) {
+            j++;
+        }
+        word->len = (j - i < max_word_bytes) ? j - i : max_word_bytes;
+        *pos = j;
+        return 1;
+    }
+    *pos = len;
+    return 0;
+}
+
+static uint32_t fmix32(uint32_t h)
+{
+    h ^= h >> 16;
+    h *= 0x85EBCA6Bu;
+    h ^= h >> 13;
+    h *= 0xC2B2AE35u;
+    h ^= h >> 16;
+    return h;
+}
+
+/* id = 1 + hash % (buckets - 1). Cores without a divide instruction (Cortex-M0/M0+: ARMv6-M)
+ * would call libgcc's shift-and-subtract division for every feature; there the remainder
+ * comes from a reciprocal computed once per text (one division), a 32x32 -> high-32
+ * multiply from four 16-bit products, and at most a few corrections. Host tests build both
+ * paths (MT_TOKENIZER_SOFT_DIVIDE=1 forces this one). */
+#ifndef MT_TOKENIZER_SOFT_DIVIDE
+#if defined(__arm__) && !defined(__ARM_FEATURE_IDIV)
+#define MT_TOKENIZER_SOFT_DIVIDE 1
+#else
+#define MT_TOKENIZER_SOFT_DIVIDE 0
+#endif
+#endif
+
+typedef struct {
+    uint32_t seed;
+    uint32_t m;   /* buckets - 1, >= 1 */
+    uint32_t inv; /* floor((2^32 - 1) / m) */
+} hasher_t;
+
+#if MT_TOKENIZER_SOFT_DIVIDE
+static uint32_t mul_hi32(uint32_t x, uint32_t y)
+{
+    const uint32_t xl = x & 0xFFFFu, xh = x >> 16, yl = y & 0xFFFFu, yh = y >> 16;
+    const uint32_t ll = xl * yl, lh = xl * yh, hl = xh * yl, hh = xh * yh;
+    const uint32_t mid = (ll >> 16) + (lh & 0xFFFFu) + (hl & 0xFFFFu); /* < 3 * 2^16 */
+    return hh + (lh >> 16) + (hl >> 16) + (mid >> 16);
+}
+
+/* q = mul_hi32(h, inv) is at most 2 below h / m, so r = h - q m < 3 m. */
+static uint32_t mod(const hasher_t *k, uint32_t h)
+{
+    uint32_t r = h - mul_hi32(h, k->inv) * k->m;
+    while (r >= k->m) {
+        r -= k->m;
+    }
+    return r;
+}
+#else
+static uint32_t mod(const hasher_t *k, uint32_t h)
+{
+    return h % k->m;
+}
+#endif
+
+static int32_t feature_id(const hasher_t *k, uint32_t tag, const uint8_t *data, uint32_t n)
+{
+    uint32_t h = FNV_OFFSET ^ k->seed;
+    h = (h ^ tag) * FNV_PRIME;
+    for (uint32_t i = 0; i < n; i++) {
+        h = (h ^ data[i]) * FNV_PRIME;
+    }
+    return (int32_t)(1u + mod(k, fmix32(h)));
+}
+
+/* Insertion sort: words are at most MT_TOKENIZER_MAX_WORD_BYTES long, no scratch needed. */
+static void sort_bytes(uint8_t *b, uint32_t n)
+{
+    for (uint32_t i = 1; i < n; i++) {
+        uint8_t v = b[i];
+        uint32_t j = i;
+        while (j > 0 && b[j - 1u] > v) {
+            b[j] = b[j - 1u];
+            j--;
+        }
+        b[j] = v;
+    }
+}
+
+uint32_t mt_tokenize(const mt_tokenizer_spec_t *spec, const uint8_t *text, uint32_t len,
+                     int32_t *ids)
+{
+    const uint32_t f = spec->features_per_word;
+    const uint32_t total = spec->max_words * f;
+    for (uint32_t i = 0; i < total; i++) {
+        ids[i] = 0;
+    }
+    if (spec->buckets < 2u || f == 0u || text == 0) {
+        return 0;
+    }
+    uint32_t max_bytes = spec->max_word_bytes;
+    if (max_bytes == 0u || max_bytes > MT_TOKENIZER_MAX_WORD_BYTES) {
+        max_bytes = MT_TOKENIZER_MAX_WORD_BYTES;
+    }
+
+    hasher_t k;
+    k.seed = spec->seed;
+    k.m = spec->buckets - 1u;
+    k.inv = MT_TOKENIZER_SOFT_DIVIDE ? 0xFFFFFFFFu / k.m : 0u;
+    uint8_t buf[MT_TOKENIZER_MAX_WORD_BYTES];
+    uint32_t pos = 0, nwords = 0;
+    mt_word_t w;
+    while (nwords < spec->max_words && mt_next_word(text, len, max_bytes, &pos, &w)) {
+        for (uint32_t k = 0; k < w.len; k++) {
+            buf[k] = mt_lower(text[w.start + k]);
+        }
+        int32_t *out = ids + nwords * f;
+        out[0] = feature_id(&k, TAG_WORD, buf, w.len);
+        if (f > 1u) {
+            uint32_t a = w.len < AFFIX_BYTES ? w.len : AFFIX_BYTES;
+            if (f > 2u) {
+                out[2] = feature_id(&k, TAG_PREFIX, buf, a);
+            }
+            if (f > 3u) {
+                out[3] = feature_id(&k, TAG_SUFFIX, buf + w.len - a, a);
+            }
+            /* Sorted-inner key last: it reorders buf in place. */
+            if (w.len >= 3u) {
+                sort_bytes(buf + 1, w.len - 2u);
+            }
+            out[1] = feature_id(&k, TAG_SORTED, buf, w.len);
+        }
+        nwords++;
+    }
+    return nwords;
+}

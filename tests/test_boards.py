@@ -1,0 +1,250 @@
+"""Boards: discovery from board.toml, clear errors, and firmware builds against the budget."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mcutext import boards, firmware
+from mcutext.errors import McutextError
+
+ROOT = Path(__file__).resolve().parents[1]
+REQUIRED = {"netduinoplus2", "microbit", "mps2-an386", "nucleo-f401re"}
+
+
+def _fake_board(tmp_path: Path, monkeypatch, name: str, like: str, **memory) -> Path:
+    """A made-up board in its own boards folder (MCUTEXT_BOARDS_DIR): a copy of `like` with
+    other [memory] values. Adding it touches neither firmware/ nor the Python package."""
+    d = tmp_path / "boards"
+    shutil.copytree(ROOT / "boards" / like, d / name)
+    toml = d / name / "board.toml"
+    text = toml.read_text()
+    for key, value in memory.items():
+        text, n = re.subn(rf"(?m)^{key} = \S+", f"{key} = {value}", text)
+        assert n == 1, key
+    toml.write_text(text)
+    monkeypatch.setenv("MCUTEXT_BOARDS_DIR", str(d))
+    return d / name
+
+
+# --- discovery ------------------------------------------------------------------------------------
+
+def test_discovers_the_project_boards():
+    names = boards.board_names()
+    assert REQUIRED <= set(names)
+    for b in boards.list_boards():
+        assert b.flash_bytes > 0 and b.ram_bytes > b.stack_bytes
+        assert b.linker_script.is_file() and all(s.is_file() for s in b.sources)
+        assert b.cpu.startswith("cortex-m")
+
+
+def test_board_facts_come_from_board_toml():
+    mb = boards.get_board("microbit")
+    assert (mb.cpu, mb.fpu, mb.ram_bytes, mb.flash_bytes) == ("cortex-m0", "none", 16384, 262144)
+    assert mb.qemu_machine == "microbit" and mb.pyocd_target
+    assert "-mfloat-abi=soft" in mb.cpu_flags()
+    nd = boards.get_board("netduinoplus2")
+    assert nd.qemu_machine == "netduinoplus2" and nd.uart["base"] == 0x40011000
+    assert {"-mcpu=cortex-m4", "-mfpu=fpv4-sp-d16", "-mfloat-abi=hard"} <= set(nd.cpu_flags())
+    assert boards.get_board("mps2-an386").uart["base"] == 0x40004000
+    nucleo = boards.get_board("nucleo-f401re")
+    assert nucleo.qemu_machine is None and nucleo.pyocd_target
+
+
+def test_emulated_boards_have_an_icount_conversion():
+    for b in boards.list_boards():
+        if b.qemu_machine:
+            assert b.icount_shift is not None and b.counter_hz, b.name
+
+
+def test_unknown_board_lists_the_known_ones():
+    with pytest.raises(McutextError) as e:
+        boards.get_board("no-such-board")
+    for name in REQUIRED:
+        assert name in str(e.value)
+
+
+def test_no_board_given():
+    with pytest.raises(McutextError, match="no board given"):
+        boards.get_board(None)
+
+
+def test_a_new_board_is_just_a_folder(tmp_path, monkeypatch):
+    _fake_board(tmp_path, monkeypatch, "my-board", "mps2-an386", flash_bytes=65536)
+    assert boards.board_names() == ["my-board"]
+    assert boards.get_board("my-board").flash_bytes == 65536
+    with pytest.raises(McutextError, match="known boards: my-board"):
+        boards.get_board("microbit")
+
+
+def test_broken_board_toml_names_the_file(tmp_path, monkeypatch):
+    d = _fake_board(tmp_path, monkeypatch, "broken", "microbit")
+    (d / "board.toml").write_text("cpu = 'cortex-m0'\n[memory\n")
+    with pytest.raises(McutextError, match=r"broken[/\\]board.toml: not valid TOML"):
+        boards.get_board("broken")
+    (d / "board.toml").write_text("cpu = 'cortex-m0'\n")
+    with pytest.raises(McutextError, match=r"missing \[memory\]"):
+        boards.get_board("broken")
+    (d / "board.toml").write_text(
+        "cpu = 'cortex-m0'\n[memory]\nflash_origin = 0\nflash_bytes = 1024\n"
+        "ram_origin = 0x20000000\nram_bytes = 'lots'\nstack_bytes = 512\n")
+    with pytest.raises(McutextError, match="ram_bytes"):
+        boards.get_board("broken")
+
+
+def test_qemu_refuses_a_board_without_machine(tmp_path):
+    from mcutext.qemu import Qemu
+    elf = tmp_path / "x.elf"
+    elf.write_bytes(b"\x7fELF")
+    with pytest.raises(McutextError, match="no QEMU machine") as e:
+        Qemu(elf, "nucleo-f401re")
+    assert "netduinoplus2" in e.value.hint
+
+
+def test_flash_refuses_a_board_without_pyocd_target(tmp_path):
+    from mcutext.flash import flash
+    with pytest.raises(McutextError, match="no pyOCD target"):
+        flash(tmp_path / "x.elf", "mps2-an386")
+
+
+def test_memory_ld_comes_from_board_toml():
+    b = boards.get_board("netduinoplus2")
+    text = firmware._memory_ld(b, b.flash_bytes, b.ram_bytes)
+    assert "ORIGIN = 0x08000000, LENGTH = 1048576" in text
+    assert "ORIGIN = 0x20000000, LENGTH = 131072" in text
+    assert f"__stack_size = {b.stack_bytes};" in text
+
+
+# --- builds (real codegen, real arm-none-eabi-gcc) ---------------------------------------------
+
+@pytest.fixture(scope="module")
+def built(sst2_small_bundle, tmp_path_factory):
+    """The small sst2 bundle built for every project board."""
+    out = tmp_path_factory.mktemp("fw")
+    return {name: firmware.build(sst2_small_bundle, name, out / name)
+            for name in boards.board_names()}
+
+
+@pytest.mark.slow
+def test_every_board_builds_within_budget(built):
+    for name, res in built.items():
+        assert Path(res["elf"]).is_file(), name
+        assert 0 < res["flash_bytes"] <= res["flash_budget"], name
+        assert 0 < res["ram_bytes"] <= res["ram_budget"], name
+        assert res["ram_bytes"] >= res["stack_reserve"], name
+        assert res["weights_bytes"] and res["flash_bytes"] > res["weights_bytes"], name
+        symbols = firmware.read_elf(Path(res["elf"]))[1]
+        assert "Reset_Handler" in symbols and "main" in symbols
+        assert not set(firmware.FORBIDDEN_SYMBOLS) & set(symbols), name
+
+
+@pytest.mark.slow
+def test_model_that_does_not_fit_in_flash(built, sst2_small_bundle, tmp_path, monkeypatch):
+    need = built["mps2-an386"]["flash_bytes"]
+    budget = 4096
+    # Same name as the real board: the name is compiled in, and another name could change
+    # the flash by a few bytes (the linker merges string tails).
+    _fake_board(tmp_path, monkeypatch, "mps2-an386", "mps2-an386", flash_bytes=budget)
+    with pytest.raises(McutextError) as e:
+        firmware.build(sst2_small_bundle, "mps2-an386", tmp_path / "out")
+    msg = str(e.value)
+    assert "does not fit on mps2-an386" in msg
+    assert f"flash needs {need} bytes of {budget} ({need - budget} bytes too many)" in msg
+    assert "RAM" not in msg
+
+
+@pytest.mark.slow
+def test_model_that_does_not_fit_in_ram(built, sst2_small_bundle, tmp_path, monkeypatch):
+    need = built["mps2-an386"]["ram_bytes"]
+    budget = need - 100
+    _fake_board(tmp_path, monkeypatch, "mps2-an386", "mps2-an386", ram_bytes=budget)
+    with pytest.raises(McutextError) as e:
+        firmware.build(sst2_small_bundle, "mps2-an386", tmp_path / "out")
+    assert f"RAM needs {need} bytes of {budget} (100 bytes too many)" in str(e.value)
+
+
+def test_icount_ratio_from_board_toml():
+    """instructions = ticks x NUM / DEN = ticks x 10^9 / (hz x 2^shift), reduced."""
+    assert firmware.icount_ratio(boards.get_board("netduinoplus2")) == (125, 1344)
+    assert firmware.icount_ratio(boards.get_board("mps2-an386")) == (5, 8)
+    assert firmware.icount_ratio(boards.get_board("microbit")) == (125, 128)
+    assert firmware.icount_ratio(boards.get_board("nucleo-f401re")) is None
+
+
+def test_flash_breakdown_reads_the_linker_map(tmp_path):
+    m = tmp_path / "firmware.map"
+    m.write_text(
+        "Discarded input sections\n .text.unused   0x00000000       0x40 obj/core_00_app.o\n"
+        "Linker script and memory map\n\n"
+        ".isr_vector     0x08000000      0x188\n"
+        " .isr_vector    0x08000000      0x188 /b/obj/board_11_startup.o\n"
+        ".text           0x08000188     0x2000\n"
+        " .text.cmd_classify\n                0x08000188      0x3f0 /b/obj/core_00_app.o\n"
+        " .text.mt_conv_s8\n                0x08000578      0x244 /b/obj/kernels_06_conv.o\n"
+        " .text          0x080007bc      0x114 /usr/lib/libgcc.a(_udivsi3.o)\n"
+        " .rodata.cmd_classify.str1.4\n                0x080008d0       0x86 /b/obj/core_00_app.o\n"
+        " .rodata.embedding\n                0x08000958     0x5000 /b/obj/model_09_model.o\n"
+        " .data.counter  0x20000000        0x4 /b/obj/board_10_board.o\n")
+    b = firmware.flash_breakdown(m)
+    assert b["core"] == {"code": 0x3f0, "strings": 0x86, "rodata": 0, "data": 0}
+    assert b["kernels"]["code"] == 0x244 and b["libc"]["code"] == 0x114
+    assert b["model"]["rodata"] == 0x5000
+    assert b["board"] == {"code": 0x188, "strings": 0, "rodata": 0, "data": 4}
+    rep = {"flash_bytes": 0x6000, "weights_bytes": 0x4F00, "flash_breakdown": b}
+    assert firmware.runtime_overhead(rep) == 0x6000 - 0x4F00 - 0x86
+
+
+@pytest.mark.slow
+def test_microbit_fits_the_sst2_model(built):
+    """The full sst2 recipe's model (the small bundle has the same architecture) on the
+    16 KB micro:bit."""
+    res = built["microbit"]
+    assert res["ram_budget"] == 16384 and res["flash_budget"] == 262144
+    assert res["ram_bytes"] <= 16384 and res["flash_bytes"] <= 262144
+
+
+@pytest.mark.slow
+def test_portable_build_of_a_dsp_board(sst2_small_bundle, built, tmp_path):
+    res = firmware.build(sst2_small_bundle, "netduinoplus2", tmp_path / "p", portable=True)
+    assert res["kernels"] == "portable" and built["netduinoplus2"]["kernels"] == "dsp"
+    # no DSP-layout copy of the weights in a portable build, nor on the Cortex-M0
+    assert res["weights_bytes"] == built["microbit"]["weights_bytes"]
+    assert res["weights_bytes"] < built["netduinoplus2"]["weights_bytes"]
+
+
+@pytest.fixture(scope="module")
+def big_bundle(tmp_path_factory) -> Path:
+    """The sst2 recipe with 4x the hash buckets: 40,960 x 8 int8 embedding bytes alone,
+    more than the micro:bit's 256 KB of flash. Trained briefly (size is what matters)."""
+    from mcutext.recipe import load_recipe
+    from mcutext.train import train
+    d = tmp_path_factory.mktemp("big")
+    text = (ROOT / "models" / "sst2.toml").read_text()
+    text, n = re.subn(r"(?m)^buckets = \d+", "buckets = 40960", text)
+    assert n == 1
+    (d / "sst2big.toml").write_text(text.replace('name = "sst2"', 'name = "sst2big"'))
+    return train(load_recipe(d / "sst2big.toml"), out=d / "bundle", limit=300, epochs=1,
+                 test_limit=50)
+
+
+@pytest.mark.slow
+def test_big_model_is_refused_with_the_overshoot(big_bundle, tmp_path, capsys):
+    with pytest.raises(McutextError) as e:
+        firmware.build(big_bundle, "microbit", tmp_path / "mb")
+    msg = str(e.value)
+    m = re.search(r"does not fit on microbit: flash needs (\d+) bytes of 262144 "
+                  r"\((\d+) bytes too many\)", msg)
+    assert m, msg
+    need, over = int(m.group(1)), int(m.group(2))
+    assert over == need - 262144 and need > 40960 * 8
+    assert "RAM" not in msg.split(";")[0] and e.value.hint
+    # the same through the CLI: exit code 2 and the message
+    from mcutext.cli import main
+    assert main(["build", str(big_bundle), "--board", "microbit", "--out",
+                 str(tmp_path / "cli")]) == 2
+    assert f"({over} bytes too many)" in capsys.readouterr().err
+    # a board with room builds it
+    assert firmware.build(big_bundle, "netduinoplus2", tmp_path / "nd")["flash_bytes"] > 40960 * 8

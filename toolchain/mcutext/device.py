@@ -1,0 +1,324 @@
+"""The host side of the serial protocol (docs/protocol.md), over pyserial.
+
+    with Device("socket://127.0.0.1:4321") as dev:      # or /dev/ttyACM0, a pty path
+        dev.info()["model"]
+        dev.classify("a gripping, funny film")["label"]
+
+Every exchange can be logged to a file (`log=path`) so that a session on a bench can be
+replayed. A vanished port or a device that does not answer in time raises McutextError with
+a hint about the cable, the baud rate and the board.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from pathlib import Path
+
+from .errors import McutextError
+from .tokenizer import BYTE_CLASS
+
+PROTOCOL_VERSION = 1
+BAUDRATE = 115200
+_HINT = ("check the cable and the port, that the board runs mcutext firmware (`mcutext flash`) "
+         f"and the baud rate ({BAUDRATE} 8N1); under QEMU, that `mcutext run` is still running")
+_POLL = 0.05  # seconds one read of the port may block
+_ESCAPE = re.compile(rb"\\(x[0-9a-fA-F]{2}|\\)")
+
+
+class DeviceError(McutextError):
+    """The device answered `error <code> <message>`."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(f"device error {code}: {message}")
+        self.code = code
+        self.device_message = message
+
+
+def unescape(s: bytes) -> bytes:
+    """Inverse of the firmware's mt_put_escaped: `\\\\` and `\\xHH`."""
+    return _ESCAPE.sub(lambda m: b"\\" if m.group(1) == b"\\" else bytes([int(m.group(1)[1:], 16)]),
+                       s)
+
+
+def compact_text(data: bytes, max_words: int, max_word_bytes: int) -> bytes:
+    """A short byte string that tokenizes exactly like `data`: the first max_words words,
+    each cut to max_word_bytes bytes, joined by single spaces.
+
+    A word is cut after its max_word_bytes-th byte and then extended by the UTF-8
+    continuation bytes (0x80-0xBF, at most 3) that follow, so that valid UTF-8 stays valid
+    (the firmware refuses invalid UTF-8); the tokenizer drops those extra bytes anyway.
+    Length: at most max_words * (max_word_bytes + 4) - 1 bytes."""
+    out: list[bytes] = []
+    i, n = 0, len(data)
+    while i < n and len(out) < max_words:
+        c = BYTE_CLASS[data[i]]
+        if c == 0:
+            i += 1
+            continue
+        start = i
+        i += 1
+        if c == 1:
+            while i < n and BYTE_CLASS[data[i]] == 1:
+                i += 1
+        end = min(i, start + max_word_bytes)
+        extra = 0
+        while end < i and extra < 3 and 0x80 <= data[end] <= 0xBF:
+            end += 1
+            extra += 1
+        out.append(data[start:end])
+    return b" ".join(out)
+
+
+class Device:
+    def __init__(self, url: str, *, timeout: float = 10.0, baudrate: int = BAUDRATE,
+                 log: str | Path | None = None, sync: bool = True):
+        import serial
+        self.url = url
+        self.timeout = timeout
+        self._drain = url.startswith("socket://")
+        self._buf = b""
+        self._info: dict | None = None
+        self._log = open(log, "a", encoding="utf-8") if log else None
+        self._log_line(f"# open {url} {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        try:
+            self._port = serial.serial_for_url(url, baudrate=baudrate, timeout=_POLL,
+                                               write_timeout=timeout)
+        except (serial.SerialException, OSError, ValueError) as e:
+            self._close_log()
+            raise McutextError(f"cannot open {url}: {e}", hint=_HINT) from None
+        if sync:
+            try:
+                self.sync()
+            except BaseException:
+                self.close()
+                raise
+
+    # --- plumbing -------------------------------------------------------------------------------
+    def _log_line(self, line: str) -> None:
+        if self._log:
+            self._log.write(f"{time.monotonic():.3f} {line}\n")
+            self._log.flush()
+
+    def _close_log(self) -> None:
+        if self._log:
+            self._log.close()
+            self._log = None
+
+    def close(self) -> None:
+        port = getattr(self, "_port", None)
+        if port is not None:
+            try:
+                port.close()
+            except Exception:
+                pass
+            self._port = None
+        self._log_line("# close")
+        self._close_log()
+
+    def __enter__(self) -> "Device":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def write(self, data: bytes) -> None:
+        """Raw bytes to the device (tests use it to send garbage)."""
+        import serial
+        if self._port is None:
+            raise McutextError(f"{self.url}: device is closed")
+        self._log_line("> " + repr(data)[2:-1])
+        try:
+            self._port.write(data)
+            self._port.flush()
+        except (serial.SerialException, OSError) as e:
+            raise McutextError(f"lost the connection to {self.url} ({e})", hint=_HINT) from None
+
+    def read_line(self, timeout: float | None = None) -> bytes:
+        """One line without its terminator; McutextError on timeout or a vanished port."""
+        import serial
+        if self._port is None:
+            raise McutextError(f"{self.url}: device is closed")
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while b"\n" not in self._buf:
+            if time.monotonic() > deadline:
+                raise McutextError(f"no answer from {self.url} within "
+                                   f"{self.timeout if timeout is None else timeout:g} s",
+                                   hint=_HINT)
+            try:
+                chunk = self._port.read(max(1, self._port.in_waiting))
+                if chunk and self._drain:
+                    # socket:// reports at most 1 byte waiting: take the rest without waiting.
+                    self._port.timeout = 0
+                    try:
+                        chunk += self._port.read(65536)
+                    finally:
+                        self._port.timeout = _POLL
+            except (serial.SerialException, OSError) as e:
+                raise McutextError(f"lost the connection to {self.url} ({e})",
+                                   hint=_HINT) from None
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        line = line.rstrip(b"\r")
+        self._log_line("< " + repr(line)[2:-1])
+        return line
+
+    def read_reply(self, timeout: float | None = None) -> list[bytes]:
+        """Lines up to the final `ok` (not included); DeviceError on `error ...`. Lines that
+        start with '#' are notices (e.g. the boot banner) and are skipped."""
+        lines = []
+        while True:
+            line = self.read_line(timeout)
+            if line.startswith(b"#"):
+                continue
+            if line == b"ok":
+                return lines
+            if line == b"error" or line.startswith(b"error "):
+                parts = line.split(b" ", 2)
+                code = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else -1
+                msg = parts[2].decode("ascii", "replace") if len(parts) > 2 else ""
+                raise DeviceError(code, msg)
+            lines.append(line)
+
+    def command(self, line: bytes | str, timeout: float | None = None) -> list[bytes]:
+        if isinstance(line, str):
+            line = line.encode("utf-8")
+        if b"\n" in line or b"\r" in line:
+            raise McutextError("a command is one line (no CR or LF)")
+        self.write(line + b"\n")
+        return self.read_reply(timeout)
+
+    def sync(self, attempts: int = 3) -> None:
+        """Ends any partial line, then pings with a fresh token and skips everything up to
+        its answer (stale replies, errors caused by noise, the boot banner)."""
+        last: McutextError | None = None
+        for _ in range(attempts):
+            token = secrets.token_hex(4).encode()
+            self.write(b"\n")
+            self.write(b"ping " + token + b"\n")
+            try:
+                deadline = time.monotonic() + self.timeout
+                while time.monotonic() < deadline:
+                    line = self.read_line()
+                    if line == b"pong " + token and self.read_line() == b"ok":
+                        return
+            except McutextError as e:
+                last = e
+        raise last or McutextError(f"{self.url}: the device does not answer ping", hint=_HINT)
+
+    # --- commands ------------------------------------------------------------------------------
+    def ping(self) -> float:
+        """Round trip in seconds."""
+        t = time.monotonic()
+        token = secrets.token_hex(4)
+        lines = self.command(f"ping {token}")
+        if lines != [f"pong {token}".encode()]:
+            raise McutextError(f"{self.url}: unexpected answer to ping: {lines!r}", hint=_HINT)
+        return time.monotonic() - t
+
+    def info(self) -> dict:
+        info: dict = {"labels": []}
+        for line in self.command("info"):
+            key, _, rest = line.decode("ascii", "replace").partition(" ")
+            if key == "label":
+                _idx, _, label = line.split(b" ", 2)
+                info["labels"].append(unescape(label).decode("utf-8", "replace"))
+            elif key == "model":
+                info["model"] = unescape(line.split(b" ", 1)[1]).decode("utf-8", "replace")
+            elif key == "tokenizer":
+                f = rest.split()
+                info["tokenizer"] = {k.replace("-", "_"): int(v) for k, v in zip(f[::2], f[1::2])}
+            elif key in ("flash", "ram", "stack"):
+                used, _, budget = rest.partition(" of ")
+                info[key] = {"used": int(used), "budget": int(budget)}
+            elif rest.isdigit():
+                info[key.replace("-", "_")] = int(rest)
+            else:
+                info[key.replace("-", "_")] = rest
+        if info.get("protocol") != PROTOCOL_VERSION:
+            raise McutextError(f"{self.url} speaks protocol {info.get('protocol')}; this mcutext "
+                               f"speaks protocol {PROTOCOL_VERSION}",
+                               hint="flash firmware built by this mcutext (`mcutext build`)")
+        self._info = info
+        return info
+
+    def _text_line(self, verb: str, text: str | bytes) -> bytes:
+        # A str from a command line may carry undecodable bytes as surrogate escapes: send
+        # the original bytes (the device answers `error 7` if they are not UTF-8).
+        data = (text.encode("utf-8", "surrogateescape") if isinstance(text, str)
+                else bytes(text))
+        # CR, LF and NUL end or break a line; all three are separators for the tokenizer,
+        # so a space gives the same ids.
+        data = data.replace(b"\r", b" ").replace(b"\n", b" ").replace(b"\0", b" ")
+        info = self._info or self.info()
+        room = int(info.get("line_max", 1024)) - len(verb) - 1
+        if len(data) > room:
+            tok = info.get("tokenizer", {})
+            data = compact_text(data, tok.get("max_words", 1 << 30),
+                                tok.get("max_word_bytes", 64))
+            if len(data) > room:
+                raise McutextError(f"text too long for the device: the words the model sees "
+                                   f"take {len(data)} bytes, a line holds {room}",
+                                   hint="shorten the text or its longest words")
+        return verb.encode() + b" " + data
+
+    def _parse_result(self, lines: list[bytes]) -> dict:
+        res: dict = {"attribution": []}
+        for line in lines:
+            key, _, rest = line.partition(b" ")
+            if key == b"label":
+                idx, _, label = rest.partition(b" ")
+                res["label_index"] = int(idx)
+                res["label"] = unescape(label).decode("utf-8", "replace")
+            elif key == b"scores":
+                res["scores"] = [int(v) for v in rest.split()]
+            elif key == b"logits":
+                res["logits"] = [float(v) for v in rest.split()]
+            elif key == b"words":
+                res["words"] = int(rest)
+            elif key == b"cost":
+                # "cost <unit> tokenizer N model M": res["unit"], res[unit] = {tokenizer, model}
+                f = rest.decode("ascii", "replace").split()
+                res["unit"] = f[0]
+                res[f[0]] = {k: int(v) for k, v in zip(f[1::2], f[2::2])}
+            elif key == b"ops":
+                # profiling builds: "ops <unit> N0 N1 ...", one count per kernel call
+                res["ops"] = [int(v) for v in rest.split()[1:]]
+            elif key == b"word":
+                # "word <index> <int8 attention> <dequantized> <word>"
+                _i, att, weight, word = (rest.split(b" ", 3) + [b"", b""])[:4]
+                res["attribution"].append({"word": unescape(word).decode("utf-8", "replace"),
+                                           "attention": int(att), "weight": float(weight)})
+        if "scores" not in res or "label" not in res:
+            raise McutextError(f"{self.url}: incomplete classify answer: {lines!r}", hint=_HINT)
+        return res
+
+    def classify(self, text: str | bytes) -> dict:
+        """label, label_index, scores (int8 logits), logits (dequantized), words, unit and the
+        counts: res[unit] = {"tokenizer": n, "model": m}, unit "instructions" (QEMU) or
+        "cycles" (silicon)."""
+        res = self._parse_result(self.command(self._text_line("classify", text)))
+        res.pop("attribution")
+        return res
+
+    def explain(self, text: str | bytes) -> dict:
+        """classify() plus attribution: [{word (as the model saw it), attention (int8),
+        weight (dequantized)}] in the order of the words."""
+        return self._parse_result(self.command(self._text_line("explain", text)))
+
+    def stats(self) -> dict:
+        """Since boot: stack high-water mark {used, budget}, request lines answered
+        (`requests`), of which answered with an error (`failed`), texts classified
+        (`classified`)."""
+        res: dict = {}
+        for line in self.command("stats"):
+            key, _, rest = line.decode("ascii", "replace").partition(" ")
+            if " of " in rest:
+                used, _, budget = rest.partition(" of ")
+                res[key] = {"used": int(used), "budget": int(budget)}
+            elif rest.isdigit():
+                res[key] = int(rest)
+            else:
+                res[key] = rest
+        return res

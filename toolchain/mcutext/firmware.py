@@ -1,0 +1,374 @@
+"""Firmware: bundle + board -> one ELF (arm-none-eabi-gcc), with flash and RAM against the budget.
+
+    build/<bundle-name>/<board>/gen/           the generated model (mcutext.codegen)
+    build/<bundle-name>/<board>/obj/           objects and -fstack-usage reports
+    build/<bundle-name>/<board>/memory.ld      MEMORY from board.toml (INCLUDEd by link.ld)
+    build/<bundle-name>/<board>/firmware.elf   (+ firmware.map, firmware.json: the build report)
+
+(<board>-portable/, <board>-profile/ for the variants.) Flash = the loadable sections (vector
+table, code, read-only data, the .data image); RAM = .data + .bss + the stack reserve. A model
+that does not fit is refused with the overshoot in bytes. The firmware uses no heap: a build
+that links malloc (or any other allocator or stdio entry point) is refused too. The report
+splits the flash by group (core, kernels, model, board, libc) from the linker map.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import math
+import os
+import re
+import shutil
+import struct
+import subprocess
+import time
+from pathlib import Path
+
+from . import __version__
+from .boards import PROJECT_ROOT, Board, get_board
+from .errors import McutextError
+
+FIRMWARE_DIR = PROJECT_ROOT / "firmware"
+KERNELS_DIR = FIRMWARE_DIR / "kernels"
+CC = "arm-none-eabi-gcc"
+WARNINGS = ["-Wall", "-Wextra", "-Werror"]
+# Symbols that must never be linked: the firmware has no heap and no stdio.
+FORBIDDEN_SYMBOLS = ("malloc", "_malloc_r", "calloc", "realloc", "free", "_free_r", "_sbrk",
+                     "_sbrk_r", "printf", "sprintf", "snprintf", "vsnprintf", "_printf_r",
+                     "_vfprintf_r", "puts", "fputs")
+_OVERFLOW = re.compile(r"region `?'?(\w+)'? overflowed by (\d+) bytes")
+_MEASURE_BYTES = 0x01000000  # region size for the measuring link of a model that does not fit
+
+
+# --- ELF (32-bit little-endian) -----------------------------------------------------------------
+
+SHT_PROGBITS, SHT_SYMTAB, SHT_NOBITS = 1, 2, 8
+SHF_WRITE, SHF_ALLOC = 0x1, 0x2
+
+
+def read_elf(path: Path) -> tuple[list[dict], dict[str, int]]:
+    """(sections, global/weak symbols by name) of a 32-bit little-endian ELF."""
+    data = Path(path).read_bytes()
+    if data[:4] != b"\x7fELF" or data[4] != 1 or data[5] != 1:
+        raise McutextError(f"{path}: not a 32-bit little-endian ELF file")
+    shoff, = struct.unpack_from("<I", data, 0x20)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x2E)
+    raw = [struct.unpack_from("<IIIIIIIIII", data, shoff + i * shentsize) for i in range(shnum)]
+
+    def cstr(off: int) -> str:
+        end = data.index(b"\0", off)
+        return data[off:end].decode("ascii", errors="replace")
+
+    names_off = raw[shstrndx][4]
+    sections = []
+    for (name, typ, flags, addr, off, size, link, _info, _align, entsize) in raw:
+        sections.append({"name": cstr(names_off + name), "type": typ, "flags": flags,
+                         "addr": addr, "offset": off, "size": size, "link": link,
+                         "entsize": entsize})
+    symbols: dict[str, int] = {}
+    for s in sections:
+        if s["type"] != SHT_SYMTAB:
+            continue
+        strtab = sections[s["link"]]["offset"]
+        for i in range(s["size"] // 16):
+            name, value, _size, info, _other, shndx = struct.unpack_from(
+                "<IIIBBH", data, s["offset"] + i * 16)
+            if name and shndx != 0:
+                symbols[cstr(strtab + name)] = value
+    return sections, symbols
+
+
+def memory_usage(elf: Path) -> dict:
+    """Flash and RAM bytes of a linked firmware.
+
+    With the symbols every board's linker script defines, flash is the span from the start of
+    flash to the end of the .data image, and RAM the span from the start of RAM to the end of
+    .bss (the stack is at the bottom of RAM), padding included: the figures the firmware's
+    `info` reports. Without them, the sizes of the allocated sections are added up."""
+    sections, symbols = read_elf(elf)
+    flash = ram = 0
+    detail = {}
+    for s in sections:
+        if not s["flags"] & SHF_ALLOC or s["size"] == 0:
+            continue
+        detail[s["name"]] = s["size"]
+        if s["type"] != SHT_NOBITS:
+            flash += s["size"]         # code, constants and the initial image of .data
+        if s["flags"] & SHF_WRITE:
+            ram += s["size"]           # .data, .bss, .stack
+    if all(k in symbols for k in ("__mt_flash_start", "__mt_flash_used_end")):
+        flash = symbols["__mt_flash_used_end"] - symbols["__mt_flash_start"]
+    if all(k in symbols for k in ("__mt_ram_start", "__mt_ram_used_end")):
+        ram = symbols["__mt_ram_used_end"] - symbols["__mt_ram_start"]
+    return {"flash": flash, "ram": ram, "sections": detail, "symbols": symbols}
+
+
+# --- build ---------------------------------------------------------------------------------------
+
+def _toolchain() -> str:
+    cc = shutil.which(CC)
+    if cc is None:
+        raise McutextError(f"{CC} not found",
+                           hint="install gcc-arm-none-eabi and libnewlib-arm-none-eabi "
+                                "(`make setup`)")
+    return cc
+
+
+def _codegen(bundle_path: Path, gen_dir: Path, dsp: bool = True) -> dict:
+    from . import codegen
+    return codegen.generate(bundle_path, gen_dir, dsp=dsp)
+
+
+def _memory_ld(board: Board, flash_bytes: int, ram_bytes: int) -> str:
+    return (f"/* Generated by mcutext {__version__} from {board.path / 'board.toml'}. */\n"
+            "MEMORY\n{\n"
+            f"    FLASH (rx) : ORIGIN = 0x{board.flash_origin:08X}, LENGTH = {flash_bytes}\n"
+            f"    RAM (rwx) : ORIGIN = 0x{board.ram_origin:08X}, LENGTH = {ram_bytes}\n"
+            "}\n"
+            f"__stack_size = {board.stack_bytes};\n")
+
+
+def _c_string(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def icount_ratio(board: Board) -> tuple[int, int] | None:
+    """(NUM, DEN): instructions = ticks x NUM / DEN under QEMU -icount shift=N, the reduced
+    10^9 / (hz x 2^N); None for a board that QEMU does not run."""
+    if not (board.qemu_machine and board.counter_hz):
+        return None
+    num, den = 10**9, board.counter_hz << board.icount_shift
+    g = math.gcd(num, den)
+    num, den = num // g, den // g
+    if (den - 1) * num + den // 2 >= 1 << 32:
+        raise McutextError(f"board '{board.name}': counter hz {board.counter_hz} and icount_shift "
+                           f"{board.icount_shift} give a tick-to-instruction ratio {num}/{den} "
+                           "too fine for 32-bit arithmetic",
+                           hint="use a round counter frequency or another icount_shift")
+    return num, den
+
+
+def compile_flags(board: Board, seq_len: int, include_dirs: list[Path],
+                  portable: bool = False, profile: bool = False,
+                  extra_defines: dict[str, str] | None = None) -> list[str]:
+    defines = {
+        "MT_BOARD_NAME": _c_string(board.name),
+        "MT_BOARD_CPU": _c_string(board.cpu),
+        "MT_BOARD_FLASH_BYTES": f"{board.flash_bytes}u",
+        "MT_BOARD_RAM_BYTES": f"{board.ram_bytes}u",
+        "MT_FIRMWARE_VERSION": _c_string(__version__),
+        "MT_MAX_SEQ_LEN": f"{seq_len}u",
+    }
+    ratio = icount_ratio(board)
+    if ratio:
+        defines["MT_ICOUNT_NUM"], defines["MT_ICOUNT_DEN"] = (f"{v}u" for v in ratio)
+    if portable:
+        defines["MT_FORCE_PORTABLE"] = "1"
+    if profile:
+        defines["MT_PROFILE"] = "1"
+    defines.update(extra_defines or {})
+    return (board.cpu_flags()
+            + ["-std=gnu11", board.opt, "-g", "-ffunction-sections", "-fdata-sections",
+               "-fno-common", "-fstack-usage"] + WARNINGS
+            + [f"-D{k}={v}" for k, v in defines.items()]
+            + [f"-I{d}" for d in include_dirs]
+            + (["-include", "profile.h"] if profile else [])
+            + list(board.cflags))
+
+
+# The code on the path of a classification (tokenizer, kernels, model) is compiled with the
+# board's optimization level (-O2 by default); the rest of the core and the board layer
+# (protocol, printing, start-up) for size. Loops there stay loops: without
+# -fno-tree-loop-distribute-patterns gcc turns the start-up copy loops and the like into
+# calls of newlib's memcpy/memset/strlen (about 0.6 KB on a Cortex-M4).
+HOT_CORE_SOURCES = ("tokenizer.c",)
+COLD_FLAGS = ["-Os", "-fno-tree-loop-distribute-patterns"]
+
+
+def _group_flags(group: str, src: Path) -> list[str]:
+    if group == "board" or (group == "core" and src.name not in HOT_CORE_SOURCES):
+        return COLD_FLAGS
+    return []
+
+
+def _run(cmd: list[str], what: str) -> subprocess.CompletedProcess:
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0 and what:
+        tail = (p.stderr or p.stdout).strip().splitlines()[-25:]
+        raise McutextError(f"{what} failed:\n" + "\n".join(tail))
+    return p
+
+
+def _stack_frames(obj_dir: Path) -> list[tuple[str, int]]:
+    frames = []
+    for su in obj_dir.glob("*.su"):
+        for line in su.read_text().splitlines():
+            parts = line.split("\t")
+            if len(parts) >= 2 and parts[1].isdigit():
+                frames.append((parts[0].split(":")[-1], int(parts[1])))
+    return sorted(frames, key=lambda f: -f[1])
+
+
+def default_out_dir(bundle_name: str, board_name: str, portable: bool = False,
+                    profile: bool = False) -> Path:
+    variant = ("-portable" if portable else "") + ("-profile" if profile else "")
+    return PROJECT_ROOT / "build" / bundle_name / (board_name + variant)
+
+
+# --- where the flash goes (from the linker map) -------------------------------------------------
+
+GROUPS = ("core", "kernels", "model", "board", "libc")
+_MAP_INPUT = re.compile(r"^ (\.\S+)(?:\s+|\n\s+)0x([0-9a-fA-F]+)\s+0x([0-9a-fA-F]+)\s+(\S.*)$",
+                        re.MULTILINE)
+
+
+def flash_breakdown(map_file: Path) -> dict:
+    """Bytes of flash per group of objects (core, kernels, model, board, libc) and kind
+    (code, strings, rodata, data = the initial image of .data), read from the linker map.
+
+    Objects are named <group>_<n>_<source>.o by build(); library members go to libc."""
+    text = Path(map_file).read_text(errors="replace")
+    text = text[text.find("Linker script and memory map"):]
+    out = {g: {"code": 0, "strings": 0, "rodata": 0, "data": 0} for g in GROUPS}
+    for m in _MAP_INPUT.finditer(text):
+        name, addr, size, origin = m.group(1), int(m.group(2), 16), int(m.group(3), 16), m.group(4)
+        if size == 0 or addr == 0 and not name.startswith(".isr_vector"):
+            continue
+        if name.startswith((".text", ".isr_vector", ".ARM.exidx")):
+            kind = "code"
+        elif name.startswith(".rodata") and ".str1." in name:
+            kind = "strings"
+        elif name.startswith(".rodata"):
+            kind = "rodata"
+        elif name.startswith(".data"):
+            kind = "data"
+        else:
+            continue
+        obj = Path(origin.strip()).name
+        group = obj.split("_", 1)[0] if ".a(" not in origin else "libc"
+        out[group if group in out else "libc"][kind] += size
+    return out
+
+
+def runtime_overhead(report: dict) -> int:
+    """Flash that is neither the model's weights nor the protocol's text: code of every
+    group, the model's non-weight constants, tables, .data."""
+    b = report["flash_breakdown"]
+    strings = b["core"]["strings"] + b["board"]["strings"]
+    return report["flash_bytes"] - int(report.get("weights_bytes") or 0) - strings
+
+
+def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | None = None, *,
+          portable: bool = False, profile: bool = False,
+          defines: dict[str, str] | None = None) -> dict:
+    """Generate the model, compile core + kernels + model + board, link, check the budget.
+
+    portable=True compiles the kernels' portable C path even on a core with the DSP
+    extension (-DMT_FORCE_PORTABLE; for measuring the optimized path against it).
+    profile=True reads the counter around every kernel call of the model (firmware/profile.h;
+    `classify` then reports per-operator counts); for measuring, not for shipping.
+    defines: extra -D macros for every file (tests: MT_FAULT_COMMAND=1 adds a `fault` command).
+    Returns the build report (also written next to the ELF as firmware.json)."""
+    from .bundle import load_bundle
+
+    t0 = time.monotonic()
+    board = get_board(board)      # an unknown board is the first thing to report
+    bundle_path = Path(bundle_path)
+    bundle = load_bundle(bundle_path)
+    cc = _toolchain()
+    out = Path(out_dir) if out_dir else default_out_dir(bundle.name, board.name, portable,
+                                                        profile)
+    gen_dir, obj_dir = out / "gen", out / "obj"
+    for d in (gen_dir, obj_dir):
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+
+    # DSP-layout weights only where the kernels' DSP path runs (they would be dead flash
+    # on a Cortex-M0 or in a portable build).
+    gen = _codegen(bundle_path, gen_dir, dsp=board.dsp and not portable)
+    gen_files = [Path(f) for f in gen["files"]]
+    sources = ([("core", f) for f in sorted(FIRMWARE_DIR.glob("*.c"))]
+               + [("kernels", f) for f in sorted(KERNELS_DIR.glob("*.c"))]
+               + [("model", f) for f in gen_files if f.suffix == ".c"]
+               + [("board", f) for f in board.sources])
+    include_dirs = [gen_dir, FIRMWARE_DIR, KERNELS_DIR, board.path]
+    seq_len = int(bundle.manifest.get("seq_len") or bundle.tokenizer.spec.seq_len)
+    cflags = compile_flags(board, seq_len, include_dirs, portable, profile, defines)
+
+    def compile_one(item):
+        i, (group, src) = item
+        obj = obj_dir / f"{group}_{i:02d}_{src.stem}.o"
+        _run([cc, *cflags, *_group_flags(group, src), "-c", str(src), "-o", str(obj)],
+             f"compiling {src}")
+        return obj
+
+    workers = max(1, min(len(sources), os.cpu_count() or 1))
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        objects = list(pool.map(compile_one, enumerate(sources)))
+
+    elf, map_file = out / "firmware.elf", out / "firmware.map"
+    link = [cc, *board.cpu_flags(), "-nostartfiles", "--specs=nano.specs",
+            "-Wl,--gc-sections", f"-Wl,-Map={map_file}", f"-L{out}",
+            f"-T{board.linker_script}", *map(str, objects), "-lgcc", "-o", str(elf)]
+    (out / "memory.ld").write_text(_memory_ld(board, board.flash_bytes, board.ram_bytes))
+    p = _run(link, "")
+    if p.returncode != 0:
+        if not _OVERFLOW.search(p.stderr):
+            raise McutextError("linking failed:\n" + "\n".join(p.stderr.strip().splitlines()[-25:]))
+        # Link again with roomy regions, only to measure by how much the model is too large.
+        (out / "memory.ld").write_text(_memory_ld(board, _MEASURE_BYTES, _MEASURE_BYTES))
+        _run(link, "linking (to measure the overshoot)")
+        usage = memory_usage(elf)
+        elf.unlink()
+        over = []
+        if usage["flash"] > board.flash_bytes:
+            over.append(f"flash needs {usage['flash']} bytes of {board.flash_bytes} "
+                        f"({usage['flash'] - board.flash_bytes} bytes too many)")
+        if usage["ram"] > board.ram_bytes:
+            over.append(f"RAM needs {usage['ram']} bytes of {board.ram_bytes} "
+                        f"({usage['ram'] - board.ram_bytes} bytes too many)")
+        if not over:  # alignment padding only the real link sees
+            over = [m.group(0) for m in _OVERFLOW.finditer(p.stderr)]
+        sizes = (f"int8 weights {gen.get('weights_bytes')} bytes, activation arena "
+                 f"{gen.get('arena_bytes')} bytes")
+        raise McutextError(f"model '{bundle.name}' does not fit on {board.name}: "
+                           + "; ".join(over) + f" ({sizes})",
+                           hint="use a smaller recipe (fewer buckets, smaller embeddings) "
+                                "or a board with more memory (`mcutext boards`)")
+
+    usage = memory_usage(elf)
+    linked = sorted(s for s in FORBIDDEN_SYMBOLS if s in usage["symbols"])
+    if linked:
+        raise McutextError(f"{elf}: links {', '.join(linked)}; the firmware must not use the "
+                           "heap or stdio")
+    frames = _stack_frames(obj_dir)
+    report = {
+        "bundle": bundle.name,
+        "bundle_path": str(bundle_path),
+        "board": board.name,
+        "cpu": board.cpu,
+        "kernels": "dsp" if board.dsp and not portable else "portable",
+        "profile": profile,
+        "ops": gen.get("ops"),
+        "elf": str(elf),
+        "map": str(map_file),
+        "flash_bytes": usage["flash"],
+        "flash_budget": board.flash_bytes,
+        "ram_bytes": usage["ram"],
+        "ram_budget": board.ram_bytes,
+        "stack_reserve": board.stack_bytes,
+        "sections": usage["sections"],
+        "arena_bytes": gen.get("arena_bytes"),
+        "weights_bytes": gen.get("weights_bytes"),
+        "macs": gen.get("macs"),
+        "flash_breakdown": flash_breakdown(map_file),
+        "largest_stack_frames": frames[:5],
+        "generated": [str(f) for f in gen_files],
+        "qemu_machine": board.qemu_machine,
+        "icount_shift": board.icount_shift,
+        "seconds": round(time.monotonic() - t0, 2),
+    }
+    report["runtime_flash_bytes"] = runtime_overhead(report)
+    (out / "firmware.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report

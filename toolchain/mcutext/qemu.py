@@ -1,0 +1,140 @@
+"""Boot a firmware ELF in qemu-system-arm with the board's UART on a TCP socket.
+
+    with qemu.boot(elf, "netduinoplus2") as url:     # socket://127.0.0.1:PORT (pyserial)
+        dev = Device(url)
+
+    vm = qemu.Qemu(elf, "microbit"); vm.start(); ...; vm.stop()   # or `with Qemu(...) as vm`
+
+The listening socket is bound here (a free port on 127.0.0.1) and handed to QEMU as an open
+file descriptor, so there is no window in which another process can take the port and a
+client may connect as soon as `boot` returns. QEMU runs with -icount shift=N from board.toml:
+each guest instruction advances virtual time by 2^N ns, which makes the firmware's timer
+readings exact instruction counts (docs/boards.md). The socket has TCP_NODELAY (nodelay=on):
+the UART sends a reply byte by byte, and Nagle's algorithm would hold its later lines back
+until the client's delayed ACK (~40 ms per exchange). The context manager always stops QEMU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Iterator
+
+from .boards import Board, get_board, list_boards
+from .errors import McutextError
+
+QEMU = "qemu-system-arm"
+
+
+def qemu_command(board: Board, elf: Path, chardev_fd: int) -> list[str]:
+    return [QEMU, "-M", board.qemu_machine, "-display", "none", "-monitor", "none",
+            "-icount", f"shift={board.icount_shift}",
+            "-chardev", f"socket,id=uart0,fd={chardev_fd},server=on,wait=off,nodelay=on",
+            "-serial", "chardev:uart0", "-kernel", str(elf)]
+
+
+class Qemu:
+    """One running QEMU. Use `boot()`; `stop()` (or leaving the `with`) ends it."""
+
+    def __init__(self, elf: str | Path, board: str | Board, log_path: str | Path | None = None):
+        self.elf = Path(elf)
+        self.board = get_board(board)
+        if not self.board.qemu_machine:
+            emulated = [b.name for b in list_boards() if b.qemu_machine]
+            raise McutextError(f"board '{self.board.name}' has no QEMU machine",
+                               hint=f"boards that run under QEMU: {', '.join(emulated)}; "
+                                    f"flash a real {self.board.name} with `mcutext flash`")
+        if not self.elf.is_file():
+            raise McutextError(f"{self.elf}: no such firmware file")
+        self.log_path = Path(log_path) if log_path else self.elf.with_name("qemu.log")
+        self.process: subprocess.Popen | None = None
+        self.port: int | None = None
+
+    @property
+    def url(self) -> str:
+        return f"socket://127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self) -> str:
+        if shutil.which(QEMU) is None:
+            raise McutextError(f"{QEMU} not found", hint="install qemu-system-arm (`make setup`)")
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(1)
+            self.port = listener.getsockname()[1]
+            fd = listener.fileno()
+            cmd = qemu_command(self.board, self.elf, fd)
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.log_path, "wb") as log:
+                log.write((" ".join(cmd) + "\n").encode())
+                log.flush()
+                self.process = subprocess.Popen(cmd, pass_fds=[fd], stdin=subprocess.DEVNULL,
+                                                stdout=log, stderr=log,
+                                                start_new_session=True)
+        finally:
+            listener.close()  # QEMU holds its own copy; when it exits, connects are refused
+        # A bad machine name or ELF makes QEMU exit at once: report it rather than a refused
+        # connection later.
+        deadline = time.monotonic() + 0.3
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                tail = self.log_path.read_text(errors="replace").strip().splitlines()[-10:]
+                raise McutextError(f"QEMU exited at start (code {self.process.returncode}):\n"
+                                   + "\n".join(tail))
+            time.sleep(0.02)
+        return self.url
+
+    def stop(self) -> None:
+        p = self.process
+        if p is None or p.poll() is not None:
+            return
+        p.terminate()
+        try:
+            p.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout=3)
+
+    def wait(self) -> int:
+        """Blocks until QEMU exits (Ctrl-C raises KeyboardInterrupt; stop() afterwards)."""
+        assert self.process is not None
+        return self.process.wait()
+
+    def __enter__(self) -> "Qemu":
+        if self.process is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __del__(self):
+        try:
+            self.stop()
+        except Exception:
+            pass
+
+
+@contextlib.contextmanager
+def boot(elf: str | Path, board: str | Board, log_path: str | Path | None = None
+         ) -> Iterator[str]:
+    """Starts QEMU on `elf` and yields the pyserial URL of the board's UART; QEMU is stopped
+    when the block ends, however it ends."""
+    vm = Qemu(elf, board, log_path=log_path)
+    try:
+        yield vm.start()
+    finally:
+        vm.stop()
+
+
+def available() -> bool:
+    return shutil.which(QEMU) is not None and os.name == "posix"
