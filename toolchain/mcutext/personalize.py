@@ -19,17 +19,36 @@ One SGD step on (f, y), learning rate lr, momentum mu, pull toward factory l2:
 A new label's row is imprinted from its first example (weight imprinting): W[c] = s * f/|f|
 with s the mean norm of the active factory rows, b_c = mean of the active biases; its
 factory copy is set to the same values, so L2 pulls it toward its imprint, not toward zero.
+Rows not scored (inactive, or added and not imprinted yet) take no part in a step: their
+W, b and momentum stay as they are.
+
+Added labels' names follow the device's rule (`valid_label_name`); only added labels can be
+removed or renamed. `blob()` / `load_blob()` read and write the device's serialized state
+(format in docs/personalization.md; `firmware/personalize.c` writes the same layout).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import struct
+import zlib
 
 import numpy as np
 
 from .errors import McutextError
 
 F32 = np.float32
+NAME_BYTES = 24            # MT_HEAD_NAME_BYTES: a name is 1..23 printable ASCII characters
+BLOB_MAGIC = b"MTHD"
+BLOB_VERSION = 1
+BLOB_HEADER = struct.Struct("<4sHHHHHHIIII")   # 32 bytes
+ACTIVE, FRESH = 1, 2
+
+
+def valid_label_name(name: str) -> bool:
+    """The device's rule for added labels: 1..23 characters in 0x21..0x7E (no space)."""
+    return (isinstance(name, str) and 0 < len(name) < NAME_BYTES
+            and all(0x21 <= ord(ch) <= 0x7E for ch in name))
 
 
 @dataclasses.dataclass
@@ -86,6 +105,9 @@ class HeadSimulator:
         raise McutextError(f"unknown label '{name}'")
 
     def add_label(self, name: str) -> int:
+        if not valid_label_name(name):
+            raise McutextError(f"label name {name!r}: use 1 to {NAME_BYTES - 1} printable "
+                               "ASCII characters without spaces")
         if any(lab == name and self.active[i] for i, lab in enumerate(self.labels)):
             raise McutextError(f"label '{name}' exists already")
         free = [i for i in range(self.factory_classes, self.c_max) if not self.active[i]]
@@ -111,6 +133,23 @@ class HeadSimulator:
                                "can be removed")
         self.active[i] = False
         self.labels[i] = None
+        self._fresh.discard(i)
+        # a removed row is all zero (as on the device), so equal states serialize equally
+        self.W[i] = self.W0[i] = self.V[i] = 0
+        self.b[i] = self.b0[i] = self.vb[i] = 0
+
+    def rename_label(self, name: str, new_name: str) -> None:
+        i = self.index(name)
+        if i < self.factory_classes:
+            raise McutextError(f"'{name}' is a factory label; only labels added on the device "
+                               "can be renamed")
+        if not valid_label_name(new_name):
+            raise McutextError(f"label name {new_name!r}: use 1 to {NAME_BYTES - 1} printable "
+                               "ASCII characters without spaces")
+        if new_name != name and any(lab == new_name and self.active[j]
+                                    for j, lab in enumerate(self.labels)):
+            raise McutextError(f"label '{new_name}' exists already")
+        self.labels[i] = new_name
 
     # --- inference ---------------------------------------------------------------------------
     def scores(self, f: np.ndarray) -> np.ndarray:
@@ -155,14 +194,13 @@ class HeadSimulator:
         loss = float(-np.log(max(p[y], 1e-12)))
         g = p.copy()
         g[y] -= F32(1)
-        g[~live] = 0
         mu, lr, l2 = F32(cfg.momentum), F32(cfg.lr), F32(cfg.l2)
-        grad = (g[:, None] * f[None, :] + l2 * (self.W - self.W0)).astype(F32)
-        grad[~live] = 0
-        self.V = (mu * self.V + grad).astype(F32)
-        self.W = (self.W - lr * self.V).astype(F32)
-        self.vb = (mu * self.vb + g).astype(F32)
-        self.b = (self.b - lr * self.vb).astype(F32)
+        L = live
+        grad = (g[L, None] * f[None, :] + l2 * (self.W[L] - self.W0[L])).astype(F32)
+        self.V[L] = (mu * self.V[L] + grad).astype(F32)
+        self.W[L] = (self.W[L] - lr * self.V[L]).astype(F32)
+        self.vb[L] = (mu * self.vb[L] + g[L]).astype(F32)
+        self.b[L] = (self.b[L] - lr * self.vb[L]).astype(F32)
         self.updates += 1
         return loss
 
@@ -177,3 +215,85 @@ class HeadSimulator:
         self.__init__(self.W0[:self.factory_classes].T, self.b0[:self.factory_classes],
                       self.labels[:self.factory_classes], self.c_max - self.factory_classes,
                       float(self.scale), self.zp, self.config, self.mu)
+
+    # --- the device's serialized state -------------------------------------------------------
+    def factory_crc(self) -> int:
+        """CRC-32 binding a blob to its factory head (dims, weights [C0][H], bias, mean)."""
+        c0 = self.factory_classes
+        data = (struct.pack("<HH", c0, self.h) + self.W0[:c0].astype("<f4").tobytes()
+                + self.b0[:c0].astype("<f4").tobytes() + self.mu.astype("<f4").tobytes())
+        return zlib.crc32(data)
+
+    def _flags(self) -> np.ndarray:
+        fl = np.where(self.active, ACTIVE, 0).astype(np.uint8)
+        for i in self._fresh:
+            fl[i] |= FRESH
+        return fl
+
+    def blob(self) -> bytes:
+        """The learned state in the device's format (momentum buffers are not part of it)."""
+        c0, rows, h = self.factory_classes, self.c_max, self.h
+        nn = rows - c0
+        fl = self._flags().tobytes()
+        fl += b"\0" * (-len(fl) % 4)
+        names = b"".join((self.labels[i] or "").encode("ascii").ljust(NAME_BYTES, b"\0")
+                         if self.active[i] else b"\0" * NAME_BYTES for i in range(c0, rows))
+        body = (fl + self.W.astype("<f4").tobytes() + self.b.astype("<f4").tobytes()
+                + self.W0[c0:].astype("<f4").tobytes() + names)
+        total = BLOB_HEADER.size + len(body) + 4
+        head = BLOB_HEADER.pack(BLOB_MAGIC, BLOB_VERSION, BLOB_HEADER.size, h, c0, rows,
+                                NAME_BYTES, self.factory_crc(), self.updates, total, 0)
+        assert nn >= 0
+        data = head + body
+        return data + struct.pack("<I", zlib.crc32(data))
+
+    def load_blob(self, data: bytes) -> None:
+        """Loads a blob written by the device (or by `blob`); raises McutextError if it is
+        damaged or made for another model. Momentum buffers restart at zero."""
+        data = bytes(data)
+        if len(data) < BLOB_HEADER.size + 4:
+            raise McutextError("head blob: truncated")
+        (magic, version, hbytes, h, c0, rows, name_bytes, fcrc, updates, total,
+         reserved) = BLOB_HEADER.unpack_from(data)
+        if magic != BLOB_MAGIC or version != BLOB_VERSION or hbytes != BLOB_HEADER.size:
+            raise McutextError("head blob: not a version-1 head blob")
+        if total != len(data):
+            raise McutextError(f"head blob: {len(data)} bytes, its header says {total}")
+        if zlib.crc32(data[:-4]) != struct.unpack_from("<I", data, len(data) - 4)[0]:
+            raise McutextError("head blob: CRC mismatch (damaged)")
+        if ((h, c0, rows, name_bytes) != (self.h, self.factory_classes, self.c_max, NAME_BYTES)
+                or fcrc != self.factory_crc()):
+            raise McutextError("head blob: made for another model or firmware build")
+        nn = rows - c0
+        pos = BLOB_HEADER.size
+        fl = np.frombuffer(data, np.uint8, rows, pos)
+        pos += rows + (-rows % 4)
+        def floats(n):
+            nonlocal pos
+            x = np.frombuffer(data, "<f4", n, pos).astype(F32)
+            pos += 4 * n
+            return x
+        W, b, W0n = floats(rows * h).reshape(rows, h), floats(rows), floats(nn * h)
+        names = [data[pos + j * NAME_BYTES: pos + (j + 1) * NAME_BYTES] for j in range(nn)]
+        if not (np.all(np.isfinite(W)) and np.all(np.isfinite(b))
+                and np.all(np.isfinite(W0n)) and np.all(fl[:c0] == ACTIVE)
+                and np.all(np.isin(fl[c0:], (0, ACTIVE, ACTIVE | FRESH)))):
+            raise McutextError("head blob: invalid field values")
+        labels = list(self.labels[:c0])
+        for j, raw in enumerate(names):
+            name = raw.rstrip(b"\0").decode("ascii", "replace")
+            if fl[c0 + j] & ACTIVE:
+                if not valid_label_name(name) or name in labels or b"\0" in raw.rstrip(b"\0"):
+                    raise McutextError(f"head blob: invalid label name {raw!r}")
+                labels.append(name)
+            else:
+                labels.append(None)
+        self.W, self.b = W.copy(), b.copy()
+        self.W0[c0:] = W0n.reshape(nn, h)
+        self.b0[c0:] = 0
+        self.active = (fl & ACTIVE).astype(bool)
+        self._fresh = {int(i) for i in np.nonzero(fl & FRESH)[0]}
+        self.labels = labels
+        self.updates = int(updates)
+        self.V = np.zeros_like(self.W)
+        self.vb = np.zeros_like(self.b)
