@@ -6,6 +6,7 @@
 #include "board.h"
 #include "model_api.h"
 #include "mt_common.h"
+#include "personalize.h"
 #include "profile.h"
 #include "protocol.h"
 #include "tokenizer.h"
@@ -39,6 +40,20 @@ extern uint32_t __mt_ram_start[], __mt_ram_used_end[];
 extern uint32_t __stack_limit[], __stack_top[];
 
 static mt_line_reader_t reader;
+
+/* MT_NO_PERSONALIZE (`mcutext build --no-personalize`) leaves the head commands out: the
+ * classification-only firmware. */
+#if defined(MT_PERSONALIZE) && MT_PERSONALIZE && !defined(MT_NO_PERSONALIZE)
+/* The personalized head (docs/personalization.md): a float copy of the model's last layer
+ * that `learn` updates. `classify` uses it once it has taken an update (updates > 0);
+ * until then the int8 model's own head answers, byte-identical to TFLite Micro. */
+extern const mt_head_factory_t mt_model_head; /* generated: gen/head.c */
+static mt_head_t head;
+static int head_ready; /* mt_head_init succeeded and the head fits the model */
+#define HAVE_HEAD 1
+#else
+#define HAVE_HEAD 0
+#endif
 static int32_t ids[MT_MAX_SEQ_LEN];
 static uint32_t counter_overhead;
 
@@ -186,6 +201,11 @@ static uint32_t measure(uint32_t start)
 void mt_app_init(void)
 {
     mt_line_reset(&reader);
+#if HAVE_HEAD
+    head_ready = mt_model_head.feature_dim == mt_model_info.feature_dim &&
+                 mt_model_head.num_classes == mt_model_info.num_classes &&
+                 mt_head_init(&head, &mt_model_head) == MT_HEAD_OK;
+#endif
     paint_stack();
     const uint32_t t = board_counter_ticks();
     counter_overhead = board_counter_convert(board_counter_ticks() - t);
@@ -212,7 +232,11 @@ static int word_is(const uint8_t *s, uint32_t n, const char *w)
 
 static void cmd_help(void)
 {
+#if HAVE_HEAD
+    mt_put("commands ping info stats classify explain label learn head help");
+#else
     mt_put("commands ping info stats classify explain help");
+#endif
     mt_put_eol();
     mt_put_ok();
 }
@@ -307,21 +331,595 @@ static run_result_t run_model(const uint8_t *text, uint32_t n)
     return r;
 }
 
-static void put_result(const run_result_t *r)
+static uint32_t int8_best(void)
 {
-    const mt_model_info_t *m = &mt_model_info;
     const int8_t *logits = mt_model_logits();
     uint32_t best = 0;
-    for (uint32_t i = 1; i < m->num_classes; i++) {
+    for (uint32_t i = 1; i < mt_model_info.num_classes; i++) {
         if (logits[i] > logits[best]) {
             best = i;
         }
     }
-    mt_put("label ");
-    mt_put_u32(best);
-    mt_put_char(' ');
-    put_str_escaped(m->labels[best]);
+    return best;
+}
+
+#if HAVE_HEAD
+/* --- personalization (docs/personalization.md) ------------------------------------------ */
+
+static int head_personalized(void)
+{
+    return head_ready && head.updates > 0u;
+}
+
+/* Scores the features of the last model run with the float head (into head.z). */
+static uint32_t head_best(void)
+{
+    const mt_model_info_t *m = &mt_model_info;
+    uint32_t best = 0;
+    (void)mt_head_scores(&head, mt_model_features(), m->features_q.scale,
+                         m->features_q.zero_point, 0, &best);
+    return best;
+}
+
+static void put_hex32(uint32_t v)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (int k = 28; k >= 0; k -= 4) {
+        mt_put_char(hex[(v >> k) & 15u]);
+    }
+}
+
+static uint32_t float_bits(float x)
+{
+    union {
+        float f;
+        uint32_t u;
+    } b = {x};
+    return b.u;
+}
+
+/* Three decimals (half away from zero); "-" for -inf (a row not scored), NaN or a value
+ * beyond +-2e6. */
+static void put_float3(float x)
+{
+    if (!(x >= -2e6f && x <= 2e6f)) {
+        mt_put_char('-');
+        return;
+    }
+    const float t = x * 1000.0f;
+    mt_put_milli((int32_t)(t >= 0.0f ? t + 0.5f : t - 0.5f));
+}
+
+/* `head` (three decimals) and `head-bits` (IEEE-754 float32, hex) of every row of the head
+ * after head_best(). */
+static void put_head_scores(void)
+{
+    const uint32_t rows = mt_head_num_rows(&head);
+    mt_put("head");
+    for (uint32_t c = 0; c < rows; c++) {
+        mt_put_char(' ');
+        put_float3(head.z[c]);
+    }
     mt_put_eol();
+    mt_put("head-bits");
+    for (uint32_t c = 0; c < rows; c++) {
+        mt_put_char(' ');
+        put_hex32(float_bits(head.z[c]));
+    }
+    mt_put_eol();
+}
+
+static void put_head_error(int st)
+{
+    const char *msg;
+    switch (st) {
+    case MT_HEAD_ENOLABEL:
+        msg = "no such label";
+        break;
+    case MT_HEAD_EEXIST:
+        msg = "the label exists already";
+        break;
+    case MT_HEAD_EFULL:
+        msg = "no free label row";
+        break;
+    case MT_HEAD_EFACTORY:
+        msg = "factory labels cannot be removed or renamed";
+        break;
+    case MT_HEAD_ENAME:
+        msg = "a label name is 1 to 23 printable ASCII characters without space";
+        break;
+    default:
+        msg = "bad argument";
+        break;
+    }
+    put_error(MT_ERR_BAD_ARGUMENT, msg);
+}
+
+/* Copies the next space-separated token of s[*pos..n) into out (NUL-terminated). Returns 0
+ * when there is none, 1 when it fits, -1 when it is longer than cap - 1 bytes. */
+static int next_token(const uint8_t *s, uint32_t n, uint32_t *pos, char *out, uint32_t cap)
+{
+    uint32_t i = *pos;
+    while (i < n && s[i] == ' ') {
+        i++;
+    }
+    uint32_t k = 0;
+    int fits = 1;
+    const uint32_t start = i;
+    while (i < n && s[i] != ' ') {
+        if (k + 1u < cap) {
+            out[k++] = (char)s[i];
+        } else {
+            fits = 0;
+        }
+        i++;
+    }
+    out[k] = 0;
+    *pos = i;
+    return i == start ? 0 : fits ? 1 : -1;
+}
+
+static int head_available(void)
+{
+    if (!head_ready) {
+        put_error(MT_ERR_MODEL, "the head does not match the model");
+    }
+    return head_ready;
+}
+
+static void put_label_line(const char *key, uint32_t index)
+{
+    mt_put(key);
+    mt_put_char(' ');
+    mt_put_u32(index);
+    mt_put_char(' ');
+    put_str_escaped(mt_head_label(&head, index));
+    mt_put_eol();
+}
+
+/* `config lr X momentum X l2 X`: three decimals, then the float32 bits of the three */
+static void put_config(void)
+{
+    mt_put("config lr ");
+    put_float3(head.lr);
+    mt_put(" momentum ");
+    put_float3(head.momentum);
+    mt_put(" l2 ");
+    put_float3(head.l2);
+    mt_put_eol();
+}
+
+/* label add NAME | label remove NAME | label rename OLD NEW */
+static void cmd_label(const uint8_t *arg, uint32_t n)
+{
+    if (!head_available()) {
+        return;
+    }
+    char verb[8], a[MT_HEAD_NAME_BYTES + 1], b[MT_HEAD_NAME_BYTES + 1], extra[2];
+    uint32_t pos = 0;
+    const int tv = next_token(arg, n, &pos, verb, sizeof verb);
+    const int ta = next_token(arg, n, &pos, a, sizeof a);
+    const int is_rename = tv == 1 && verb[0] == 'r' && verb[1] == 'e' && verb[2] == 'n';
+    const int tb = is_rename ? next_token(arg, n, &pos, b, sizeof b) : 1;
+    if (tv != 1 || ta == 0 || tb == 0 || next_token(arg, n, &pos, extra, sizeof extra) != 0) {
+        put_error(MT_ERR_BAD_ARGUMENT, "usage: label add NAME | label remove NAME | "
+                                       "label rename OLD NEW");
+        return;
+    }
+    const uint8_t *v = (const uint8_t *)verb;
+    const uint32_t vn = str_len(verb);
+    if (ta < 0 || tb < 0) {
+        put_head_error(word_is(v, vn, "add") || tb < 0 ? MT_HEAD_ENAME : MT_HEAD_ENOLABEL);
+        return;
+    }
+    uint32_t index = 0;
+    int st;
+    if (word_is(v, vn, "add")) {
+        st = mt_head_add_label(&head, a, &index);
+    } else if (word_is(v, vn, "remove")) {
+        st = mt_head_find_label(&head, a, &index);
+        if (st == MT_HEAD_OK) {
+            st = mt_head_remove_label(&head, a);
+        }
+    } else if (word_is(v, vn, "rename")) {
+        st = mt_head_rename_label(&head, a, b);
+        if (st == MT_HEAD_OK) {
+            st = mt_head_find_label(&head, b, &index);
+        }
+    } else {
+        put_error(MT_ERR_BAD_ARGUMENT, "usage: label add NAME | label remove NAME | "
+                                       "label rename OLD NEW");
+        return;
+    }
+    if (st != MT_HEAD_OK) {
+        put_head_error(st);
+        return;
+    }
+    if (!word_is(v, vn, "remove")) {
+        put_label_line("label", index);
+    }
+    mt_put_ok();
+}
+
+static int hex_digit(uint8_t c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                          : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+static int model_input_ok(void)
+{
+    const mt_model_info_t *m = &mt_model_info;
+    if (m->seq_len > MT_MAX_SEQ_LEN ||
+        m->tokenizer.max_words * m->tokenizer.features_per_word != m->seq_len) {
+        put_error(MT_ERR_MODEL, "model input does not match the firmware build");
+        return 0;
+    }
+    return 1;
+}
+
+/* learn <crc32 hex> LABEL<TAB>text: one SGD step of the head on the example. The CRC-32
+ * (zlib's) covers every byte after the space that follows it. */
+static void cmd_learn(const uint8_t *arg, uint32_t n)
+{
+    if (!head_available()) {
+        return;
+    }
+    uint32_t want = 0;
+    int ok = n >= 9u && arg[8] == ' ';
+    for (uint32_t i = 0; ok && i < 8u; i++) {
+        const int d = hex_digit(arg[i]);
+        ok = d >= 0;
+        want = want << 4 | (uint32_t)(d & 15);
+    }
+    if (!ok) {
+        put_error(MT_ERR_BAD_ARGUMENT, "usage: learn <crc32 hex> LABEL<TAB>text");
+        return;
+    }
+    const uint8_t *payload = arg + 9;
+    const uint32_t pn = n - 9u;
+    if (mt_crc32(0, payload, pn) != want) {
+        put_error(MT_ERR_CRC, "CRC mismatch: example not learned");
+        return;
+    }
+    uint32_t tab = 0;
+    while (tab < pn && payload[tab] != '\t') {
+        tab++;
+    }
+    char name[64];
+    if (tab == pn || tab == 0u || tab >= sizeof name) {
+        put_error(MT_ERR_BAD_ARGUMENT, tab == pn ? "usage: learn <crc32 hex> LABEL<TAB>text"
+                                                 : "no such label");
+        return;
+    }
+    for (uint32_t i = 0; i < tab; i++) {
+        name[i] = (char)payload[i];
+    }
+    name[tab] = 0;
+    uint32_t y = 0;
+    const int st = mt_head_find_label(&head, name, &y);
+    if (st != MT_HEAD_OK) {
+        put_head_error(st);
+        return;
+    }
+    if (!model_input_ok()) {
+        return;
+    }
+    const run_result_t r = run_model(payload + tab + 1u, pn - tab - 1u);
+    if (r.status != 0) {
+        put_error(MT_ERR_MODEL, "model run failed");
+        return;
+    }
+    /* what classify would have answered before this step */
+    const uint32_t before = head_personalized() ? head_best() : int8_best();
+    const char *before_name = head_personalized() ? mt_head_label(&head, before)
+                                                  : mt_model_info.labels[before];
+    const mt_model_info_t *m = &mt_model_info;
+    float loss = 0.0f;
+    const uint32_t t0 = board_counter_ticks();
+    const int st2 = mt_head_step(&head, mt_model_features(), m->features_q.scale,
+                                 m->features_q.zero_point, y, &loss);
+    const uint32_t step_count = measure(t0);
+    if (st2 != MT_HEAD_OK) {
+        put_head_error(st2);
+        return;
+    }
+    mt_put("loss ");
+    put_float3(loss);
+    mt_put_char(' ');
+    put_hex32(float_bits(loss));
+    mt_put_eol();
+    mt_put("predicted ");
+    mt_put_u32(before);
+    mt_put_char(' ');
+    put_str_escaped(before_name);
+    mt_put_eol();
+    put_label_line("learned", y);
+    put_kv("updates", head.updates);
+    mt_put("cost ");
+    mt_put(board_counter_unit());
+    mt_put(" tokenizer ");
+    mt_put_u32(r.tokenizer_count);
+    mt_put(" model ");
+    mt_put_u32(r.model_count);
+    mt_put(" step ");
+    mt_put_u32(step_count);
+    mt_put_eol();
+    mt_put_ok();
+}
+
+/* A decimal of at most 7 significant digits and 9 decimals, without exponent ("0.05",
+ * "2", ".9"): *out = digits / 10^decimals, one correctly rounded float division, so the
+ * value is the float nearest to the decimal (numpy.float32("0.05") on the host).
+ * Returns 1 if s is such a number. */
+static int parse_decimal(const char *s, float *out)
+{
+    uint32_t m = 0, digits = 0, decimals = 0, seen = 0;
+    int dot = 0;
+    for (; *s; s++) {
+        if (*s == '.' && !dot) {
+            dot = 1;
+        } else if (*s >= '0' && *s <= '9') {
+            if (m || *s != '0') {
+                digits++;
+            }
+            m = m * 10u + (uint32_t)(*s - '0');
+            seen++;
+            decimals += (uint32_t)dot;
+            if (digits > 7u || decimals > 9u) {
+                return 0;
+            }
+        } else {
+            return 0;
+        }
+    }
+    if (seen == 0u) {
+        return 0;
+    }
+    float p = 1.0f;
+    for (uint32_t k = 0; k < decimals; k++) {
+        p *= 10.0f; /* exact up to 1e10 */
+    }
+    *out = (float)m / p;
+    return 1;
+}
+
+/* head config [lr X] [momentum X] [l2 X]: the update rule's parameters */
+static void cmd_head_config(const uint8_t *arg, uint32_t n)
+{
+    float v[3] = {head.lr, head.momentum, head.l2};
+    static const char *const keys[3] = {"lr", "momentum", "l2"};
+    char key[10], val[20];
+    uint32_t pos = 0;
+    for (;;) {
+        const int tk = next_token(arg, n, &pos, key, sizeof key);
+        if (tk == 0) {
+            break;
+        }
+        const int tv = next_token(arg, n, &pos, val, sizeof val);
+        int k = 0;
+        while (k < 3 && !word_is((const uint8_t *)key, str_len(key), keys[k])) {
+            k++;
+        }
+        float x = 0.0f;
+        if (tk < 0 || tv != 1 || k == 3 || !parse_decimal(val, &x)) {
+            put_error(MT_ERR_BAD_ARGUMENT, "usage: head config [lr X] [momentum X] [l2 X] "
+                                           "(decimals, e.g. 0.05)");
+            return;
+        }
+        v[k] = x;
+    }
+#if !MT_HEAD_MOMENTUM
+    if (v[1] != 0.0f) {
+        put_error(MT_ERR_BAD_ARGUMENT, "built without momentum buffers (MT_HEAD_MOMENTUM 0)");
+        return;
+    }
+#endif
+    if (!(v[0] > 0.0f && v[0] <= 100.0f && v[1] < 1.0f && v[2] <= 100.0f)) {
+        put_error(MT_ERR_BAD_ARGUMENT, "lr in (0, 100], momentum in [0, 1), l2 in [0, 100]");
+        return;
+    }
+    mt_head_config(&head, v[0], v[1], v[2]);
+    put_config();
+    mt_put_ok();
+}
+
+/* --- head export / import: the blob of mt_head_save, as hex lines ---------------------- */
+
+#define BLOB_MAX                                                                            \
+    (MT_HEAD_BLOB_HEADER_BYTES + ((MT_HEAD_MAX_CLASSES + 3u) & ~3u) +                       \
+     4u * (MT_HEAD_MAX_CLASSES * MT_HEAD_MAX_FEATURES + MT_HEAD_MAX_CLASSES) +              \
+     4u * MT_HEAD_MAX_NEW_LABELS * MT_HEAD_MAX_FEATURES +                                   \
+     MT_HEAD_MAX_NEW_LABELS * MT_HEAD_NAME_BYTES + 4u)
+static uint8_t import_buf[BLOB_MAX];
+static uint32_t import_len;
+
+static int export_chunk(void *ctx, uint32_t off, const uint8_t *src, uint32_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    (void)ctx;
+    mt_put("data ");
+    mt_put_u32(off);
+    mt_put_char(' ');
+    for (uint32_t i = 0; i < n; i++) {
+        mt_put_char(hex[src[i] >> 4]);
+        mt_put_char(hex[src[i] & 15u]);
+    }
+    mt_put_eol();
+    return 0;
+}
+
+static int import_read(void *ctx, uint32_t off, uint8_t *dst, uint32_t n)
+{
+    (void)ctx;
+    if (off > import_len || n > import_len - off) {
+        return 1;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        dst[i] = import_buf[off + i];
+    }
+    return 0;
+}
+
+static uint32_t parse_u32(const uint8_t *s, uint32_t n, uint32_t *pos, int *ok)
+{
+    uint32_t v = 0, i = *pos, start;
+    while (i < n && s[i] == ' ') {
+        i++;
+    }
+    start = i;
+    while (i < n && s[i] >= '0' && s[i] <= '9' && i - start < 9u) {
+        v = v * 10u + (uint32_t)(s[i] - '0');
+        i++;
+    }
+    if (i == start || (i < n && s[i] != ' ')) {
+        *ok = 0;
+    }
+    *pos = i;
+    return v;
+}
+
+/* head import <offset> <hex>   (offsets in order from 0)
+ * head import end <length>     (validates and loads the whole blob, or changes nothing) */
+static void cmd_head_import(const uint8_t *arg, uint32_t n)
+{
+    uint32_t pos = 0;
+    int ok = 1;
+    while (pos < n && arg[pos] == ' ') {
+        pos++;
+    }
+    if (n - pos >= 3u && arg[pos] == 'e' && arg[pos + 1u] == 'n' && arg[pos + 2u] == 'd') {
+        pos += 3u;
+        const uint32_t len = parse_u32(arg, n, &pos, &ok);
+        if (!ok || pos != n || len != import_len) {
+            import_len = 0;
+            put_error(MT_ERR_BAD_ARGUMENT, "import: length differs from the data received");
+            return;
+        }
+        const int st = mt_head_load(&head, import_read, 0, len);
+        import_len = 0;
+        if (st == MT_HEAD_ECRC) {
+            put_error(MT_ERR_CRC, "CRC mismatch: blob not loaded");
+        } else if (st == MT_HEAD_EMODEL) {
+            put_error(MT_ERR_BAD_ARGUMENT, "blob of another model or firmware build");
+        } else if (st != MT_HEAD_OK) {
+            put_error(MT_ERR_BAD_ARGUMENT, "invalid blob");
+        } else {
+            put_kv("updates", head.updates);
+            mt_put_ok();
+        }
+        return;
+    }
+    const uint32_t off = parse_u32(arg, n, &pos, &ok);
+    while (pos < n && arg[pos] == ' ') {
+        pos++;
+    }
+    const uint32_t digits = n - pos;
+    if (!ok || digits == 0u || digits % 2u || off != (off == 0u ? 0u : import_len) ||
+        digits / 2u > BLOB_MAX - off) {
+        import_len = 0;
+        put_error(MT_ERR_BAD_ARGUMENT, "usage: head import <offset> <hex> (offsets in order "
+                                       "from 0, within the blob size) | head import end <length>");
+        return;
+    }
+    for (uint32_t i = 0; i < digits / 2u; i++) {
+        const int hi = hex_digit(arg[pos + 2u * i]), lo = hex_digit(arg[pos + 2u * i + 1u]);
+        if (hi < 0 || lo < 0) {
+            import_len = 0;
+            put_error(MT_ERR_BAD_ARGUMENT, "import: not hex");
+            return;
+        }
+        import_buf[off + i] = (uint8_t)(hi << 4 | lo);
+    }
+    import_len = off + digits / 2u;
+    put_kv("received", import_len);
+    mt_put_ok();
+}
+
+/* head state | head reset | head config ... */
+static void cmd_head(const uint8_t *arg, uint32_t n)
+{
+    if (!head_available()) {
+        return;
+    }
+    if (word_is(arg, n, "reset")) {
+        mt_head_reset(&head);
+        mt_put_ok();
+        return;
+    }
+    if (word_is(arg, n, "export")) {
+        put_kv("blob", mt_head_blob_size(&head));
+        (void)mt_head_save(&head, export_chunk, 0);
+        mt_put_ok();
+        return;
+    }
+    if (n >= 7u && word_is(arg, 7u, "import ")) {
+        cmd_head_import(arg + 7, n - 7u);
+        return;
+    }
+    if (n >= 6u && word_is(arg, 6u, "config") && (n == 6u || arg[6] == ' ')) {
+        cmd_head_config(arg + 6, n - 6u);
+        return;
+    }
+    if (!word_is(arg, n, "state")) {
+        put_error(MT_ERR_BAD_ARGUMENT, "usage: head state | head reset | head config ... | "
+                                       "head export | head import ...");
+        return;
+    }
+    const uint32_t rows = mt_head_num_rows(&head);
+    uint32_t added = 0;
+    for (uint32_t c = head.c0; c < rows; c++) {
+        added += (head.flags[c] & MT_HEAD_ROW_ACTIVE) ? 1u : 0u;
+    }
+    put_kv("updates", head.updates);
+    put_kv("personalized", (uint32_t)head_personalized());
+    put_kv("rows", rows);
+    put_kv("feature-dim", head.h);
+    put_used_of("new-labels", added, rows - head.c0);
+    put_config();
+    for (uint32_t c = 0; c < rows; c++) {
+        const char *name = mt_head_label(&head, c);
+        if (name) {
+            mt_put("label ");
+            mt_put_u32(c);
+            mt_put_char(' ');
+            put_str_escaped(name);
+            mt_put(c < head.c0 ? " factory"
+                   : (head.flags[c] & MT_HEAD_ROW_FRESH) ? " fresh" : " added");
+            mt_put_eol();
+        }
+    }
+    mt_put("storage none");
+    mt_put_eol();
+    mt_put_ok();
+}
+#endif
+
+static void put_result(const run_result_t *r)
+{
+    const mt_model_info_t *m = &mt_model_info;
+    const int8_t *logits = mt_model_logits();
+    uint32_t best = int8_best();
+#if HAVE_HEAD
+    if (head_personalized()) {
+        /* the personalized float head decides; the `scores` and `logits` lines below stay
+         * the int8 model's */
+        best = head_best();
+        mt_put("label ");
+        mt_put_u32(best);
+        mt_put_char(' ');
+        put_str_escaped(mt_head_label(&head, best));
+        mt_put_eol();
+        put_head_scores();
+    } else
+#endif
+    {
+        mt_put("label ");
+        mt_put_u32(best);
+        mt_put_char(' ');
+        put_str_escaped(m->labels[best]);
+        mt_put_eol();
+    }
     mt_put("scores");
     for (uint32_t i = 0; i < m->num_classes; i++) {
         mt_put_char(' ');
@@ -436,6 +1034,14 @@ static void dispatch(const uint8_t *line, uint32_t n)
         cmd_classify(arg, arg_n, 1);
     } else if (word_is(line, c, "help")) {
         cmd_help();
+#if HAVE_HEAD
+    } else if (word_is(line, c, "label")) {
+        cmd_label(arg, arg_n);
+    } else if (word_is(line, c, "learn")) {
+        cmd_learn(arg, arg_n);
+    } else if (word_is(line, c, "head")) {
+        cmd_head(arg, arg_n);
+#endif
 #if defined(MT_FAULT_COMMAND) && MT_FAULT_COMMAND
     } else if (word_is(line, c, "fault")) {
         /* Test builds only (tests/test_firmware_qemu.py): an undefined instruction, to check

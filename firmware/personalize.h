@@ -23,6 +23,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* A firmware build generates model_head.h next to the model (mcutext codegen): the maxima
+ * sized to the model, and MT_PERSONALIZE 1. Every file that includes this header then sees
+ * the same sizes. */
+#if defined(__has_include)
+#if __has_include("model_head.h")
+#include "model_head.h"
+#endif
+#endif
+
 #ifndef MT_HEAD_MAX_FEATURES
 #define MT_HEAD_MAX_FEATURES 64
 #endif

@@ -21,6 +21,7 @@ enum {
     MT_ERR_MODEL = 5,
     MT_ERR_FAULT = 6,
     MT_ERR_INVALID_UTF8 = 7,
+    MT_ERR_CRC = 8, /* a CRC-checked upload (learn, head import) failed its CRC: not applied */
 };
 
 typedef enum {

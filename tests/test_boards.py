@@ -187,14 +187,18 @@ def test_flash_breakdown_reads_the_linker_map(tmp_path):
         " .text          0x080007bc      0x114 /usr/lib/libgcc.a(_udivsi3.o)\n"
         " .rodata.cmd_classify.str1.4\n                0x080008d0       0x86 /b/obj/core_00_app.o\n"
         " .rodata.embedding\n                0x08000958     0x5000 /b/obj/model_09_model.o\n"
+        " .text.mt_head_step\n                0x08005958      0x300 /b/obj/personalize_03_personalize.o\n"
+        " .text          0x08005c58       0x80 /usr/lib/thumb/libm.a(lib_a-sf_exp.o)\n"
         " .data.counter  0x20000000        0x4 /b/obj/board_10_board.o\n")
     b = firmware.flash_breakdown(m)
     assert b["core"] == {"code": 0x3f0, "strings": 0x86, "rodata": 0, "data": 0}
     assert b["kernels"]["code"] == 0x244 and b["libc"]["code"] == 0x114
     assert b["model"]["rodata"] == 0x5000
     assert b["board"] == {"code": 0x188, "strings": 0, "rodata": 0, "data": 4}
+    assert b["personalize"]["code"] == 0x300 + 0x80
     rep = {"flash_bytes": 0x6000, "weights_bytes": 0x4F00, "flash_breakdown": b}
-    assert firmware.runtime_overhead(rep) == 0x6000 - 0x4F00 - 0x86
+    assert firmware.personalization_flash(rep) == 0x380
+    assert firmware.runtime_overhead(rep) == 0x6000 - 0x4F00 - 0x86 - 0x380
 
 
 @pytest.mark.slow

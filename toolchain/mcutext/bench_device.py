@@ -82,7 +82,13 @@ def measure(bundle_path: Path, board: Board, portable: bool, out: Path, texts: l
         rep["stack_reserve"], "ram_budget": rep["ram_budget"],
         "weights": rep["weights_bytes"], "arena": rep["arena_bytes"], "macs": rep["macs"],
         "runtime_flash": rep["runtime_flash_bytes"], "elf": rep["elf"],
+        "personalization_flash": rep.get("personalization_flash_bytes"),
     })
+    # The classification-only firmware (no on-device learning): the runtime overhead target
+    # of the protocol + tokenizer + kernels is measured on it.
+    rep_c = build(bundle_path, board, out / "classify-only", portable=portable, personalize=False)
+    row["runtime_flash_classification"] = rep_c["runtime_flash_bytes"]
+    row["flash_classification"] = rep_c["flash_bytes"]
     if not board.qemu_machine:
         row["status"] = "built (hardware only: not run)"
         return row
@@ -135,10 +141,12 @@ def summarize(rows: list[dict]) -> list[dict]:
         port = next((p for p in rows if p["bundle"] == r["bundle"] and p["board"] == r["board"]
                      and p.get("kernels") == "portable" and "model_instr" in p), None)
         s = {"bundle": r["bundle"], "board": r["board"], "instr_per_mac": r["instr_per_mac"],
-             "runtime_flash": r["runtime_flash"],
+             "runtime_flash": r["runtime_flash_classification"],
+             "runtime_flash_with_personalization": r["runtime_flash"]
+             + (r.get("personalization_flash") or 0),
              "meets_instr_per_mac": r["instr_per_mac"] is not None
              and r["instr_per_mac"] <= TARGET_INSTR_PER_MAC,
-             "meets_runtime_flash": r["runtime_flash"] <= TARGET_RUNTIME_FLASH}
+             "meets_runtime_flash": r["runtime_flash_classification"] <= TARGET_RUNTIME_FLASH}
         if port:
             s["portable_instr_per_mac"] = port["instr_per_mac"]
             s["speedup"] = round(port["model_instr"] / r["model_instr"], 2)
@@ -150,7 +158,8 @@ def summarize(rows: list[dict]) -> list[dict]:
 COLUMNS = [("bundle", "bundle"), ("board", "board"), ("cpu", "CPU"), ("kernels", "kernels"),
            ("flash", "flash (B)"), ("flash_budget", "of"), ("ram", "RAM (B)"),
            ("ram_static", "data+bss"), ("stack_used", "stack peak"), ("ram_budget", "of"),
-           ("weights", "weights"), ("runtime_flash", "runtime flash"), ("macs", "MACs"),
+           ("weights", "weights"), ("runtime_flash", "runtime flash"),
+           ("personalization_flash", "personalization flash"), ("macs", "MACs"),
            ("tokenizer_instr", "tokenizer instr."), ("model_instr", "model instr."),
            ("head_instr", "of which head"),
            ("instr_per_mac", "instr./MAC"), ("identical", "= TFLM"), ("status", "status")]
@@ -169,13 +178,17 @@ def markdown(rows: list[dict], summary: list[dict], sentence: str, seconds: floa
     lines += ["", "Instructions are counted by QEMU (`-icount`), not cycles; per classification "
               f"of a {SENTENCE_WORDS}-word sst2 test sentence: \"{sentence}\". RAM = .data + "
               ".bss + the stack's high-water mark (read with `stats` after all "
-              "classifications); runtime flash = flash - weights - the protocol's strings. "
+              "classifications); runtime flash = flash - weights - the protocol's strings - "
+              "personalization (its code, the factory head in float, libm: column "
+              "'personalization flash'). The runtime flash target is checked on the "
+              "classification-only build (`mcutext build --no-personalize`). "
               "`= TFLM`: test sentences sent over the UART whose int8 scores are "
               "byte-identical to the TFLite Micro interpreter.", ""]
     if summary:
         lines += ["| bundle | board | instr./MAC (DSP) | target | instr./MAC (portable) | "
-                  "portable / DSP | target | runtime flash (B) | target |",
-                  "|---|---|---:|---|---:|---:|---|---:|---|"]
+                  "portable / DSP | target | runtime flash, classification firmware (B) | target "
+                  "| runtime + personalization (B) |",
+                  "|---|---|---:|---|---:|---:|---|---:|---|---:|"]
         for s in summary:
             def ok(key):
                 return "met" if s.get(key) else ("missed" if key in s else "")
@@ -184,7 +197,8 @@ def markdown(rows: list[dict], summary: list[dict], sentence: str, seconds: floa
                 f"{TARGET_INSTR_PER_MAC}: {ok('meets_instr_per_mac')} | "
                 f"{cell(s.get('portable_instr_per_mac'))} | {cell(s.get('speedup'))}x | >= "
                 f"{TARGET_SPEEDUP:g}x: {ok('meets_speedup')} | {cell(s['runtime_flash'])} | "
-                f"<= {TARGET_RUNTIME_FLASH}: {ok('meets_runtime_flash')} |")
+                f"<= {TARGET_RUNTIME_FLASH}: {ok('meets_runtime_flash')} | "
+                f"{cell(s.get('runtime_flash_with_personalization'))} |")
         lines.append("")
     lines += per_op_table(rows)
     lines.append(f"Measured in {seconds:.0f} s by `python -m mcutext.bench --only device` "

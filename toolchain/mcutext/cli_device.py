@@ -48,6 +48,9 @@ def _print_build(res: dict) -> None:
     if res.get("runtime_flash_bytes") is not None:
         click.echo(f"runtime:  {res['runtime_flash_bytes']} bytes of flash besides the weights "
                    f"and the protocol's text (kernels: {res.get('kernels', 'default')})")
+    if res.get("personalization_flash_bytes"):
+        click.echo(f"personalization: {res['personalization_flash_bytes']} bytes of flash "
+                   "(on-device learning of the head)")
 
 
 def _print_result(text: str, r: dict) -> None:
@@ -129,14 +132,17 @@ def register(cli: click.Group) -> None:
                   help="Portable C kernels even on a core with the DSP extension.")
     @click.option("--profile", is_flag=True,
                   help="Count every kernel call of the model (`classify` adds an `ops` line).")
+    @click.option("--no-personalize", "no_personalize", is_flag=True,
+                  help="Leave on-device learning out (classification-only firmware).")
     @click.option("--json", "as_json", is_flag=True)
     def build(bundle: Path, board: str, out: Path | None, portable: bool, profile: bool,
-              as_json: bool) -> None:
+              no_personalize: bool, as_json: bool) -> None:
         """Generate the model's C and build the firmware ELF for BOARD.
 
         Refuses, with the overshoot in bytes, a model that does not fit the board."""
         from .firmware import build as run_build
-        res = run_build(bundle, board, out, portable=portable, profile=profile)
+        res = run_build(bundle, board, out, portable=portable, profile=profile,
+                        personalize=not no_personalize)
         if as_json:
             _json(res)
         else:

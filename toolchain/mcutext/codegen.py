@@ -35,6 +35,8 @@ ALIGN = 8                 # arena offsets and const arrays (LDRD needs 4; 8 for 
 HEADER = "model_gen.h"
 SOURCE = "model.c"
 WEIGHTS = "weights.c"
+HEAD_HEADER = "model_head.h"   # personalization sizes (firmware/personalize.h includes it)
+HEAD_SOURCE = "head.c"         # the factory head for firmware/personalize.c
 _INT8_MIN, _INT8_MAX = -128, 127
 _DSP_LIMIT = 1 << 30      # |2 * accumulator| and |rounding constant| bound of mt_requant_t
 
@@ -1124,9 +1126,85 @@ def generate(bundle_path: str | Path, out_dir: str | Path, dsp: bool = True,
         + out_fn("logits") + out_fn("attention") + out_fn("features"))
     what = f"{Path(bundle_path).name}/model_int8.tflite"
     src = _emit_sources(prog, what, HEADER, api, lambda r: "ids", ["model_api.h"])
-    paths = _write(Path(out_dir), {HEADER: src["header"], SOURCE: src["source"],
-                                   WEIGHTS: src["weights"]})
+    files = {HEADER: src["header"], SOURCE: src["source"], WEIGHTS: src["weights"]}
+    head = _emit_head(bundle, outs["features"], g_sha=graph.sha256, what=what)
+    files.update(head)
+    paths = _write(Path(out_dir), files)
     return _summary(prog, paths)
+
+
+def _c_float(x) -> str:
+    """A float32 as an exact C hex-float literal."""
+    v = float(np.float32(x))
+    if not math.isfinite(v):
+        raise McutextError(f"head: non-finite value {v!r} in the factory head")
+    return v.hex() + "f"
+
+
+def _emit_head(bundle, features: Tensor, g_sha: str, what: str) -> dict[str, str]:
+    """model_head.h (the maxima of firmware/personalize.h, sized to this model) and head.c
+    (the factory head as an mt_head_factory_t: docs/personalization.md)."""
+    from .personalize import DEFAULT_MAX_NEW_LABELS
+
+    head = bundle.manifest.get("head")
+    if not head or "weights" not in head or "bias" not in head:
+        raise McutextError("the bundle's manifest has no head weights (retrain the bundle "
+                           "with this mcutext)")
+    w = np.asarray(head["weights"], dtype=np.float32)          # [H, C]
+    b = np.asarray(head["bias"], dtype=np.float32).reshape(-1)
+    labels = bundle.labels
+    if w.ndim != 2 or w.shape[1] != len(labels) or b.size != len(labels):
+        raise McutextError(f"head weights {list(w.shape)} / bias {b.size} do not match "
+                           f"{len(labels)} labels")
+    h, c0 = int(w.shape[0]), int(w.shape[1])
+    if h != features.size:
+        raise McutextError(f"head input {h} differs from the features output "
+                           f"({features.size} values)")
+    q = head.get("input_quantization")
+    if q is not None and (_f32(q["scale"]) != features.scale
+                          or int(q["zero_point"]) != features.zp):
+        raise McutextError("the head's input quantization differs from the model's features "
+                           "output")
+    n_new = int(head.get("max_new_labels", DEFAULT_MAX_NEW_LABELS))
+    if not 0 <= n_new <= 255:
+        raise McutextError(f"head max_new_labels {n_new}: 0..255 expected")
+    mean = head.get("feature_mean")
+    p = "mt_gen_head"
+    hdr = (_banner(what, g_sha)
+           + "/* Personalization sizes for firmware/personalize.h (docs/personalization.md):\n"
+           " * the head of this model (features -> classes) and its reserved rows. */\n"
+           "#ifndef MT_MODEL_HEAD_H\n#define MT_MODEL_HEAD_H\n\n"
+           "#define MT_PERSONALIZE 1\n"
+           f"#ifndef MT_HEAD_MAX_FEATURES\n#define MT_HEAD_MAX_FEATURES {h}\n#endif\n"
+           f"#ifndef MT_HEAD_MAX_NEW_LABELS\n#define MT_HEAD_MAX_NEW_LABELS {n_new}\n#endif\n"
+           f"#ifndef MT_HEAD_MAX_CLASSES\n#define MT_HEAD_MAX_CLASSES ({c0} + "
+           "MT_HEAD_MAX_NEW_LABELS)\n#endif\n\n#endif\n")
+
+    def arr(name: str, vals) -> str:
+        vals = np.asarray(vals, np.float32).reshape(-1)
+        rows = [", ".join(_c_float(v) for v in vals[i:i + 4]) for i in range(0, vals.size, 4)]
+        return (f"static const float {name}[{vals.size}] = {{\n    "
+                + ",\n    ".join(rows) + ",\n};\n\n")
+
+    label_list = ",\n".join(f"    {_c_string(lbl)}" for lbl in labels)
+    src = (_banner(what, g_sha)
+           + '#include "personalize.h"\n\n'
+           + f"/* [C0 {c0}][H {h}], class-major: the manifest's [H, C] transposed. */\n"
+           + arr(f"{p}_weights", np.ascontiguousarray(w.T))
+           + arr(f"{p}_bias", b)
+           + (arr(f"{p}_mean", np.asarray(mean, np.float32).reshape(h)) if mean is not None
+              else "")
+           + f"static const char *const {p}_labels[{c0}] = {{\n{label_list},\n}};\n\n"
+           + "const mt_head_factory_t mt_model_head = {\n"
+           f"    .num_classes = {c0}u,\n"
+           f"    .feature_dim = {h}u,\n"
+           f"    .max_new_labels = {n_new}u,\n"
+           f"    .weights = {p}_weights,\n"
+           f"    .bias = {p}_bias,\n"
+           f"    .feature_mean = {p + '_mean' if mean is not None else '0'},\n"
+           f"    .labels = {p}_labels,\n"
+           "};\n")
+    return {HEAD_HEADER: hdr, HEAD_SOURCE: src}
 
 
 def generate_graph(tflite: bytes, out_dir: str | Path, prefix: str = "mt_graph",

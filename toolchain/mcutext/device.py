@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import re
 import secrets
+import struct
+import zlib
 import time
 from pathlib import Path
 
@@ -69,6 +71,10 @@ def compact_text(data: bytes, max_words: int, max_word_bytes: int) -> bytes:
             extra += 1
         out.append(data[start:end])
     return b" ".join(out)
+
+
+def _f32_from_hex(v: bytes) -> float:
+    return struct.unpack("<f", struct.pack("<I", int(v, 16)))[0]
 
 
 class Device:
@@ -282,6 +288,12 @@ class Device:
                 f = rest.decode("ascii", "replace").split()
                 res["unit"] = f[0]
                 res[f[0]] = {k: int(v) for k, v in zip(f[1::2], f[2::2])}
+            elif key == b"head":
+                # personalized firmware, after the first update: the float head's scores,
+                # one per row ("-" for a row that is not scored)
+                res["head"] = [None if v == b"-" else float(v) for v in rest.split()]
+            elif key == b"head-bits":
+                res["head_bits"] = [_f32_from_hex(v) for v in rest.split()]
             elif key == b"ops":
                 # profiling builds: "ops <unit> N0 N1 ...", one count per kernel call
                 res["ops"] = [int(v) for v in rest.split()[1:]]
@@ -321,4 +333,137 @@ class Device:
                 res[key] = int(rest)
             else:
                 res[key] = rest
+        return res
+
+    # --- personalization (docs/personalization.md) ----------------------------------------------
+    def head_state(self) -> dict:
+        """updates, personalized (0/1), rows, feature_dim, new_labels {used, budget}, config
+        {lr, momentum, l2}, labels [{index, name, kind: factory|added|fresh}], storage."""
+        res: dict = {"labels": []}
+        for line in self.command("head state"):
+            key, _, rest = line.partition(b" ")
+            k = key.decode("ascii", "replace").replace("-", "_")
+            if key == b"label":
+                idx, _, tail = rest.partition(b" ")
+                name, _, kind = tail.rpartition(b" ")
+                res["labels"].append({"index": int(idx),
+                                      "name": unescape(name).decode("utf-8", "replace"),
+                                      "kind": kind.decode("ascii", "replace")})
+            elif key == b"config":
+                f = rest.decode("ascii", "replace").split()
+                res["config"] = {a: float(b) for a, b in zip(f[::2], f[1::2])}
+            elif b" of " in rest:
+                used, _, budget = rest.partition(b" of ")
+                res[k] = {"used": int(used), "budget": int(budget)}
+            elif rest.isdigit():
+                res[k] = int(rest)
+            else:
+                res[k] = rest.decode("ascii", "replace")
+        return res
+
+    def _label_reply(self, lines: list[bytes]) -> int:
+        for line in lines:
+            if line.startswith(b"label "):
+                return int(line.split(b" ")[1])
+        raise McutextError(f"{self.url}: unexpected answer: {lines!r}", hint=_HINT)
+
+    def add_label(self, name: str) -> int:
+        """A new label in a free reserved row; returns its row index."""
+        return self._label_reply(self.command(f"label add {name}"))
+
+    def remove_label(self, name: str) -> None:
+        self.command(f"label remove {name}")
+
+    def rename_label(self, name: str, new_name: str) -> int:
+        return self._label_reply(self.command(f"label rename {name} {new_name}"))
+
+    def head_config(self, lr: float | None = None, momentum: float | None = None,
+                    l2: float | None = None) -> dict:
+        """Sets the update rule's parameters (those given); returns {lr, momentum, l2} as the
+        device has them. Values go as decimals (at most 7 significant digits, 9 decimals):
+        the device takes the float32 nearest to each, as numpy.float32 does."""
+        import numpy as np
+        parts = []
+        for key, v in (("lr", lr), ("momentum", momentum), ("l2", l2)):
+            if v is not None:
+                parts.append(f"{key} {np.format_float_positional(np.float32(v), trim='-')}")
+        lines = self.command(" ".join(["head config"] + parts))
+        for line in lines:
+            if line.startswith(b"config "):
+                f = line.decode("ascii", "replace").split()[1:]
+                return {a: float(b) for a, b in zip(f[::2], f[1::2])}
+        raise McutextError(f"{self.url}: unexpected answer: {lines!r}", hint=_HINT)
+
+    def export_head(self) -> bytes:
+        """The learned head as the blob of docs/personalization.md (HeadSimulator.load_blob
+        reads it); the CRC-32 inside is checked here."""
+        size, data = None, b""
+        for line in self.command("head export"):
+            key, _, rest = line.partition(b" ")
+            if key == b"blob":
+                size = int(rest)
+            elif key == b"data":
+                off, _, hx = rest.partition(b" ")
+                if int(off) != len(data):
+                    raise McutextError(f"{self.url}: head export out of order", hint=_HINT)
+                data += bytes.fromhex(hx.decode("ascii"))
+        if size is None or len(data) != size or len(data) < 8 or \
+                zlib.crc32(data[:-4]) != struct.unpack_from("<I", data, len(data) - 4)[0]:
+            raise McutextError(f"{self.url}: damaged head export", hint=_HINT)
+        return data
+
+    def import_head(self, blob: bytes, chunk: int = 64) -> int:
+        """Loads a blob from export_head() (or HeadSimulator.blob()); the device validates it
+        whole and changes nothing when it is damaged or made for another model. Returns the
+        update count it holds."""
+        room = (int((self._info or self.info()).get("line_max", 1024)) - 40) // 2
+        chunk = max(1, min(chunk, room))
+        for off in range(0, len(blob), chunk):
+            self.command(f"head import {off} {blob[off:off + chunk].hex()}")
+        for line in self.command(f"head import end {len(blob)}"):
+            if line.startswith(b"updates "):
+                return int(line.split()[1])
+        raise McutextError(f"{self.url}: unexpected answer to head import", hint=_HINT)
+
+    def reset_head(self) -> None:
+        """Back to the factory head (added labels gone, update count 0)."""
+        self.command("head reset")
+
+    def learn(self, label: str, text: str | bytes, retries: int = 2) -> dict:
+        """One on-device SGD step of the head on (text, label). Returns loss (float32, exact),
+        predicted (the label classify gave before the step), predicted_index, updates, and
+        the counts (res[unit] = {tokenizer, model, step}). The line carries a CRC-32 of its
+        payload; a corrupted line is refused by the device (error 8) and sent again."""
+        if "\t" in label or "\n" in label or "\r" in label:
+            raise McutextError(f"label {label!r}: no TAB, CR or LF in a label")
+        prefix = "learn 00000000 " + label
+        line = self._text_line(prefix, text)       # compacts long texts, checks the room
+        payload = label.encode("utf-8") + b"\t" + line[len(prefix.encode("utf-8")) + 1:]
+        framed = f"learn {zlib.crc32(payload):08x} ".encode() + payload
+        for attempt in range(retries + 1):
+            try:
+                lines = self.command(framed)
+                break
+            except DeviceError as e:
+                if e.code != 8 or attempt == retries:
+                    raise
+        res: dict = {}
+        for ln in lines:
+            key, _, rest = ln.partition(b" ")
+            if key == b"loss":
+                res["loss"] = _f32_from_hex(rest.split()[1])
+            elif key == b"predicted":
+                idx, _, name = rest.partition(b" ")
+                res["predicted_index"] = int(idx)
+                res["predicted"] = unescape(name).decode("utf-8", "replace")
+            elif key == b"learned":
+                res["label_index"] = int(rest.split(b" ")[0])
+            elif key == b"updates":
+                res["updates"] = int(rest)
+            elif key == b"cost":
+                f = rest.decode("ascii", "replace").split()
+                res["unit"] = f[0]
+                res[f[0]] = {k: int(v) for k, v in zip(f[1::2], f[2::2])}
+        if "loss" not in res or "updates" not in res:
+            raise McutextError(f"{self.url}: incomplete learn answer: {lines!r}", hint=_HINT)
         return res

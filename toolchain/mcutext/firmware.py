@@ -187,7 +187,8 @@ COLD_FLAGS = ["-Os", "-fno-tree-loop-distribute-patterns"]
 
 
 def _group_flags(group: str, src: Path) -> list[str]:
-    if group == "board" or (group == "core" and src.name not in HOT_CORE_SOURCES):
+    if group in ("board", "personalize") or (group == "core"
+                                              and src.name not in HOT_CORE_SOURCES):
         return COLD_FLAGS
     return []
 
@@ -218,7 +219,10 @@ def default_out_dir(bundle_name: str, board_name: str, portable: bool = False,
 
 # --- where the flash goes (from the linker map) -------------------------------------------------
 
-GROUPS = ("core", "kernels", "model", "board", "libc")
+GROUPS = ("core", "kernels", "model", "board", "libc", "personalize")
+# On-device personalization (docs/personalization.md): its flash is reported on its own, not
+# in the classification runtime's overhead. libm is linked for it only (expf, logf, sqrtf).
+PERSONALIZE_SOURCES = ("personalize.c", "slots.c", "head.c")
 _MAP_INPUT = re.compile(r"^ (\.\S+)(?:\s+|\n\s+)0x([0-9a-fA-F]+)\s+0x([0-9a-fA-F]+)\s+(\S.*)$",
                         re.MULTILINE)
 
@@ -246,21 +250,32 @@ def flash_breakdown(map_file: Path) -> dict:
         else:
             continue
         obj = Path(origin.strip()).name
-        group = obj.split("_", 1)[0] if ".a(" not in origin else "libc"
+        if ".a(" in origin:
+            group = "personalize" if "libm.a(" in origin else "libc"
+        else:
+            group = obj.split("_", 1)[0]
         out[group if group in out else "libc"][kind] += size
     return out
 
 
 def runtime_overhead(report: dict) -> int:
-    """Flash that is neither the model's weights nor the protocol's text: code of every
-    group, the model's non-weight constants, tables, .data."""
+    """Flash of the classification runtime that is neither the model's weights nor the
+    protocol's text: code of every group, the model's non-weight constants, tables, .data.
+    Personalization (its code, the factory head in float, libm) is counted apart:
+    personalization_flash()."""
     b = report["flash_breakdown"]
     strings = b["core"]["strings"] + b["board"]["strings"]
-    return report["flash_bytes"] - int(report.get("weights_bytes") or 0) - strings
+    return (report["flash_bytes"] - int(report.get("weights_bytes") or 0) - strings
+            - personalization_flash(report))
+
+
+def personalization_flash(report: dict) -> int:
+    """Flash used by on-device personalization (all kinds, strings included)."""
+    return sum(report["flash_breakdown"].get("personalize", {}).values())
 
 
 def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | None = None, *,
-          portable: bool = False, profile: bool = False,
+          portable: bool = False, profile: bool = False, personalize: bool = True,
           defines: dict[str, str] | None = None) -> dict:
     """Generate the model, compile core + kernels + model + board, link, check the budget.
 
@@ -268,6 +283,8 @@ def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | Non
     extension (-DMT_FORCE_PORTABLE; for measuring the optimized path against it).
     profile=True reads the counter around every kernel call of the model (firmware/profile.h;
     `classify` then reports per-operator counts); for measuring, not for shipping.
+    personalize=False leaves on-device learning out (-DMT_NO_PERSONALIZE): the
+    classification-only firmware.
     defines: extra -D macros for every file (tests: MT_FAULT_COMMAND=1 adds a `fault` command).
     Returns the build report (also written next to the ELF as firmware.json)."""
     from .bundle import load_bundle
@@ -288,12 +305,17 @@ def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | Non
     # on a Cortex-M0 or in a portable build).
     gen = _codegen(bundle_path, gen_dir, dsp=board.dsp and not portable)
     gen_files = [Path(f) for f in gen["files"]]
-    sources = ([("core", f) for f in sorted(FIRMWARE_DIR.glob("*.c"))]
+    def group_of(default: str, f: Path) -> str:
+        return "personalize" if f.name in PERSONALIZE_SOURCES else default
+
+    sources = ([(group_of("core", f), f) for f in sorted(FIRMWARE_DIR.glob("*.c"))]
                + [("kernels", f) for f in sorted(KERNELS_DIR.glob("*.c"))]
-               + [("model", f) for f in gen_files if f.suffix == ".c"]
+               + [(group_of("model", f), f) for f in gen_files if f.suffix == ".c"]
                + [("board", f) for f in board.sources])
     include_dirs = [gen_dir, FIRMWARE_DIR, KERNELS_DIR, board.path]
     seq_len = int(bundle.manifest.get("seq_len") or bundle.tokenizer.spec.seq_len)
+    if not personalize:
+        defines = {**(defines or {}), "MT_NO_PERSONALIZE": "1"}
     cflags = compile_flags(board, seq_len, include_dirs, portable, profile, defines)
 
     def compile_one(item):
@@ -310,7 +332,7 @@ def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | Non
     elf, map_file = out / "firmware.elf", out / "firmware.map"
     link = [cc, *board.cpu_flags(), "-nostartfiles", "--specs=nano.specs",
             "-Wl,--gc-sections", f"-Wl,-Map={map_file}", f"-L{out}",
-            f"-T{board.linker_script}", *map(str, objects), "-lgcc", "-o", str(elf)]
+            f"-T{board.linker_script}", *map(str, objects), "-lm", "-lgcc", "-o", str(elf)]
     (out / "memory.ld").write_text(_memory_ld(board, board.flash_bytes, board.ram_bytes))
     p = _run(link, "")
     if p.returncode != 0:
@@ -367,8 +389,10 @@ def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | Non
         "generated": [str(f) for f in gen_files],
         "qemu_machine": board.qemu_machine,
         "icount_shift": board.icount_shift,
+        "personalize": personalize,
         "seconds": round(time.monotonic() - t0, 2),
     }
     report["runtime_flash_bytes"] = runtime_overhead(report)
+    report["personalization_flash_bytes"] = personalization_flash(report)
     (out / "firmware.json").write_text(json.dumps(report, indent=2) + "\n")
     return report

@@ -43,6 +43,9 @@ BLOB_MAGIC = b"MTHD"
 BLOB_VERSION = 1
 BLOB_HEADER = struct.Struct("<4sHHHHHHIIII")   # 32 bytes
 ACTIVE, FRESH = 1, 2
+# Rows reserved for added labels when the manifest's head has no `max_new_labels`; the
+# firmware build (codegen's model_head.h) uses the same default.
+DEFAULT_MAX_NEW_LABELS = 4
 
 
 def valid_label_name(name: str) -> bool:
@@ -89,7 +92,8 @@ class HeadSimulator:
                     max_new_labels: int | None = None) -> "HeadSimulator":
         head = bundle.manifest["head"]
         q = head["input_quantization"]
-        n_new = head.get("max_new_labels", 8) if max_new_labels is None else max_new_labels
+        n_new = (head.get("max_new_labels", DEFAULT_MAX_NEW_LABELS)
+                 if max_new_labels is None else max_new_labels)
         return cls(np.array(head["weights"]), np.array(head["bias"]), bundle.labels, n_new,
                    q["scale"], q["zero_point"], config, head.get("feature_mean"))
 
