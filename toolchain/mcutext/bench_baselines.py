@@ -1,0 +1,220 @@
+"""Baselines benchmark: FastGRNN and PRADO through the mcutext pipeline, side by side with the
+default student (docs/baselines.md).
+
+For each dataset, the `<dataset>_fastgrnn` and `<dataset>_prado` recipes are trained (CE
+alone, as published), converted to int8 and verified in TFLite Micro; then the clean float
+and int8 accuracy, the char-level (DeepWordBug) and word-level (PWWS) attacks on the int8
+model in TFLite Micro, the int8 weight bytes against the budget, the graph's MACs and op
+count, TFLite Micro's activation arena, and the training time. Bundles given as `students`
+(the default student of each dataset, e.g. from the pipeline section) are measured the same
+way in the same table.
+
+    build/bench/baselines.json, baselines.md         the table
+    build/bench/bundles/<dataset>_<arch>/            the bundles
+    build/bench/attacks/baselines/<recipe>/          per-example attack records
+
+    python -m mcutext.bench_baselines [--out build/bench] [--recipes sst2,sms_spam,...]
+        [--archs fastgrnn,prado] [--attack-n 500] [--reuse] [--student sst2=PATH ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import progress
+from .errors import McutextError
+
+DATASETS = ("sst2", "sms_spam", "ag_news", "clinc150")
+ARCHS = ("fastgrnn", "prado")
+BUDGET_BYTES = 96 * 1024       # int8 weights (constant buffers of the flatbuffer)
+ATTACKS = (("char", "deepwordbug"), ("word", "pwws"))
+ATTACK_N = 500                 # the robustness bench's sample size (the same seeded sample)
+ATTACK_BUDGET = 2              # words edited per sentence, as in the robustness bench
+ATTACK_SEED = 0
+
+
+# --- graph measurements -----------------------------------------------------------------------
+def graph_cost(tflite: bytes) -> dict:
+    """Multiply-accumulates of FULLY_CONNECTED and CONV_2D, and the element count of every
+    other op's outputs (the elementwise work), for one classification."""
+    from .convert import op_names, read_model
+    fb = read_model(tflite)
+    sg = fb.subgraphs[0]
+    macs = elementwise = 0
+    for name, op in zip(op_names(fb), sg.operators):
+        out = int(np.prod(sg.tensors[op.outputs[0]].shape))
+        if name == "FULLY_CONNECTED":
+            macs += out * int(sg.tensors[op.inputs[1]].shape[1])
+        elif name == "CONV_2D":
+            w = sg.tensors[op.inputs[1]].shape          # [cout, kh, kw, cin]
+            macs += out * int(np.prod(w[1:]))
+        elif name != "RESHAPE":
+            elementwise += out
+    return {"macs": macs, "elementwise": elementwise, "ops": len(sg.operators)}
+
+
+def tflm_arena(tflite: bytes) -> dict:
+    """TFLite Micro's arena use, from its allocation recorder: `head` is the activation
+    memory planned over tensor lifetimes (the same on a 32-bit MCU), `tail` the persistent
+    interpreter data (measured on this 64-bit host; smaller on a 32-bit MCU)."""
+    from .convert import tflm_interpreter
+    it = tflm_interpreter(tflite)
+    with tempfile.TemporaryFile(mode="w+b") as f:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = os.dup(1), os.dup(2)
+        try:
+            os.dup2(f.fileno(), 1)
+            os.dup2(f.fileno(), 2)
+            it.print_allocations()
+            sys.stdout.flush()
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+        f.seek(0)
+        text = f.read().decode(errors="replace")
+    out = {}
+    for key in ("total", "head", "tail"):
+        m = re.search(rf"Arena allocation {key} (\d+) bytes", text)
+        if m:
+            out[key] = int(m.group(1))
+    return out
+
+
+# --- one bundle ---------------------------------------------------------------------------
+def measure(bundle_path: Path, dataset: str, model: str, out_dir: Path,
+            attack_n: int | None = ATTACK_N, attacks=ATTACKS) -> dict:
+    """One table row: sizes, costs, clean and robust accuracy of a bundle."""
+    from .attack import run_attack
+    from .bundle import load_bundle
+    b = load_bundle(bundle_path)
+    m = b.manifest
+    t = m["metrics"]["test"]
+    arch = m["recipe"]["model"].get("arch", "cnn")
+    cost = graph_cost(b.tflite_bytes)
+    arena = tflm_arena(b.tflite_bytes)
+    row = {
+        "dataset": dataset, "model": model, "recipe": m["name"], "arch": arch,
+        "params": m["sizes"]["params"], "int8_weights_bytes": m["sizes"]["int8_weights_bytes"],
+        "within_budget": "yes" if m["sizes"]["int8_weights_bytes"] <= BUDGET_BYTES else "NO",
+        "tflite_bytes": m["sizes"]["int8_file_bytes"], "ops": cost["ops"],
+        "op_kinds": ",".join(sorted(set(m["int8"]["ops"]))), "macs": cost["macs"],
+        "elementwise": cost["elementwise"], "arena_activations": arena.get("head", 0),
+        "arena_host_total": arena.get("total", 0),
+        "train_seconds": m["training"]["seconds"], "epochs": m["training"]["epochs"],
+        "test_n": t["tflm"]["n"], "float_accuracy": t["keras"]["accuracy"],
+        "int8_accuracy": t["tflm"]["accuracy"], "int8_float_agreement": t["int8_float_agreement"],
+    }
+    if arch == "fastgrnn":
+        from .baselines import compression_report
+        rep = compression_report(b.keras_model())
+        row["rnn_nonzero"] = f"{rep['nonzero']}/{rep['dense_int8_bytes']}"
+    for short, attack in attacks:
+        if attack_n == 0:
+            break
+        res = run_attack(b, attack, runtime="tflm", n=attack_n, budget=ATTACK_BUDGET,
+                         seed=ATTACK_SEED, transfer=False,
+                         out=out_dir / "attacks" / "baselines" / m["name"])
+        row[f"{short}_n"] = res["n"]
+        row[f"{short}_clean"] = res["clean_accuracy"]
+        row[f"{short}_robust"] = res["accuracy_under_attack"]
+        row[f"{short}_success"] = res["success_rate"]
+        row[f"{short}_queries"] = res["mean_queries"] or 0.0
+        progress.log(f"{m['name']} {attack}: {res['clean_accuracy']:.3f} -> "
+                     f"{res['accuracy_under_attack']:.3f} ({res['seconds']:.0f} s)")
+    return row
+
+
+COLUMNS = [
+    ("dataset", "dataset"), ("model", "model"), ("int8_weights_bytes", "int8 weights (B)"),
+    ("within_budget", "<= 96 KB"), ("ops", "ops"), ("macs", "MACs"),
+    ("arena_activations", "TFLM activation arena (B)"), ("train_seconds", "training (s)"),
+    ("float_accuracy", "float acc."), ("int8_accuracy", "int8 acc. (TFLM)"),
+    ("int8_float_agreement", "int8/float agreement"), ("char_clean", "clean acc. (attack n)"),
+    ("char_robust", "char-level robust acc."), ("word_robust", "word-level robust acc."),
+    ("char_success", "char success"), ("word_success", "word success"),
+]
+
+
+def bench_baselines(out_dir: Path, recipes=DATASETS, archs=ARCHS,
+                    students: dict[str, Path] | None = None, attack_n: int | None = ATTACK_N,
+                    reuse: bool = False, epochs: int | None = None) -> list[dict]:
+    """Train (or with `reuse`, reuse) and measure every `<dataset>_<arch>` baseline, plus the
+    `students` bundles (dataset -> bundle path); write baselines.json / .md under out_dir.
+    `attack_n` = 0 skips the attacks; `epochs` overrides the recipes' (smoke runs only)."""
+    from .recipe import load_recipe
+    from .train import train
+    out_dir = Path(out_dir)
+    rows = []
+    for ds in recipes:
+        if ds not in DATASETS:
+            raise McutextError(f"unknown dataset '{ds}' (known: {', '.join(DATASETS)})")
+        if students and ds in students:
+            rows.append(measure(Path(students[ds]), ds, "mcutext student", out_dir, attack_n))
+        for arch in archs:
+            if arch not in ARCHS:
+                raise McutextError(f"unknown baseline '{arch}' (known: {', '.join(ARCHS)})")
+            name = f"{ds}_{arch}"
+            path = out_dir / "bundles" / name
+            if not (reuse and (path / "manifest.json").is_file()):
+                t0 = time.time()
+                train(load_recipe(name), out=path, epochs=epochs)
+                progress.log(f"{name}: trained, converted and verified in {time.time() - t0:.0f} s")
+            rows.append(measure(path, ds, arch, out_dir, attack_n))
+    note = (f"Budget: int8 weights <= {BUDGET_BYTES:,} bytes (96 KB: every constant buffer of "
+            "the .tflite, embedding table included). Baselines trained with cross-entropy "
+            "alone, as published. Accuracy on the full test split (clinc150: out-of-scope left "
+            f"out). Attacks on the int8 model in TFLite Micro, {attack_n} test sentences "
+            f"(seeded sample, seed 0), at most {ATTACK_BUDGET} words edited: char = "
+            "DeepWordBug, word = PWWS (WordNet synonyms). MACs: FULLY_CONNECTED + CONV_2D per "
+            "classification. Activation arena: TFLite Micro's planned activation memory. "
+            "Training: wall time on 2 shared CPU cores. Produced by `python -m "
+            "mcutext.bench_baselines` (docs/baselines.md).")
+    from .bench import write_table
+    write_table(out_dir, "baselines", rows, COLUMNS,
+                "Baselines: FastGRNN and PRADO through the mcutext pipeline", note)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m mcutext.bench_baselines")
+    ap.add_argument("--out", type=Path, default=Path("build/bench"))
+    ap.add_argument("--recipes", default=",".join(DATASETS), help="datasets")
+    ap.add_argument("--archs", default=",".join(ARCHS))
+    ap.add_argument("--attack-n", type=int, default=ATTACK_N, help="0 = no attacks")
+    ap.add_argument("--reuse", action="store_true", help="reuse bundles already trained")
+    ap.add_argument("--student", action="append", default=[], metavar="DATASET=BUNDLE",
+                    help="a default-student bundle to measure alongside")
+    args = ap.parse_args(argv)
+    students = {}
+    for s in args.student:
+        ds, _, path = s.partition("=")
+        if not path:
+            print(f"error: --student wants DATASET=BUNDLE, got '{s}'", file=sys.stderr)
+            return 2
+        students[ds] = Path(path)
+    from .train import configure_tensorflow
+    configure_tensorflow()
+    try:
+        bench_baselines(args.out, [r for r in args.recipes.split(",") if r],
+                        [a for a in args.archs.split(",") if a], students or None,
+                        args.attack_n, args.reuse)
+    except McutextError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"results under {args.out}/baselines.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
