@@ -1,7 +1,7 @@
 """`make bench`: the long measurements. Tables (markdown + JSON) go under build/bench/;
 docs/results.md summarizes them.
 
-    python -m mcutext.bench [--out build/bench] [--only pipeline,device,robustness,ablation]
+    python -m mcutext.bench [--out build/bench] [--only pipeline,device,robustness,baselines]
                             [--recipes sst2,sms_spam,ag_news,clinc150]
 """
 
@@ -17,7 +17,7 @@ from . import progress
 from .errors import McutextError
 
 RECIPES = ("sst2", "sms_spam", "ag_news", "clinc150")
-SECTIONS = ("pipeline", "device", "robustness", "ablation")
+SECTIONS = ("pipeline", "device", "robustness", "baselines")
 
 
 def write_table(out: Path, name: str, rows: list[dict], columns: list[tuple[str, str]],
@@ -104,9 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         if "robustness" in sections:
             from .bench_attack import robustness_bench
             robustness_bench(bundles, args.out)
-        if "ablation" in sections:
-            from .ablation import bench_ablation
-            bench_ablation(args.out, [r for r in recipes if r in ("sst2", "sms_spam")])
+        if "baselines" in sections:
+            from .bench_baselines import bench_baselines
+            bench_baselines(args.out, recipes, students=bundles)
     except McutextError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
