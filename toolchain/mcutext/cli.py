@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__
+from . import __version__, cli_attack
 from .errors import McutextError
 
 RUNTIME_CHOICE = click.Choice(["keras", "litert", "tflm"])
@@ -149,13 +149,16 @@ def info(bundle: Path | None, port: str | None, as_json: bool) -> None:
 def _register_optional() -> None:
     """Device commands live in their own module (serial, QEMU, boards)."""
     try:
-        from . import cli_device
+        from . import cli_device, cli_personalize, cli_teacher
     except ImportError:
         return
     cli_device.register(cli)
+    cli_teacher.register(cli)
+    cli_personalize.register(cli)
 
 
 _register_optional()
+cli_attack.register(cli)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -78,33 +78,40 @@ def tensor_quant(model, tensor_index: int) -> tuple[float, int]:
     return float(q.scale[0]), int(q.zeroPoint[0])
 
 
-def check_ops(model) -> list[str]:
+def check_ops(model, allowed: tuple[str, ...] = SUPPORTED_OPS) -> list[str]:
+    """The model's op names; an op outside `allowed` is an error. The baselines pass a longer
+    list (mcutext.baselines.EXTRA_OPS: ops TFLite Micro runs, the firmware not yet)."""
     names = op_names(model)
-    bad = sorted(set(n for n in names if n not in SUPPORTED_OPS))
+    bad = sorted(set(n for n in names if n not in allowed))
     if bad:
         raise McutextError(
             f"the int8 model uses op(s) that TFLite Micro or the mcutext firmware cannot run: "
             f"{', '.join(bad)}",
-            hint=f"supported ops: {', '.join(SUPPORTED_OPS)}")
+            hint=f"supported ops: {', '.join(allowed)}")
     return names
 
 
 def to_int8(keras_model, calibration_ids: np.ndarray) -> bytes:
     """Convert a batch-1 Keras model to a full-integer int8 TFLite flatbuffer.
 
-    Input stays int32 (token ids); every output is int8.
+    Input stays int32 (token ids); every output is int8. A model with a float input (the
+    PRADO baseline's projection features) gets an int8 input, quantized with the scale the
+    calibration gives it.
     """
     import tensorflow as tf
+    float_input = np.issubdtype(np.asarray(calibration_ids).dtype, np.floating)
 
     def representative():
         for row in calibration_ids:
-            yield [row[None, :].astype(np.int32)]
+            yield [row[None].astype(np.float32 if float_input else np.int32)]
 
     conv = tf.lite.TFLiteConverter.from_keras_model(keras_model)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = representative
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     conv.inference_output_type = tf.int8
+    if float_input:
+        conv.inference_input_type = tf.int8
     with _quiet_stdout():
         tflite = conv.convert()
     return bytes(tflite)

@@ -45,7 +45,9 @@ def run(recipe_name: str, board: str, out: Path | None) -> int:
     recipe = load_recipe(recipe_name)
     out = out or project_root() / "build" / "demo" / recipe.name / "bundle"
     progress.log(f"[bold]1/3 training[/] {recipe.name} -> {out}")
-    path = train(recipe, out=out)
+    # The demo skips the teacher step (its first run fine-tunes MiniLM for many minutes):
+    # `mcutext train sst2` distills from it (docs/teacher.md).
+    path = train(recipe, out=out, teacher=False)
     b = load_bundle(path)
     t = b.manifest["metrics"]["test"]
     print(f"test accuracy ({t['tflm']['n']} sentences): float {t['keras']['accuracy']:.4f}, "

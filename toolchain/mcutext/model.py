@@ -141,7 +141,11 @@ class StudentLayers:
 def build_student(recipe: Recipe, n_classes: int, batch_size: int | None = None,
                   seed: int | None = None, training_graph: bool = False) -> keras.Model:
     """Model with outputs (logits, attention, features). `training_graph` adds the
-    training-only augmentation layers (no weights, so weights copy across)."""
+    training-only augmentation layers (no weights, so weights copy across). The recipe's
+    model.arch picks the mcutext student ("cnn") or a baseline (mcutext.baselines)."""
+    if recipe.model.arch != "cnn":
+        from .baselines import build_baseline
+        return build_baseline(recipe, n_classes, batch_size, seed, training_graph)
     if seed is not None:
         keras.utils.set_random_seed(seed)
     layers = StudentLayers(recipe, n_classes, training_graph)

@@ -1,12 +1,17 @@
 """The three-part training objective (docs/objective.md explains each choice).
 
-    L = (1 - a) * CE(y, z_s)
-      + a * T^2 * KL(softmax(z_t / T) || softmax(z_s / T))           knowledge distillation
+    L = (1 - a) * CE_w(y, z_s)
+      + a * KD(z_t, z_s)                                              knowledge distillation
       + b * KL(attr_t || attn_s)                                       explainable feature mapping
-      + c * (CE(y, z_s(e + r_fgm)) + CE(y, z_s(x_adv))) / 2            adversarial robustness
+      + c * (CE_w(y, z_s(e + r_fgm)) + CE_w(y, z_s(x_adv))) / 2        adversarial robustness
 
+- KD is T^2 * KL(softmax(z_t / T) || softmax(z_s / T)) (Hinton; kd_loss = "kl") or the squared
+  error between the logits (Tang et al.; kd_loss = "mse").
+- CE_w: cross-entropy weighted per example. The student trains on a transfer set
+  (mcutext.distill): the training texts, whose gold labels count (w = 1), plus augmented
+  variants that only the teacher labels (w = 0: they are learnt through KD alone).
 - z_t, attr_t: the teacher's logits and its word attributions, aligned to the student's words
-  (mcutext.teacher), computed once per training run.
+  (mcutext.teacher), computed once per transfer set and cached.
 - attn_s: the student's attention pooling weights, renormalized over the words present; this
   is also what the device reports as its explanation, so aligning it is aligning the device's
   explanations with the teacher's.
@@ -15,7 +20,7 @@
   fixed scale), pads masked, gradient stopped.
 - x_adv: discrete perturbations (character edits / WordNet synonyms from mcutext.perturb, with
   training seeds that never meet the evaluation seeds), worst of `adv_candidates` random
-  candidates per example under the current student, re-drawn every epoch.
+  candidates per original text under the current student, re-drawn every epoch.
 
 One loop serves every variant, so an ablation changes only the weights a, b, c.
 """
@@ -27,24 +32,30 @@ import dataclasses
 import numpy as np
 
 from . import progress
-from .data import Dataset
 from .errors import McutextError
 
 # Seeds of the training-time adversary are offset so they never coincide with the seeds the
 # attack suite uses for evaluation (small integers).
 TRAIN_ADVERSARY_SEED_OFFSET = 1_000_003
+KD_LOSSES = ("kl", "mse")
 
 
 @dataclasses.dataclass(frozen=True)
 class ObjectiveConfig:
     kd_weight: float = 0.0        # a
     temperature: float = 2.0      # T
+    kd_loss: str = "kl"           # "kl": T^2 * KL of the softened outputs; "mse": logit MSE
     map_weight: float = 0.0       # b
     adv_weight: float = 0.0       # c
     fgm_epsilon: float = 0.5      # relative to each example's embedding norm
     adv_candidates: int = 4       # random perturbations per example; the worst one is kept
     adv_words: int = 2            # words edited per candidate (the attack budget we train for)
     teacher: str = ""             # teacher folder; default build/<recipe>/teacher
+
+    def __post_init__(self) -> None:
+        if self.kd_loss not in KD_LOSSES:
+            raise McutextError(f"objective.kd_loss must be one of {', '.join(KD_LOSSES)}, "
+                               f"got '{self.kd_loss}'")
 
     @property
     def uses_teacher(self) -> bool:
@@ -61,7 +72,6 @@ class Trainer:
     """Custom training loop for the student under the three-part objective."""
 
     def __init__(self, recipe, model, n_classes: int, teacher=None):
-        import keras
         import tensorflow as tf
         self.recipe = recipe
         self.cfg: ObjectiveConfig = recipe.objective
@@ -71,42 +81,57 @@ class Trainer:
         self.teacher = teacher
         if self.cfg.uses_teacher and teacher is None:
             raise McutextError("the objective needs a teacher (kd_weight or map_weight > 0)")
-        tc = recipe.train
-        if tc.weight_decay > 0:
-            self.opt = keras.optimizers.AdamW(tc.learning_rate, weight_decay=tc.weight_decay)
-        else:
-            self.opt = keras.optimizers.Adam(tc.learning_rate)
+        self.opt = None  # made in fit(), when the number of steps is known
         self.L, self.K = recipe.tokenizer.max_words, recipe.tokenizer.features_per_word
         self._step = tf.function(self._train_step, reduce_retracing=True)
 
+    def _optimizer(self, steps: int):
+        import keras
+        tc = self.recipe.train
+        lr = tc.learning_rate
+        if tc.lr_schedule == "cosine":
+            lr = keras.optimizers.schedules.CosineDecay(tc.learning_rate, max(steps, 1))
+        if tc.weight_decay > 0:
+            return keras.optimizers.AdamW(lr, weight_decay=tc.weight_decay)
+        return keras.optimizers.Adam(lr)
+
     # --- one optimization step -----------------------------------------------------------
-    def _train_step(self, ids, y, t_logits, t_attr, adv_ids):
+    def _train_step(self, ids, y, w, t_logits, t_attr, adv_ids):
+        """y: labels (gold for original texts, the teacher's argmax for augmented ones); w: how
+        much each example's cross-entropy counts (1 original, 0 augmented)."""
         import tensorflow as tf
         cfg = self.cfg
         lay = self.layers
         smooth = self.recipe.train.label_smoothing
         n_cls = self.n_classes
+        w_sum = tf.reduce_sum(w) + 1e-9
 
-        def ce_fn(labels, z, from_logits=True):
+        def ce_fn(labels, z):
             if smooth <= 0:
                 return tf.keras.losses.sparse_categorical_crossentropy(labels, z, from_logits=True)
             onehot = tf.one_hot(labels, n_cls)
             return tf.keras.losses.categorical_crossentropy(
                 onehot, z, from_logits=True, label_smoothing=smooth)
+
+        def weighted(v):
+            return tf.reduce_sum(w * v) / w_sum
         with tf.GradientTape() as tape:
             with tf.GradientTape() as inner:
                 e = lay.embed(ids, training=True)
                 inner.watch(e)
                 logits, attn, _ = lay.body(e, training=True)
-                ce = tf.reduce_mean(ce_fn(y, logits, from_logits=True))
+                ce = weighted(ce_fn(y, logits))
             loss = ce
             parts = {"ce": ce}
             if cfg.kd_weight > 0:
-                T = cfg.temperature
-                p_t = tf.nn.softmax(t_logits / T)
-                log_p_s = tf.nn.log_softmax(logits / T)
-                kd = tf.reduce_mean(tf.reduce_sum(
-                    p_t * (tf.math.log(p_t + 1e-9) - log_p_s), axis=-1)) * T * T
+                if cfg.kd_loss == "mse":
+                    kd = tf.reduce_mean(tf.reduce_sum(tf.square(logits - t_logits), axis=-1))
+                else:
+                    T = cfg.temperature
+                    p_t = tf.nn.softmax(t_logits / T)
+                    log_p_s = tf.nn.log_softmax(logits / T)
+                    kd = tf.reduce_mean(tf.reduce_sum(
+                        p_t * (tf.math.log(p_t + 1e-9) - log_p_s), axis=-1)) * T * T
                 loss = (1 - cfg.kd_weight) * ce + cfg.kd_weight * kd
                 parts["kd"] = kd
             if cfg.map_weight > 0:
@@ -120,7 +145,9 @@ class Trainer:
                 loss = loss + cfg.map_weight * fm
                 parts["map"] = fm
             if cfg.adv_weight > 0:
-                g = tf.stop_gradient(inner.gradient(ce, e))
+                # on the original texts only (w = 1): the adversary attacks gold labels
+                g = inner.gradient(ce, e)
+                g = tf.stop_gradient(tf.zeros_like(e) if g is None else g)
                 m4 = tf.reshape(word_mask(ids, self.L, self.K), (-1, self.L, 1, 1))
                 g = g * m4
                 g_norm = tf.sqrt(tf.reduce_sum(g * g, axis=[1, 2, 3], keepdims=True)) + 1e-12
@@ -128,17 +155,18 @@ class Trainer:
                     tf.sqrt(tf.reduce_sum(e * e, axis=[1, 2, 3], keepdims=True)))
                 r = cfg.fgm_epsilon * e_norm * g / g_norm
                 logits_fgm, _, _ = lay.body(e + r, training=True)
-                fgm = tf.reduce_mean(ce_fn(y, logits_fgm, from_logits=True))
+                fgm = weighted(ce_fn(y, logits_fgm))
                 logits_adv, _, _ = lay.body(lay.embed(adv_ids, training=True), training=True)
-                disc = tf.reduce_mean(ce_fn(y, logits_adv, from_logits=True))
+                disc = weighted(ce_fn(y, logits_adv))
                 loss = loss + cfg.adv_weight * 0.5 * (fgm + disc)
                 parts["fgm"] = fgm
                 parts["adv"] = disc
         grads = tape.gradient(loss, self.model.trainable_variables)
         self.opt.apply_gradients(zip(grads, self.model.trainable_variables))
-        # keep the padding row of the embedding table at exactly zero
-        table = lay.embedding.table
-        table.assign(table.constraint(table))
+        if lay.embedding is not None:  # PRADO has no table
+            # keep the padding row of the embedding table at exactly zero
+            table = lay.embedding.table
+            table.assign(table.constraint(table))
         parts["loss"] = loss
         return parts
 
@@ -165,34 +193,40 @@ class Trainer:
         return ids.reshape(len(texts), k, -1)[np.arange(len(texts)), pick]
 
     # --- the loop --------------------------------------------------------------------------
-    def fit(self, train: Dataset, y_tr: np.ndarray, x_dv: np.ndarray, y_dv: np.ndarray,
-            tokenizer, epochs: int) -> dict:
+    def fit(self, data, x_dv: np.ndarray, y_dv: np.ndarray, tokenizer, epochs: int,
+            batch_size: int | None = None) -> dict:
+        """Train on `data` (a mcutext.distill.TrainingSet) and keep the weights of the epoch
+        with the best dev accuracy."""
         import tensorflow as tf
-        x_tr = tokenizer.encode_batch(train.texts)
+        x_tr = tokenizer.encode_batch(data.texts)
         n = len(x_tr)
-        if self.teacher is not None and self.cfg.uses_teacher:
-            t_logits = self.teacher.logits(train.texts).astype(np.float32)
-            t_attr = self.teacher.word_attributions(
-                train.texts, self.L, self.recipe.tokenizer.max_word_bytes).astype(np.float32)
-        else:
-            t_logits = np.zeros((n, self.n_classes), np.float32)
-            t_attr = np.zeros((n, self.L), np.float32)
+        orig = np.flatnonzero(data.ce_weight > 0)
         history: dict[str, list[float]] = {"loss": [], "val_accuracy": []}
         best_acc, best_weights = -1.0, None
-        bs = self.recipe.train.batch_size
+        # FastGRNN's compression phases (mcutext.baselines.CompressionSchedule): only
+        # checkpoints of the last phase have the target sparsity
+        schedule = getattr(self.layers, "schedule", None)
+        bs = batch_size or self.recipe.train.batch_size
+        self.opt = self._optimizer(epochs * -(-n // bs))
         rng = np.random.default_rng(self.recipe.train.seed)
         with progress.task(f"training {self.recipe.name}", total=epochs) as update:
             for epoch in range(epochs):
-                adv = (self.adversarial_ids(train.texts, y_tr, tokenizer, epoch)
-                       if self.cfg.adv_weight > 0 else x_tr)
+                if schedule is not None:
+                    schedule.begin_epoch(epoch, epochs)
+                adv = x_tr
+                if self.cfg.adv_weight > 0:
+                    adv = x_tr.copy()
+                    adv[orig] = self.adversarial_ids([data.texts[i] for i in orig], data.y[orig],
+                                                     tokenizer, epoch)
                 order = rng.permutation(n)
                 totals: dict[str, float] = {}
                 steps = 0
                 for s in range(0, n, bs):
                     idx = order[s:s + bs]
-                    parts = self._step(tf.constant(x_tr[idx]), tf.constant(y_tr[idx]),
-                                       tf.constant(t_logits[idx]), tf.constant(t_attr[idx]),
-                                       tf.constant(adv[idx]))
+                    parts = self._step(tf.constant(x_tr[idx]), tf.constant(data.y[idx]),
+                                       tf.constant(data.ce_weight[idx]),
+                                       tf.constant(data.t_logits[idx]),
+                                       tf.constant(data.t_attr[idx]), tf.constant(adv[idx]))
                     for key, v in parts.items():
                         totals[key] = totals.get(key, 0.0) + float(v)
                     steps += 1
@@ -201,7 +235,7 @@ class Trainer:
                 for key, v in totals.items():
                     history.setdefault(key, []).append(v / steps)
                 history["val_accuracy"].append(acc)
-                if acc > best_acc:
+                if acc > best_acc and (schedule is None or schedule.may_keep(epoch, epochs)):
                     best_acc, best_weights = acc, self.model.get_weights()
                 update(advance=1, status=f"loss {totals['loss'] / steps:.3f} val_acc {acc:.3f}")
         self.model.set_weights(best_weights)

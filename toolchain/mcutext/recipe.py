@@ -15,8 +15,15 @@ from .objective import ObjectiveConfig
 from .tokenizer import TokenizerSpec
 
 
+ARCHS = ("cnn", "fastgrnn", "prado")
+LR_SCHEDULES = ("constant", "cosine")
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
+    # "cnn": the mcutext student; "fastgrnn", "prado": the baselines (mcutext.baselines,
+    # configured by the [fastgrnn] / [prado] sections)
+    arch: str = "cnn"
     embed_dim: int = 16
     conv_filters: int = 64
     conv_width: int = 3
@@ -25,12 +32,56 @@ class ModelConfig:
     # share of whole words dropped from each training example (augmentation)
     word_dropout: float = 0.0
 
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise McutextError(f"model.arch must be one of {', '.join(ARCHS)}, "
+                               f"got '{self.arch}'")
+
+
+@dataclasses.dataclass(frozen=True)
+class FastGRNNConfig:
+    """FastGRNN baseline (model.arch = "fastgrnn"; docs/baselines.md). Uses model.embed_dim,
+    feature_dim and dropout too."""
+
+    hidden: int = 32
+    w_rank: int = 0               # W = W1 W2 with this rank; 0 = full rank
+    u_rank: int = 0               # U = U1 U2 with this rank; 0 = full rank
+    zeta_init: float = 1.0
+    nu_init: float = -4.0
+    # EdgeML's compression: share of W's / U's entries kept by iterative hard thresholding
+    # (EdgeML's sW / sU); 1 = dense, no thresholding
+    keep_w: float = 1.0
+    keep_u: float = 1.0
+    trim_every: int = 15          # steps between hard thresholdings (EdgeML's trimlevel)
+
+
+@dataclasses.dataclass(frozen=True)
+class PradoConfig:
+    """PRADO baseline (model.arch = "prado"; docs/baselines.md). Uses model.dropout too."""
+
+    feature_size: int = 256       # ternary projection values per token (P)
+    projection_seed: int = 0
+    bottleneck: int = 64          # dense layer after the projection (values and attention)
+    channels: int = 64            # per n-gram width
+    ngram_widths: tuple[int, ...] = (1, 2, 3)
+
+    def __post_init__(self) -> None:
+        widths = self.ngram_widths
+        if not widths or len(widths) > 8 or not all(
+                isinstance(w, int) and 1 <= w <= 9 for w in widths):
+            raise McutextError(f"prado.ngram_widths must be 1 to 8 widths in [1, 9], "
+                               f"got {list(widths)}")
+        if len(set(widths)) != len(widths):
+            raise McutextError(f"prado.ngram_widths has repeated widths: {list(widths)}")
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 8
     batch_size: int = 32
     learning_rate: float = 3e-3
+    # "constant", or "cosine": decayed to 0 over all steps of the run (mcutext.objective)
+    lr_schedule: str = "constant"
     # decoupled weight decay (AdamW); 0 = plain Adam
     weight_decay: float = 0.0
     # label smoothing of the cross-entropy; it also bounds the logits' range, which keeps
@@ -44,6 +95,52 @@ class TrainConfig:
     # labels left out of training altogether (e.g. intents the owner teaches on the device);
     # their examples are also left out of the bundle's own evaluation
     drop_labels: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise McutextError(f"train.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, "
+                               f"got '{self.lr_schedule}'")
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherConfig:
+    """How the recipe's teacher is trained (mcutext.teacher; docs/teacher.md has the
+    measurements behind the defaults)."""
+
+    tune_layers: int = 2          # top encoder layers trained; 0 = frozen encoder, head only
+    max_len: int = 128            # wordpieces incl. [CLS] and [SEP]
+    attn_hidden: int = 128        # width of the pooling scorer
+    dropout: float = 0.1
+    epochs: int = 4
+    batch_size: int = 32
+    head_lr: float = 1e-3
+    encoder_lr: float = 5e-5      # for the tuned layers (AdamW, weight decay 0.01)
+    seed: int = 1
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillConfig:
+    """The transfer set the student learns from besides the labels (mcutext.distill): the
+    training texts plus augmented variants labelled by the teacher. Used only when the
+    objective uses a teacher."""
+
+    # augmented variants per training text (0 = distil on the training texts only)
+    copies: int = 0
+    # per word: probability of dropping it / of replacing it with a nearby word (neighbours
+    # in the teacher's input-embedding space)
+    mask: float = 0.1
+    replace: float = 0.1
+    # probability that a variant is cut down to a random window of 1..ngram_max words
+    ngram: float = 0.25
+    ngram_max: int = 5
+    seed: int = 1
+    # batch size and epochs on the transfer set (it is many times bigger than the training
+    # set); epochs 0 = train.epochs
+    batch_size: int = 128
+    epochs: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,12 +158,17 @@ class Recipe:
     train: TrainConfig
     eval: EvalConfig
     objective: ObjectiveConfig = ObjectiveConfig()
+    teacher: TeacherConfig = TeacherConfig()
+    distill: DistillConfig = DistillConfig()
+    fastgrnn: FastGRNNConfig = FastGRNNConfig()
+    prado: PradoConfig = PradoConfig()
     path: str = ""
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["eval"]["exclude_labels"] = list(self.eval.exclude_labels)
         d["train"]["drop_labels"] = list(self.train.drop_labels)
+        d["prado"]["ngram_widths"] = list(self.prado.ngram_widths)
         return d
 
 
@@ -92,6 +194,35 @@ _RANGES = {
     ("objective", "fgm_epsilon"): (0.0, 10.0),
     ("objective", "adv_candidates"): (1, 64),
     ("objective", "adv_words"): (1, 64),
+    ("teacher", "tune_layers"): (0, 64),
+    ("teacher", "max_len"): (2, 512),
+    ("teacher", "attn_hidden"): (1, 4096),
+    ("teacher", "dropout"): (0.0, 0.9),
+    ("teacher", "epochs"): (1, 100),
+    ("teacher", "batch_size"): (1, 1024),
+    ("teacher", "head_lr"): (1e-7, 1.0),
+    ("teacher", "encoder_lr"): (0.0, 1.0),
+    ("teacher", "seed"): (0, 2**31 - 1),
+    ("distill", "copies"): (0, 200),
+    ("distill", "mask"): (0.0, 0.9),
+    ("distill", "replace"): (0.0, 0.9),
+    ("distill", "ngram"): (0.0, 1.0),
+    ("distill", "ngram_max"): (1, 512),
+    ("distill", "seed"): (0, 2**31 - 1),
+    ("distill", "batch_size"): (1, 4096),
+    ("distill", "epochs"): (0, 1000),
+    ("fastgrnn", "hidden"): (1, 512),
+    ("fastgrnn", "w_rank"): (0, 512),
+    ("fastgrnn", "u_rank"): (0, 512),
+    ("fastgrnn", "zeta_init"): (-20.0, 20.0),
+    ("fastgrnn", "nu_init"): (-20.0, 20.0),
+    ("fastgrnn", "keep_w"): (0.01, 1.0),
+    ("fastgrnn", "keep_u"): (0.01, 1.0),
+    ("fastgrnn", "trim_every"): (1, 100000),
+    ("prado", "feature_size"): (1, 4096),
+    ("prado", "projection_seed"): (0, 2**32 - 1),
+    ("prado", "bottleneck"): (1, 1024),
+    ("prado", "channels"): (1, 1024),
 }
 
 
@@ -114,7 +245,7 @@ def _section(path: Path, raw: dict, name: str, cls):
         if rng and not rng[0] <= value <= rng[1]:
             raise McutextError(
                 f"{path}: '{name}.{key}' = {value} is out of range [{rng[0]}, {rng[1]}]")
-    for key in ("exclude_labels", "drop_labels"):
+    for key in ("exclude_labels", "drop_labels", "ngram_widths"):
         if key in sec and isinstance(sec[key], list):
             sec = dict(sec, **{key: tuple(sec[key])})
     try:
@@ -137,7 +268,8 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise McutextError(f"{path}: not valid TOML ({e})") from None
-    allowed = {"name", "dataset", "tokenizer", "model", "train", "eval", "objective"}
+    allowed = {"name", "dataset", "tokenizer", "model", "train", "eval", "objective", "teacher",
+               "distill", "fastgrnn", "prado"}
     unknown = set(raw) - allowed
     if unknown:
         raise McutextError(f"{path}: unknown key(s) {', '.join(sorted(unknown))} "
@@ -153,8 +285,32 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         train=_section(path, raw, "train", TrainConfig),
         eval=_section(path, raw, "eval", EvalConfig),
         objective=_section(path, raw, "objective", ObjectiveConfig),
+        teacher=_section(path, raw, "teacher", TeacherConfig),
+        distill=_section(path, raw, "distill", DistillConfig),
+        fastgrnn=_section(path, raw, "fastgrnn", FastGRNNConfig),
+        prado=_section(path, raw, "prado", PradoConfig),
         path=str(path),
     )
+
+
+def recipe_from_dict(r: dict) -> Recipe:
+    """The inverse of Recipe.to_dict (as stored in a bundle's manifest)."""
+    def tup(d: dict, *keys) -> dict:
+        return {**d, **{k: tuple(d[k]) for k in keys if k in d}}
+    try:
+        return Recipe(name=r["name"], dataset=r["dataset"],
+                      tokenizer=TokenizerSpec.from_dict(r["tokenizer"]),
+                      model=ModelConfig(**r["model"]),
+                      train=TrainConfig(**tup(r["train"], "drop_labels")),
+                      eval=EvalConfig(**tup(r.get("eval", {}), "exclude_labels")),
+                      objective=ObjectiveConfig(**r.get("objective", {})),
+                      teacher=TeacherConfig(**r.get("teacher", {})),
+                      distill=DistillConfig(**r.get("distill", {})),
+                      fastgrnn=FastGRNNConfig(**r.get("fastgrnn", {})),
+                      prado=PradoConfig(**tup(r.get("prado", {}), "ngram_widths")),
+                      path=r.get("path", ""))
+    except (KeyError, TypeError) as e:
+        raise McutextError(f"the stored recipe is incomplete or unknown ({e})") from None
 
 
 def project_root() -> Path:

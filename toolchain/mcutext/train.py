@@ -60,35 +60,80 @@ def drop_labels(data: Dataset, labels) -> Dataset:
 
 
 def fit(recipe: Recipe, train: Dataset, dev: Dataset, labels: list[str],
-        epochs: int | None = None, teacher=None):
+        epochs: int | None = None, teacher=None, use_teacher: bool = True):
     """Train the float student under the recipe's objective; returns the model (outputs:
-    logits, attention, features) at the epoch with the best dev accuracy, and the history."""
+    logits, attention, features) at the epoch with the best dev accuracy, and the history.
+
+    With `use_teacher` and an objective that uses one, the recipe's teacher is loaded (trained
+    first if missing) and the student trains on the teacher-labelled transfer set
+    (mcutext.distill). Without, the teacher terms of the objective are switched off.
+    """
+    from .distill import TrainingSet, transfer_set
     from .objective import Trainer
     tok = load_tokenizer(recipe)
     index = {lab: i for i, lab in enumerate(labels)}
-    y_tr = np.array([index[y] for y in train.labels])
+    y_tr = np.array([index[y] for y in train.labels], np.int32)
     x_dv, y_dv = tok.encode_batch(dev.texts), np.array([index[y] for y in dev.labels])
-    if teacher is None and recipe.objective.uses_teacher:
-        teacher = get_teacher(recipe, labels)
+    if not use_teacher:
+        recipe = without_teacher(recipe)
+    batch_size, n_epochs = recipe.train.batch_size, epochs or recipe.train.epochs
+    if recipe.objective.uses_teacher:
+        if teacher is None:
+            teacher = get_teacher(recipe, labels)
+        data = transfer_set(recipe, train.texts, y_tr, teacher)
+        if recipe.distill.copies > 0:
+            batch_size = recipe.distill.batch_size
+            n_epochs = epochs or recipe.distill.epochs or recipe.train.epochs
+    else:
+        data = TrainingSet.plain(train.texts, y_tr, len(labels), recipe.tokenizer.max_words)
     model = build_student(recipe, len(labels), seed=recipe.train.seed, training_graph=True)
     trainer = Trainer(recipe, model, len(labels), teacher)
-    history = trainer.fit(train, y_tr, x_dv, y_dv, tok, epochs or recipe.train.epochs)
+    history = trainer.fit(data, x_dv, y_dv, tok, n_epochs, batch_size)
+    history["examples"] = len(data)
     return plain_copy(recipe, model, len(labels)), history
 
 
+def without_teacher(recipe: Recipe) -> Recipe:
+    """The recipe with the teacher's terms of the objective switched off (CE + adversarial)."""
+    import dataclasses
+    obj = dataclasses.replace(recipe.objective, kd_weight=0.0, map_weight=0.0)
+    return dataclasses.replace(recipe, objective=obj)
+
+
 def teacher_path(recipe: Recipe) -> Path:
+    """The recipe's teacher folder: objective.teacher, or build/teachers/<recipe>."""
+    from .teacher import default_out
     if recipe.objective.teacher:
         p = Path(recipe.objective.teacher)
         return p if p.is_absolute() else project_root() / p
-    return project_root() / "build" / recipe.name / "teacher"
+    return default_out(recipe)
+
+
+def teacher_is_current(recipe: Recipe, path: Path) -> str:
+    """'' if the teacher folder was trained with the recipe's dataset and [teacher] settings,
+    else the reason it is not."""
+    import json
+    try:
+        meta = json.loads((path / "teacher.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "missing or unreadable"
+    if meta.get("dataset") != recipe.dataset:
+        return f"trained on '{meta.get('dataset')}'"
+    if meta.get("config") != recipe.teacher.to_dict():
+        return "the recipe's [teacher] settings changed"
+    if meta.get("training", {}).get("limit") is not None:
+        return "trained on a subset (--limit)"
+    return ""
 
 
 def get_teacher(recipe: Recipe, labels: list[str]):
-    """The recipe's cached teacher, trained first if it is not there yet."""
+    """The recipe's cached teacher, trained first if it is missing or stale."""
     from .teacher import load_teacher, train_teacher
     path = teacher_path(recipe)
-    if not (path.exists()):
-        progress.log(f"no teacher at {path}: training it first (cached for later runs)")
+    why = teacher_is_current(recipe, path) if path.exists() else "missing"
+    if why and not recipe.objective.teacher:
+        progress.log(f"teacher for {recipe.name} at {path}: {why}; training it first "
+                     f"(MiniLM fine-tuning, several minutes on 2 cores; cached for later runs)")
         train_teacher(recipe, out=path)
     teacher = load_teacher(path)
     if list(teacher.labels) != list(labels):
@@ -118,12 +163,20 @@ def convert_model(recipe: Recipe, model, labels: list[str], calib_texts: list[st
     """int8-convert, check the ops, load in TFLite Micro; returns the flatbuffer and the
     manifest's `int8` section."""
     tok = load_tokenizer(recipe)
-    m1 = batch1_copy(recipe, model, len(labels))
     calib = tok.encode_batch(calib_texts)
+    allowed, feed = None, None
+    if recipe.model.arch == "cnn":
+        m1 = batch1_copy(recipe, model, len(labels))
+    else:  # a baseline: its own conversion graph, input and op list
+        from . import baselines
+        from .convert import SUPPORTED_OPS
+        m1, to_input = baselines.int8_graph(recipe, model, len(labels))
+        calib = to_input(calib)
+        allowed = SUPPORTED_OPS + baselines.EXTRA_OPS[recipe.model.arch]
     t0 = time.time()
     tflite = to_int8(m1, calib)
     fb = read_model(tflite)
-    ops = check_ops(fb)
+    ops = check_ops(fb, allowed) if allowed else check_ops(fb)
     tflm_interpreter(tflite)  # raises a clear error if TFLite Micro refuses the model
     order = output_order(fb)
     sg = fb.subgraphs[0]
@@ -131,7 +184,10 @@ def convert_model(recipe: Recipe, model, labels: list[str], calib_texts: list[st
     for name, pos in order.items():
         scale, zp = tensor_quant(fb, sg.outputs[pos])
         outputs[name] = {"scale": scale, "zero_point": zp}
+    if recipe.model.arch == "prado":  # the int8 input is the quantized projection
+        feed = baselines.input_section(recipe, *tensor_quant(fb, sg.inputs[0]))
     return tflite, {
+        **({"input": feed} if feed else {}),
         "ops": ops,
         "output_order": order,
         "outputs": outputs,
@@ -169,8 +225,13 @@ def tool_versions() -> dict:
 
 
 def train(recipe: Recipe, out: Path | None = None, epochs: int | None = None,
-          limit: int | None = None, test_limit: int | None = None) -> Path:
-    """Train, convert and verify; writes the bundle atomically and returns its path."""
+          limit: int | None = None, test_limit: int | None = None,
+          teacher: bool | None = None) -> Path:
+    """Train, convert and verify; writes the bundle atomically and returns its path.
+
+    `teacher`: distil from the recipe's teacher (when its objective uses one). The default,
+    None, means yes for full runs and no for quick runs on a subset (`limit`), which must not
+    wait minutes for a teacher to be trained."""
     configure_tensorflow()
     out = Path(out) if out else default_out(recipe)
     t0 = time.time()
@@ -179,8 +240,25 @@ def train(recipe: Recipe, out: Path | None = None, epochs: int | None = None,
     if len(labels) < 2:
         raise McutextError(f"{train_ds.source}: need at least 2 labels, found {len(labels)}")
     check_labels(dev_ds, labels)
-    model, history = fit(recipe, train_ds, dev_ds, labels, epochs)
-    train_seconds = time.time() - t0
+    use_teacher = (limit is None) if teacher is None else teacher
+    if not use_teacher:
+        recipe = without_teacher(recipe)
+    t_teacher = 0.0
+    teacher_info = None
+    teacher_obj = None
+    if recipe.objective.uses_teacher:
+        # the teacher step: train or load the teacher, label the transfer set; both cached,
+        # timed apart from the student
+        from .distill import prepare
+        teacher_obj = get_teacher(recipe, labels)
+        prepare(recipe, train_ds.texts, teacher_obj)
+        t_teacher = time.time() - t0
+        teacher_info = {"path": str(teacher_obj.path),
+                        "test_accuracy": teacher_obj.meta["metrics"]["test"]["accuracy"],
+                        "params": teacher_obj.meta["params"]["total"]}
+    t1 = time.time()
+    model, history = fit(recipe, train_ds, dev_ds, labels, epochs, teacher=teacher_obj)
+    train_seconds = time.time() - t1
     rng = np.random.default_rng(recipe.train.seed + 1)
     calib_idx = rng.permutation(len(train_ds))[:recipe.train.calibration_examples]
     tflite, int8 = convert_model(recipe, model, labels, [train_ds.texts[i] for i in calib_idx])
@@ -207,8 +285,13 @@ def train(recipe: Recipe, out: Path | None = None, epochs: int | None = None,
             "int8": int8,
             "head": head_section(model, int8),
             "training": {"examples": len(train_ds), "dev_examples": len(dev_ds),
+                         "transfer_examples": history["examples"],
                          "epochs": len(history["loss"]), "seconds": round(train_seconds, 1),
-                         "best_dev_accuracy": float(max(history["val_accuracy"]))},
+                         "best_dev_accuracy": float(max(history["val_accuracy"])),
+                         "dev_accuracy_per_epoch": [round(float(v), 4)
+                                                    for v in history["val_accuracy"]],
+                         "teacher": teacher_info,
+                         "teacher_seconds": round(t_teacher, 1)},
             "metrics": {},
             "tools": tool_versions(),
         }
@@ -226,7 +309,8 @@ def train(recipe: Recipe, out: Path | None = None, epochs: int | None = None,
         i = b.predict_proba(test_texts, "tflm")
         metrics["int8_float_agreement"] = float(np.mean(f.argmax(1) == i.argmax(1)))
         manifest["metrics"] = {"test": metrics}
-        manifest["total_seconds"] = round(time.time() - t0, 1)
+        # the student's own cost: without the teacher step (cached, measured on its own)
+        manifest["total_seconds"] = round(time.time() - t1, 1)
         write_manifest(staging, manifest)
         publish(staging, out)
     except BaseException:
@@ -237,21 +321,13 @@ def train(recipe: Recipe, out: Path | None = None, epochs: int | None = None,
 
 def reconvert(bundle_path: Path) -> dict:
     """`mcutext convert`: re-quantize the bundle's Keras model and re-verify it in TFLite Micro."""
-    from .objective import ObjectiveConfig
-    from .recipe import EvalConfig, ModelConfig, TrainConfig
-    from .tokenizer import TokenizerSpec
+    from .recipe import recipe_from_dict
     configure_tensorflow()
     b = load_bundle(bundle_path)
     r = b.manifest.get("recipe")
     if not r:
         raise McutextError(f"{bundle_path}/manifest.json: missing 'recipe'")
-    recipe = Recipe(name=r["name"], dataset=r["dataset"],
-                    tokenizer=TokenizerSpec.from_dict(r["tokenizer"]),
-                    model=ModelConfig(**r["model"]),
-                    train=TrainConfig(**{**r["train"],
-                                         "drop_labels": tuple(r["train"].get("drop_labels", ()))}),
-                    eval=EvalConfig(exclude_labels=tuple(r["eval"]["exclude_labels"])),
-                    objective=ObjectiveConfig(**r.get("objective", {})))
+    recipe = recipe_from_dict(r)
     train_ds, _ = split_train_dev(recipe)
     rng = np.random.default_rng(recipe.train.seed + 1)
     calib_idx = rng.permutation(len(train_ds))[:recipe.train.calibration_examples]
