@@ -322,6 +322,35 @@ def test_teacher_staleness_and_cli_info(small_teacher):
     assert json.loads(res.output)["test"]["n"] == 400
 
 
+TINY_BILSTM = TeacherConfig(kind="bilstm", rnn_units=32, epochs=3, max_len=48, batch_size=32)
+
+
+@pytest.mark.slow
+def test_bilstm_teacher_trains_reloads_and_agrees_with_its_memo(tmp_path, monkeypatch):
+    """kind = "bilstm": frozen pretrained embeddings under a BiLSTM trained from scratch."""
+    from mcutext.data import load_split
+    from mcutext.recipe import load_recipe
+    monkeypatch.setenv("MCUTEXT_TEACHER_CACHE", str(tmp_path / "cache"))
+    path = teacher_mod.train_with_config(load_recipe("sst2"), TINY_BILSTM,
+                                         out=tmp_path / "sst2", limit=400)
+    meta = json.loads((path / "teacher.json").read_text())
+    assert meta["config"]["kind"] == "bilstm" and meta["encoder"]["layers"] == 0
+    assert meta["metrics"]["test"]["accuracy"] > 0.6, meta["metrics"]
+    t = teacher_mod.load_teacher(path)
+    assert t.config == TINY_BILSTM and t.top is not None
+    # the pretrained word embeddings (30,522 x 384) + the BiLSTM + the head; no transformer
+    n_emb = 30522 * 384
+    assert n_emb < t.num_params == meta["params"]["total"] < n_emb + 1_000_000
+    assert meta["params"]["trained"] < 200_000
+    texts = load_split("sst2", "dev").texts[:30]
+    memo_z, memo_a = t.logits(texts), t.word_attributions(texts, 32, 24)
+    t._memo, t._recent = {}, {}
+    z, a = t.logits(texts), t.word_attributions(texts, 32, 24)
+    np.testing.assert_allclose(z, memo_z, atol=0.05)
+    np.testing.assert_allclose(a, memo_a, atol=0.01)
+    assert np.isfinite(t.logits(["", "!!!", "😀 " * 400])).all()
+
+
 # --- distillation: augmentation and the transfer set ------------------------------------------
 
 def test_augmenter_operations_and_determinism():

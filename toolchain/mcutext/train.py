@@ -119,7 +119,12 @@ def teacher_is_current(recipe: Recipe, path: Path) -> str:
         return "missing or unreadable"
     if meta.get("dataset") != recipe.dataset:
         return f"trained on '{meta.get('dataset')}'"
-    if meta.get("config") != recipe.teacher.to_dict():
+    try:
+        # fields added since the teacher was written take their defaults
+        config = type(recipe.teacher)(**meta.get("config", {})).to_dict()
+    except (TypeError, McutextError):
+        return "its settings are unreadable"
+    if config != recipe.teacher.to_dict():
         return "the recipe's [teacher] settings changed"
     if meta.get("training", {}).get("limit") is not None:
         return "trained on a subset (--limit)"
@@ -133,7 +138,7 @@ def get_teacher(recipe: Recipe, labels: list[str]):
     why = teacher_is_current(recipe, path) if path.exists() else "missing"
     if why and not recipe.objective.teacher:
         progress.log(f"teacher for {recipe.name} at {path}: {why}; training it first "
-                     f"(MiniLM fine-tuning, several minutes on 2 cores; cached for later runs)")
+                     f"(several minutes on 2 cores; cached for later runs)")
         train_teacher(recipe, out=path)
     teacher = load_teacher(path)
     if list(teacher.labels) != list(labels):
