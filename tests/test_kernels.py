@@ -132,15 +132,20 @@ def _conv_model():
     L = keras.layers
     pos = _input((32, 1, 8))    # calibrated >= 0: zero point -128
     neg = _input((15, 1, 16))   # calibrated <= 0: zero point 127
-    sym = _input((10, 1, 6))    # 6 channels: portable only
+    sym = _input((10, 1, 6))    # 6 channels: portable only (3-tap); 1x1: a tail of 2
+    odd = _input((7, 1, 5))     # 7 rows, 5 channels: 1x1 with a tail of 1 and an odd row
     outs = [L.Conv2D(64, (3, 1), padding="same", activation="relu")(pos),
             L.Conv2D(6, (3, 1), padding="valid")(neg),      # quad + tail, odd rows, signed
             L.Conv2D(8, (5, 1), padding="same", activation="relu6")(neg),  # clamp: generic
             L.Conv2D(3, (2, 1), padding="same")(sym),       # even kernel: pad after only
             L.Conv2D(5, (1, 1), activation="relu")(pos),    # 1x1: FULLY_CONNECTED rows
-            L.Conv2D(1, (1, 1))(neg)]                       # 1x1 to one channel
-    calib = _calib([((32, 1, 8), 0, 2), ((15, 1, 16), -3, 0), ((10, 1, 6), -1, 1)])
-    return keras.Model([pos, neg, sym], outs), calib
+            L.Conv2D(1, (1, 1))(neg),                       # 1x1 to one channel
+            L.Conv2D(2, (1, 1))(sym),                       # two rows per pass, input tail
+            L.Conv2D(3, (1, 1))(odd),
+            L.Conv2D(6, (1, 1))(odd)]                       # a quad, outputs and tail
+    calib = _calib([((32, 1, 8), 0, 2), ((15, 1, 16), -3, 0), ((10, 1, 6), -1, 1),
+                    ((7, 1, 5), -2, 1)])
+    return keras.Model([pos, neg, sym, odd], outs), calib
 
 
 def _fc_model():
@@ -152,7 +157,7 @@ def _fc_model():
     outs = [L.Dense(32, activation="relu")(a),
             L.Dense(5)(a),                          # a quad and a tail output
             L.Dense(3, activation="relu6")(b),      # clamp
-            L.Dense(7)(c)]                          # in_len % 4 != 0: portable
+            L.Dense(7)(c)]                          # in_len % 4 = 2: DSP with a tail
     return keras.Model([a, b, c], outs), _calib([((64,), 0, 3), ((20,), -2, 2), ((10,), -1, 0)])
 
 
@@ -195,8 +200,70 @@ def _mul_model():
     return keras.Model([h1, a1, h2, a2, h3, a3, h4, a4, e1, e2, s1], outs), calib
 
 
+def _activation_model():
+    """LOGISTIC and TANH at several input scales and zero points (512 values per input set:
+    every int8 value occurs), QUANTIZE (the converter requantizes a LOGISTIC output that
+    feeds a concatenation with another scale)."""
+    import keras
+    L = keras.layers
+    ins = [_input((8, 64)) for _ in range(4)]
+    outs = [L.Activation("sigmoid")(ins[0]), L.Activation("tanh")(ins[0]),
+            L.Activation("sigmoid")(ins[1]), L.Activation("tanh")(ins[1]),
+            L.Activation("sigmoid")(ins[2]), L.Activation("tanh")(ins[3])]
+    calib = _calib([((8, 64), -6, 6), ((8, 64), -0.5, 2), ((8, 64), -20, 3),
+                    ((8, 64), -0.05, 0.05)])
+    return keras.Model(ins, outs), calib
+
+
+def _elementwise_model():
+    """ADD and SUB (same shapes, broadcasts of [L, 1], [C] and scalar constants), MUL by
+    constants, MEAN over the last axis, TRANSPOSE, STRIDED_SLICE (rows, a last row, a
+    channel), CONCATENATION and PACK: the baselines' configurations."""
+    import keras
+    import tensorflow as tf
+
+    @keras.saving.register_keras_serializable(package="mcutext_test")
+    class Ops(keras.layers.Layer):
+        def build(self, shape):
+            self.bias = self.add_weight(shape=(12,), name="bias",
+                                        initializer=keras.initializers.RandomNormal(0, 0.7))
+
+        def call(self, inputs):
+            x, g, y = inputs                       # [1,6,12], [1,6,1], [1,6,12]
+            a = x + g                              # broadcast over channels
+            b = 1.0 - x                            # scalar constant minus tensor
+            c = x - y
+            d = y + self.bias                      # constant [12]
+            e = 3.0 * y
+            m = tf.reduce_mean(x * y, axis=-1)     # [1,6]
+            t = tf.transpose(a, (0, 2, 1))         # [1,12,6]
+            r = x[:, 2, :] + y[:, -1, :]           # rows by STRIDED_SLICE
+            s = tf.concat([x[:, 0, :], y[:, 1, :], c[:, 3, :]], axis=-1)
+            p = tf.stack([x[:, k, :] for k in range(6)], axis=1)
+            return [a, b, c, d, e, m, t, r, s, p]
+
+    x, g, y = _input((6, 12)), _input((6, 1)), _input((6, 12))
+    outs = Ops()([x, g, y])
+    calib = _calib([((6, 12), -2, 2), ((6, 1), 0, 1), ((6, 12), -1, 3)])
+    return keras.Model([x, g, y], outs), calib
+
+
+def _mask_model():
+    """FastGRNN's word mask on int32 ids: RESHAPE of the model input, STRIDED_SLICE of int32
+    (each word's first id), MINIMUM(id, 1), GATHER from a 1-D table by computed indices."""
+    import keras
+
+    from mcutext.baselines import WordPresence
+    ids = _input((24,), "int32")
+    model = keras.Model(ids, WordPresence(6, 4)(ids))
+    calib = [[RNG.integers(0, 100, size=(1, 24)).astype(np.int32)] for _ in range(20)]
+    return model, calib
+
+
 MODELS = {"gather": _gather_model, "pool": _pool_model, "conv": _conv_model, "fc": _fc_model,
-          "fc_per_tensor": _fc_model, "softmax": _softmax_model, "mul": _mul_model}
+          "fc_per_tensor": _fc_model, "softmax": _softmax_model, "mul": _mul_model,
+          "activation": _activation_model, "elementwise": _elementwise_model,
+          "mask": _mask_model}
 
 
 @pytest.fixture(scope="session")
@@ -224,8 +291,9 @@ def _inputs(graph: codegen.Graph, n: int) -> list[list[np.ndarray]]:
         row = []
         for i in graph.inputs:
             t = graph.tensors[i]
-            if t.dtype == "int32":          # gather ids (the table has 100 rows)
-                row.append(RNG.integers(0, 100, size=t.shape, dtype=np.int32))
+            if t.dtype == "int32":          # gather ids (the table has 100 rows), 40 % zeros
+                v = RNG.integers(0, 100, size=t.shape, dtype=np.int32)
+                row.append(np.where(RNG.random(t.shape) < 0.4, 0, v).astype(np.int32))
             elif k == 0:
                 row.append(np.full(t.shape, -128, dtype=np.int8))
             elif k == 1:
@@ -254,7 +322,11 @@ def test_kernels_match_tflite_micro(name, kernel_models, kernel_libs):
     graph = codegen.read_graph(tflite)
     expected_ops = {"gather": {"GATHER"}, "pool": {"AVERAGE_POOL_2D"}, "conv": {"CONV_2D"},
                     "fc": {"FULLY_CONNECTED"}, "fc_per_tensor": {"FULLY_CONNECTED"},
-                    "softmax": {"SOFTMAX"}, "mul": {"MUL", "SUM"}}[name]
+                    "softmax": {"SOFTMAX"}, "mul": {"MUL", "SUM"},
+                    "activation": {"LOGISTIC", "TANH"},
+                    "elementwise": {"ADD", "SUB", "MUL", "MEAN", "TRANSPOSE", "STRIDED_SLICE",
+                                    "CONCATENATION", "PACK"},
+                    "mask": {"STRIDED_SLICE", "MINIMUM", "GATHER"}}[name]
     kinds = {op.kind for op in graph.ops} - {"RESHAPE"}
     assert expected_ops <= kinds, kinds
     if name == "fc_per_tensor":
@@ -439,7 +511,7 @@ def test_quantize_multiplier_matches_tflite_definition():
 def test_unsupported_op_is_a_clear_error(tmp_path):
     import keras
     x = _input((8,))
-    y = keras.layers.Activation("tanh")(keras.layers.Dense(4)(x))
+    y = keras.layers.LeakyReLU()(keras.layers.Dense(4)(x))
     tflite = _convert(keras.Model(x, y), _calib([((8,), -1, 1)]))
-    with pytest.raises(McutextError, match="unsupported op TANH"):
+    with pytest.raises(McutextError, match="unsupported op LEAKY_RELU"):
         codegen.generate_graph(tflite, tmp_path, "t")

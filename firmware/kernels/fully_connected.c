@@ -28,11 +28,13 @@ static inline int8_t fc_out(int32_t acc, const mt_requant_t *q, int32_t right, i
 }
 
 /* One row: four outputs per pass (each input word is loaded and sign-extended once for four
- * outputs: 15 instructions per 16 MACs), then the remaining outputs one at a time. */
+ * outputs: 15 instructions per 16 MACs), then the remaining outputs one at a time. The last
+ * in_len % 4 inputs (the tail) multiply one scaled weight each. */
 static void fc_dsp_row(const mt_fc_params_t *p, const int8_t *in, int8_t *out, int32_t fix,
                        int32_t clamp)
 {
-    const uint32_t groups = p->in_len / 4u;
+    const uint32_t groups = p->in_len / 4u, tail = p->in_len & 3u;
+    const int8_t *in_tail = in + 4u * groups;
     const int32_t lo = p->act_min, hi = p->act_max, r = p->dsp_right;
     const int32_t *w = p->weights_dsp;
     const int32_t *b = p->bias_dsp;
@@ -40,9 +42,10 @@ static void fc_dsp_row(const mt_fc_params_t *p, const int8_t *in, int8_t *out, i
     uint32_t o = 0;
     for (; o + 3u < p->out_len; o += 4u, b += 4, q += 4) {
         int32_t a0 = b[0], a1 = b[1], a2 = b[2], a3 = b[3];
-        const uint32_t *x = (const uint32_t *)(const void *)in;
+        const int8_t *x = in;
         for (uint32_t g = groups; g != 0; --g) {
-            const uint32_t v = *x++;
+            const uint32_t v = mt_load_u32(x);
+            x += 4;
             const int32_t x0 = mt_sxtb16(v), x1 = mt_sxtb16_ror8(v);
             int32_t u, s;
             MT_LD2(w, u, s);
@@ -58,6 +61,13 @@ static void fc_dsp_row(const mt_fc_params_t *p, const int8_t *in, int8_t *out, i
             a3 = mt_smlad(x0, u, a3);
             a3 = mt_smlad(x1, s, a3);
         }
+        for (uint32_t t = 0; t < tail; ++t, w += 4) {
+            const int32_t xv = in_tail[t];
+            a0 += xv * w[0];
+            a1 += xv * w[1];
+            a2 += xv * w[2];
+            a3 += xv * w[3];
+        }
         out[o] = fc_out(a0, q, r, fix, clamp, lo, hi);
         out[o + 1u] = fc_out(a1, q + 1, r, fix, clamp, lo, hi);
         out[o + 2u] = fc_out(a2, q + 2, r, fix, clamp, lo, hi);
@@ -65,13 +75,17 @@ static void fc_dsp_row(const mt_fc_params_t *p, const int8_t *in, int8_t *out, i
     }
     for (; o < p->out_len; ++o, ++b, ++q) {
         int32_t a0 = b[0];
-        const uint32_t *x = (const uint32_t *)(const void *)in;
+        const int8_t *x = in;
         for (uint32_t g = groups; g != 0; --g) {
-            const uint32_t v = *x++;
+            const uint32_t v = mt_load_u32(x);
+            x += 4;
             int32_t u, s;
             MT_LD2(w, u, s);
             a0 = mt_smlad(mt_sxtb16(v), u, a0);
             a0 = mt_smlad(mt_sxtb16_ror8(v), s, a0);
+        }
+        for (uint32_t t = 0; t < tail; ++t) {
+            a0 += (int32_t)in_tail[t] * *w++;
         }
         out[o] = fc_out(a0, q, r, fix, clamp, lo, hi);
     }
@@ -82,25 +96,31 @@ static void fc_dsp_row(const mt_fc_params_t *p, const int8_t *in, int8_t *out, i
 static void fc_dsp_rows2(const mt_fc_params_t *p, const int8_t *in, int8_t *out, int32_t fix,
                          int32_t clamp)
 {
-    const uint32_t groups = p->in_len / 4u, n = p->in_len, m = p->out_len;
+    const uint32_t groups = p->in_len / 4u, tail = p->in_len & 3u, n = p->in_len;
+    const uint32_t m = p->out_len, stride = 2u * groups + tail; /* weight words per output */
     const int32_t lo = p->act_min, hi = p->act_max, rs = p->dsp_right;
     for (uint32_t o = 0; o < m; ++o) {
-        const int32_t *wo = p->weights_dsp + o * (n / 2u);
+        const int32_t *wo = p->weights_dsp + o * stride;
         const mt_requant_t *q = p->requant_dsp + o;
         const int32_t b = p->bias_dsp[o];
         for (uint32_t r = 0; r + 1u < p->rows; r += 2u) {
-            const uint32_t *x = (const uint32_t *)(const void *)(in + r * n);
-            const uint32_t *y = (const uint32_t *)(const void *)(in + (r + 1u) * n);
+            const int8_t *x = in + r * n, *y = in + (r + 1u) * n;
             const int32_t *w = wo;
             int32_t a0 = b, a1 = b;
             for (uint32_t g = groups; g != 0; --g) {
-                const uint32_t v = *x++, z = *y++;
+                const uint32_t v = mt_load_u32(x), z = mt_load_u32(y);
+                x += 4;
+                y += 4;
                 int32_t u, s;
                 MT_LD2(w, u, s);
                 a0 = mt_smlad(mt_sxtb16(v), u, a0);
                 a1 = mt_smlad(mt_sxtb16(z), u, a1);
                 a0 = mt_smlad(mt_sxtb16_ror8(v), s, a0);
                 a1 = mt_smlad(mt_sxtb16_ror8(z), s, a1);
+            }
+            for (uint32_t t = 0; t < tail; ++t, ++w) {
+                a0 += (int32_t)x[t] * *w;
+                a1 += (int32_t)y[t] * *w;
             }
             out[r * m + o] = fc_out(a0, q, rs, fix, clamp, lo, hi);
             out[(r + 1u) * m + o] = fc_out(a1, q, rs, fix, clamp, lo, hi);
@@ -109,15 +129,19 @@ static void fc_dsp_rows2(const mt_fc_params_t *p, const int8_t *in, int8_t *out,
     if (p->rows & 1u) {
         const uint32_t r = p->rows - 1u;
         for (uint32_t o = 0; o < m; ++o) {
-            const int32_t *w = p->weights_dsp + o * (n / 2u);
-            const uint32_t *x = (const uint32_t *)(const void *)(in + r * n);
+            const int32_t *w = p->weights_dsp + o * stride;
+            const int8_t *x = in + r * n;
             int32_t a0 = p->bias_dsp[o];
             for (uint32_t g = groups; g != 0; --g) {
-                const uint32_t v = *x++;
+                const uint32_t v = mt_load_u32(x);
+                x += 4;
                 int32_t u, s;
                 MT_LD2(w, u, s);
                 a0 = mt_smlad(mt_sxtb16(v), u, a0);
                 a0 = mt_smlad(mt_sxtb16_ror8(v), s, a0);
+            }
+            for (uint32_t t = 0; t < tail; ++t) {
+                a0 += (int32_t)x[t] * *w++;
             }
             out[r * m + o] = fc_out(a0, p->requant_dsp + o, rs, fix, clamp, lo, hi);
         }
@@ -134,9 +158,9 @@ static int fc_shape_ok(const mt_fc_params_t *p, const int8_t *in, const int8_t *
 #if MT_USE_DSP
 static int fc_dsp_ok(const mt_fc_params_t *p, const int8_t *in)
 {
+    (void)in;
     return p->weights_dsp != 0 && p->bias_dsp != 0 && p->requant_dsp != 0 &&
-           p->in_len % 4u == 0 && ((uintptr_t)in & 3u) == 0 && p->dsp_right >= 1 &&
-           p->dsp_right <= 31;
+           p->dsp_right >= 1 && p->dsp_right <= 31;
 }
 
 static void fc_dsp(const mt_fc_params_t *p, const int8_t *in, int8_t *out)

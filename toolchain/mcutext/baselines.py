@@ -67,8 +67,8 @@ GATE_SHARPNESS = 5.0
 
 # Ops the baselines' int8 models use, beyond the default student's (convert.SUPPORTED_OPS).
 # TFLite Micro runs all of them (checked when each model is loaded in its interpreter); the
-# mcutext code generator does not have kernels for them yet (docs/baselines.md lists their
-# int8 semantics).
+# mcutext code generator emits them too (codegen.SUPPORTED_OPS; docs/baselines.md lists the
+# configurations and their int8 semantics).
 EXTRA_OPS = {
     "fastgrnn": ("STRIDED_SLICE", "MINIMUM", "ADD", "SUB", "LOGISTIC", "TANH", "PACK", "MEAN",
                  "QUANTIZE"),

@@ -15,6 +15,13 @@ way in the same table.
 
     python -m mcutext.bench_baselines [--out build/bench] [--recipes sst2,sms_spam,...]
         [--archs fastgrnn,prado] [--attack-n 500] [--reuse] [--student sst2=PATH ...]
+
+The device figures (`--device`, with `--reuse` for the bundles already trained): each bundle
+built with `mcutext build` for the Cortex-M4 board (netduinoplus2, DSP kernels) and booted in
+QEMU (-icount): flash, RAM, instructions per classification of a long test sentence, and
+agreement with TFLite Micro on test sentences sent over the UART.
+
+    build/bench/baselines_device.json, baselines_device.md
 """
 
 from __future__ import annotations
@@ -186,6 +193,138 @@ def bench_baselines(out_dir: Path, recipes=DATASETS, archs=ARCHS,
     return rows
 
 
+# --- device figures -------------------------------------------------------------------------
+DEVICE_BOARD = "netduinoplus2"
+DEVICE_N = 20          # test sentences checked against TFLite Micro over the UART
+
+DEVICE_COLUMNS = [
+    ("dataset", "dataset"), ("model", "model"), ("firmware", "firmware"),
+    ("kernels", "kernels"), ("calls", "kernel calls"),
+    ("flash", "flash (B)"), ("weights", "weights (B)"), ("ram", "RAM (B)"),
+    ("arena", "arena (B)"), ("macs", "MACs"), ("tokenizer_instr", "tokenizer instr."),
+    ("model_instr", "model instr."), ("instr_per_mac", "instr./MAC"),
+    ("identical", "= TFLM"), ("status", "status"),
+]
+
+
+def measure_device(bundle_path: Path, dataset: str, model: str, out_dir: Path,
+                   board: str = DEVICE_BOARD, n: int = DEVICE_N) -> dict:
+    """Build the bundle's firmware for `board`, boot it in QEMU, classify a long test sentence
+    (instructions, the median of 3 runs) and n test sentences (int8 scores against TFLite
+    Micro)."""
+    from .bench_device import long_sentence
+    from .bundle import load_bundle
+    from .data import load_split
+    from .device import Device
+    from .firmware import build
+    from .qemu import boot
+    b = load_bundle(bundle_path)
+    texts = load_split(b.manifest["dataset"], "test").texts
+    sentence = long_sentence(texts, b.tokenizer)
+    texts = texts[:n]
+    ref = b.run_int8(b.tokenize(texts), "tflm")["logits"]
+    row: dict = {"dataset": dataset, "model": model, "bundle": str(bundle_path),
+                 "board": board}
+    row["tflite_sha256"] = _file_sha256(Path(bundle_path) / "model_int8.tflite")
+    out = out_dir / "firmware" / "baselines" / f"{b.name}_{model.replace(' ', '_')}"
+    row["firmware"] = "full"
+    try:
+        rep = build(bundle_path, board, out)
+    except McutextError as e:
+        if "does not fit" not in str(e):
+            raise
+        # The on-device learning reserves RAM per class (clinc150: 151); the
+        # classification-only firmware (`mcutext build --no-personalize`) may still fit.
+        row["firmware"] = "classification only"
+        row["full_firmware"] = str(e).split(": ", 1)[-1]
+        try:
+            rep = build(bundle_path, board, out, personalize=False)
+        except McutextError as e2:
+            if "does not fit" not in str(e2):
+                raise
+            row["status"] = str(e2).split(": ", 1)[-1]
+            progress.log(f"{b.name} on {board}: {row['status']}")
+            return row
+    row.update({"kernels": "dsp", "calls": len(rep.get("ops") or []),
+                "flash": rep["flash_bytes"], "flash_budget": rep["flash_budget"],
+                "weights": rep["weights_bytes"], "arena": rep["arena_bytes"],
+                "macs": rep["macs"], "stack_reserve": rep["stack_reserve"],
+                "ram_static": rep["ram_bytes"] - rep["stack_reserve"]})
+    with boot(rep["elf"], board, log_path=out / "qemu.log") as url, \
+            Device(url, timeout=120) as dev:
+        runs = [dev.classify(sentence)["instructions"] for _ in range(3)]
+        tok, instr = (sorted(r[k] for r in runs)[1] for k in ("tokenizer", "model"))
+        same = sum(int(np.array_equal(np.array(dev.classify(t)["scores"], dtype=np.int8), w))
+                   for t, w in zip(texts, ref))
+        stats = dev.stats()
+    row.update({"tokenizer_instr": tok, "model_instr": instr,
+                "instr_per_mac": round(instr / rep["macs"], 2) if rep["macs"] else None,
+                "stack_used": stats["stack"]["used"],
+                "ram": row["ram_static"] + stats["stack"]["used"],
+                "identical": f"{same}/{len(texts)}",
+                "status": "ok" if same == len(texts) else "DIFFERS from TFLite Micro"})
+    progress.log(f"{b.name} on {board}: flash {row['flash']:,} B, RAM {row['ram']:,} B, "
+                 f"model {instr:,} instructions, {row['identical']} identical to TFLM")
+    return row
+
+
+def bench_baselines_device(out_dir: Path, recipes=DATASETS, archs=ARCHS,
+                           students: dict[str, Path] | None = None,
+                           board: str = DEVICE_BOARD, n: int = DEVICE_N) -> list[dict]:
+    """Device figures of the trained baselines (out_dir/bundles/<dataset>_<arch>) and of the
+    `students`; a bundle that is missing is skipped (listed in the note)."""
+    import json
+    out_dir = Path(out_dir)
+    rows, missing = [], []
+    # Rows measured before for the same model file (same SHA-256) are kept: a run that
+    # stopped half-way resumes where it stopped.
+    done = {}
+    prev = out_dir / "baselines_device.json"
+    if prev.is_file():
+        for r in json.loads(prev.read_text()):
+            if r.get("tflite_sha256") and r.get("board") == board and \
+                    r.get("status") == "ok":
+                done[(r["dataset"], r["model"], r["tflite_sha256"])] = \
+                    {"firmware": "full", **r}
+    for ds in recipes:
+        todo = ([(Path(students[ds]), "mcutext student")] if students and ds in students else [])
+        todo += [(out_dir / "bundles" / f"{ds}_{arch}", arch) for arch in archs]
+        for path, model in todo:
+            if not (path / "manifest.json").is_file():
+                missing.append(str(path))
+                continue
+            sha = _file_sha256(path / "model_int8.tflite")
+            row = done.get((ds, model, sha))
+            rows.append(row if row is not None else
+                        measure_device(path, ds, model, out_dir, board, n))
+            _write_device_table(out_dir, rows, board, n, missing)
+    _write_device_table(out_dir, rows, board, n, missing)
+    return rows
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+
+
+def _write_device_table(out_dir: Path, rows: list[dict], board: str, n: int,
+                        missing: list[str]) -> None:
+    note = (f"`mcutext build` for {board} (Cortex-M4F, DSP kernels), booted in QEMU with "
+            "-icount: instructions (not cycles) per classification of the first test sentence "
+            "with at least 32 words (median of 3 runs; tokenizer and model separately); RAM = "
+            ".data + .bss + the stack's high-water mark; weights = the generated constant "
+            f"arrays the build links. `= TFLM`: of the first {n} test sentences, those whose "
+            "int8 scores over the UART are byte-identical to the TFLite Micro interpreter. "
+            "Produced by `python -m mcutext.bench_baselines --device --reuse` "
+            "(docs/baselines.md). Firmware 'classification only': the full firmware (with "
+            "on-device learning, whose RAM grows with the classes) does not fit the board's "
+            "RAM, so `--no-personalize`." + (f" Not measured (no bundle): "
+                                              f"{', '.join(missing)}." if missing else ""))
+    from .bench import write_table
+    write_table(out_dir, "baselines_device", rows, DEVICE_COLUMNS,
+                f"Baselines on the Cortex-M4 board ({board})", note)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m mcutext.bench_baselines")
     ap.add_argument("--out", type=Path, default=Path("build/bench"))
@@ -195,6 +334,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reuse", action="store_true", help="reuse bundles already trained")
     ap.add_argument("--student", action="append", default=[], metavar="DATASET=BUNDLE",
                     help="a default-student bundle to measure alongside")
+    ap.add_argument("--device", action="store_true",
+                    help="the device figures (Cortex-M4 board under QEMU) instead of the "
+                         "accuracy table; needs the bundles (--reuse)")
+    ap.add_argument("--device-n", type=int, default=DEVICE_N,
+                    help="test sentences checked against TFLite Micro on the device")
     args = ap.parse_args(argv)
     students = {}
     for s in args.student:
@@ -205,10 +349,18 @@ def main(argv: list[str] | None = None) -> int:
         students[ds] = Path(path)
     from .train import configure_tensorflow
     configure_tensorflow()
+    recipes = [r for r in args.recipes.split(",") if r]
+    archs = [a for a in args.archs.split(",") if a]
     try:
-        bench_baselines(args.out, [r for r in args.recipes.split(",") if r],
-                        [a for a in args.archs.split(",") if a], students or None,
-                        args.attack_n, args.reuse)
+        if args.device:
+            if not args.reuse:
+                print("error: --device measures trained bundles: add --reuse (train them "
+                      "first without --device)", file=sys.stderr)
+                return 2
+            bench_baselines_device(args.out, recipes, archs, students or None, n=args.device_n)
+            print(f"results under {args.out}/baselines_device.md")
+            return 0
+        bench_baselines(args.out, recipes, archs, students or None, args.attack_n, args.reuse)
     except McutextError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -30,7 +30,10 @@ from . import __version__
 from .errors import McutextError
 
 SUPPORTED_OPS = ("GATHER", "RESHAPE", "AVERAGE_POOL_2D", "CONV_2D", "SOFTMAX", "MUL", "SUM",
-                 "FULLY_CONNECTED")
+                 "FULLY_CONNECTED",
+                 # the baselines' ops (docs/baselines.md): FastGRNN, PRADO
+                 "ADD", "SUB", "LOGISTIC", "TANH", "QUANTIZE", "MEAN", "STRIDED_SLICE",
+                 "TRANSPOSE", "PACK", "CONCATENATION", "MINIMUM")
 ALIGN = 8                 # arena offsets and const arrays (LDRD needs 4; 8 for good measure)
 HEADER = "model_gen.h"
 SOURCE = "model.c"
@@ -236,6 +239,7 @@ class Step:
     dsp: bool = False             # has DSP-path data
     status_range: bool = False    # MT_ERR_RANGE means a bad input id
     dsp_kernel: str = ""          # DSP-only entry called when MT_USE_DSP (dsp data present)
+    header: str = ""              # the kernel's header when not in _KERNEL_HEADERS
 
     # Fields (and so arrays) each path reads: with a DSP entry, a build links only its own.
     PORTABLE_FIELDS = ("weights", "bias", "mult", "shift")
@@ -251,6 +255,7 @@ class _Lowering:
         self.steps: list[Step] = []
         self.alias: dict[int, int] = {}   # tensor -> tensor whose buffer it shares
         self.specializations: list[str] = []   # kernel instantiations for the model.c
+        self._shared: dict[tuple, str] = {}
 
     # helpers
     def t(self, i: int) -> Tensor:
@@ -262,9 +267,36 @@ class _Lowering:
         return i
 
     def array(self, stem: str, ctype: str, values, path: str = "both") -> str:
-        name = f"{self.prefix}_{stem}{len(self.arrays)}"
-        self.arrays.append(Array(name, ctype, np.asarray(values).reshape(-1), path))
+        """A constant array; identical contents share one (FastGRNN's unrolled steps repeat
+        their weights)."""
+        vals = np.asarray(values).reshape(-1)
+        key = (stem, ctype, path, vals.astype(np.int64).tobytes())
+        name = self._shared.get(key)
+        if name is None:
+            name = f"{self.prefix}_{stem}{len(self.arrays)}"
+            self.arrays.append(Array(name, ctype, vals, path))
+            self._shared[key] = name
         return name
+
+    def settle_paths(self):
+        """An array shared by layers: its path is what all its users need (portable_only
+        marks the arrays of one layer)."""
+        need: dict[str, set] = {}
+        for st in self.steps:
+            for key, val in st.params.items():
+                if not isinstance(val, str):
+                    continue
+                if st.dsp_kernel and key in Step.PORTABLE_FIELDS:
+                    path = "portable"
+                elif st.dsp_kernel and (key.startswith("dsp") or key.endswith("_dsp")):
+                    path = "dsp"
+                else:
+                    path = "both"
+                need.setdefault(val, set()).add(path)
+        for a in self.arrays:
+            paths = need.get(a.name)
+            if paths:
+                a.path = paths.pop() if len(paths) == 1 else "both"
 
     def portable_only(self, params: dict):
         """A layer with DSP data: its portable arrays are read by the portable path only."""
@@ -291,6 +323,24 @@ class _Lowering:
         self.need(t.data is not None, op, f"a non-constant '{t.name}' where weights are expected")
         self.need(t.dtype == dtype, op, f"{t.dtype} weights ('{t.name}')")
         return t
+
+    def operand(self, i: int, op: Op) -> tuple[Tensor, str]:
+        """An int8 per-tensor input that may be a constant: (tensor, call argument)."""
+        t = self.t(i)
+        self.need(t.dtype == "int8", op, f"tensor '{t.name}' of type {t.dtype}")
+        self.need(t.scales is not None and len(t.scales) == 1, op,
+                  f"a tensor without one scale ('{t.name}')")
+        if t.data is None:
+            return t, f"{{t{t.index}}}"
+        return t, self.array("c", "int8_t", t.data.astype(np.int8))
+
+    @staticmethod
+    def acts(*ts: Tensor) -> list[int]:
+        return [t.index for t in ts if t.data is None]
+
+    def same_quant(self, op: Op, a: Tensor, b: Tensor):
+        self.need(a.scale == b.scale and a.zp == b.zp, op,
+                  f"a requantization ('{a.name}' and '{b.name}' differ in scale or zero point)")
 
     # --- ops
     def lower(self):
@@ -353,8 +403,7 @@ class _Lowering:
         axis = getattr(o, "axis", 0) if o is not None else 0
         batch = getattr(o, "batchDims", 0) if o is not None else 0
         self.need(axis == 0 and batch == 0, op, f"axis {axis} / batch_dims {batch}")
-        self.need(ids.dtype == "int32" and ids.data is None and op.inputs[1] in self.g.inputs,
-                  op, "indices that are not the model's int32 input")
+        self.need(ids.dtype == "int32" and ids.data is None, op, "constant or non-int32 indices")
         self.need(out.dtype == "int8", op, f"{out.dtype} output")
         rows = table.shape[0]
         row_bytes = int(np.prod(table.shape[1:])) if len(table.shape) > 1 else 1
@@ -368,8 +417,9 @@ class _Lowering:
 
     def reshape(self, op: Op):
         src, dst = self.t(op.inputs[0]), self.t(op.outputs[0])
-        self.need(src.data is None and op.inputs[0] not in self.g.inputs, op,
-                  "reshaping a constant or a model input")
+        self.need(src.data is None, op, "reshaping a constant")
+        self.need(op.outputs[0] not in self.g.outputs or op.inputs[0] not in self.g.inputs, op,
+                  "a model output that is a reshaped model input")
         self.need(src.size == dst.size and src.dtype == dst.dtype, op, "a size-changing reshape")
         self.alias[dst.index] = src.index
 
@@ -565,19 +615,22 @@ class _Lowering:
         dsp = False
         bound = np.abs(bias) + 255 * np.abs(wmat).sum(axis=1)
         req = self._requant_dsp(mults, shifts, y.zp, bound, np.abs(wmat).max(axis=1)) \
-            if self.dsp and in_len % 4 == 0 else None
+            if self.dsp else None
         if req is not None:
             right, scales, words_q = req
             sc = (1 << np.asarray(scales, dtype=np.int64))
-            words = _pack_sxtb16_order(wmat * sc[:, None])             # [out][in/2]
+            g = in_len // 4
+            scaled = wmat * sc[:, None]
+            words = (_pack_sxtb16_order(scaled[:, :4 * g]) if g         # [out][2g]
+                     else np.zeros((out_len, 0), dtype=np.int64))
+            tail = scaled[:, 4 * g:]                                     # [out][in % 4]
             quads = out_len // 4 * 4
             parts = []
-            if quads:
-                g = in_len // 4
-                q = words[:quads].reshape(quads // 4, 4, g, 2)           # [quad][ch][group][2]
-                parts.append(q.transpose(0, 2, 1, 3).reshape(-1))       # [quad][group][ch][2]
-            if quads < out_len:
-                parts.append(words[quads:].reshape(-1))
+            for f in range(0, quads, 4):    # [group][ch][2], then [tail input][ch]
+                parts.append(words[f:f + 4].reshape(4, g, 2).transpose(1, 0, 2).reshape(-1))
+                parts.append(tail[f:f + 4].T.reshape(-1))
+            for f in range(quads, out_len):
+                parts += [words[f], tail[f]]
             params["weights_dsp"] = self.array("wd", "int32_t", np.concatenate(parts), "dsp")
             params["bias_dsp"] = self.array("bd", "int32_t", folded * sc, "dsp")
             params["requant_dsp"] = self.array("rq", "mt_requant_t", words_q, "dsp")
@@ -608,9 +661,11 @@ class _Lowering:
             scratch=depth * 4))
 
     def mul(self, op: Op):
-        a, b = self.int8_act(op.inputs[0], op), self.int8_act(op.inputs[1], op)
+        (a, arg_a), (b, arg_b) = self.operand(op.inputs[0], op), self.operand(op.inputs[1], op)
         y = self.t(op.outputs[0])
         self.need(len(y.shape) <= 4, op, f"a {len(y.shape)}-D output")
+        self.need(_broadcastable(a.shape, y.shape) and _broadcastable(b.shape, y.shape), op,
+                  f"broadcasting {list(a.shape)} x {list(b.shape)} to {list(y.shape)}")
         real = float(a.scale) * float(b.scale) / float(y.scale)
         mult, shift = quantize_multiplier(real)
         act = getattr(op.options, "fusedActivationFunction", 0) if op.options is not None else 0
@@ -622,8 +677,8 @@ class _Lowering:
                   "input1_zp": a.zp, "input2_zp": b.zp, "output_zp": y.zp, "mult": mult,
                   "shift": shift, "act_min": lo, "act_max": hi}
         self.steps.append(Step(
-            "MUL", "mt_mul_s8", "mt_mul_params_t", params, [a.index, b.index], [y.index],
-            [f"{{t{a.index}}}", f"{{t{b.index}}}", f"{{t{y.index}}}"], macs=y.size))
+            "MUL", "mt_mul_s8", "mt_mul_params_t", params, self.acts(a, b), [y.index],
+            [arg_a, arg_b, f"{{t{y.index}}}"], macs=y.size))
 
     def mul_sum(self, mul: Op, sum_op: Op):
         a, b = self.int8_act(mul.inputs[0], mul), self.int8_act(mul.inputs[1], mul)
@@ -687,6 +742,262 @@ class _Lowering:
              "input_zp": x.zp, "output_zp": y.zp, "mult": mult, "shift": shift},
             [x.index], [y.index], [f"{{t{x.index}}}", f"{{t{y.index}}}"]))
 
+    # --- the baselines' ops (TFLite Micro reference semantics, docs/baselines.md) ---------
+
+    def _add_sub(self, op: Op, subtract: bool):
+        (a, arg_a), (b, arg_b) = self.operand(op.inputs[0], op), self.operand(op.inputs[1], op)
+        y = self.t(op.outputs[0])
+        self.need(y.dtype == "int8" and len(y.shape) <= 4, op, f"output {y.dtype}{list(y.shape)}")
+        self.need(_broadcastable(a.shape, y.shape) and _broadcastable(b.shape, y.shape), op,
+                  f"broadcasting {list(a.shape)} and {list(b.shape)} to {list(y.shape)}")
+        left = 20                                            # int8 (int16 would be 15)
+        twice_max = 2.0 * float(max(np.float32(a.scale), np.float32(b.scale)))
+        m1, s1 = quantize_multiplier(float(a.scale) / twice_max)
+        m2, s2 = quantize_multiplier(float(b.scale) / twice_max)
+        mo, so = quantize_multiplier(twice_max / (float(1 << left) * float(y.scale)))
+        self.need(max(s1, s2, so) <= 0, op, "a rescaling multiplier >= 1")
+        act = getattr(op.options, "fusedActivationFunction", 0) if op.options is not None else 0
+        lo, hi = activation_range(act, y.scale, y.zp)
+        shape = (1,) * (4 - len(y.shape)) + tuple(y.shape)
+        params = {"shape": _c_list(shape, "u"),
+                  "stride1": _c_list(_bcast_strides(a.shape, shape), "u"),
+                  "stride2": _c_list(_bcast_strides(b.shape, shape), "u"),
+                  "input1_zp": a.zp, "input2_zp": b.zp, "output_zp": y.zp, "left_shift": left,
+                  "input1_mult": m1, "input1_shift": s1, "input2_mult": m2, "input2_shift": s2,
+                  "output_mult": mo, "output_shift": so, "act_min": lo, "act_max": hi,
+                  "subtract": int(subtract)}
+        self.steps.append(Step(
+            "SUB" if subtract else "ADD", "mt_add_s8", "mt_add_params_t", params,
+            self.acts(a, b), [y.index], [arg_a, arg_b, f"{{t{y.index}}}"]))
+
+    def add(self, op: Op):
+        self._add_sub(op, subtract=False)
+
+    def sub(self, op: Op):
+        self._add_sub(op, subtract=True)
+
+    def _activation(self, op: Op, kernel: str, out_scale: float, out_zp: int):
+        x, y = self.int8_act(op.inputs[0], op), self.t(op.outputs[0])
+        self.need(y.dtype == "int8" and y.zp == out_zp and y.scale == _f32(out_scale), op,
+                  f"an output quantization other than scale {out_scale}, zero point {out_zp}")
+        # TFLite Micro's Prepare: input_scale * 2^27 as frexp mantissa (rounded to Q31) and
+        # exponent; the radius beyond which the output saturates (4 integer bits).
+        q, left = math.frexp(float(x.scale) * float(1 << 27))
+        mult = int(math.floor(q * (1 << 31) + 0.5))
+        self.need(0 <= left <= 31 and mult < 1 << 31, op, f"input scale {x.scale}")
+        radius = int(math.floor(15.0 * float(1 << 27) / float(1 << left)))
+        self.need(radius >= 1, op, f"input scale {x.scale}")
+        self.steps.append(Step(
+            op.kind, kernel, "mt_activation_params_t",
+            {"size": f"{x.size}u", "input_zp": x.zp, "input_multiplier": mult,
+             "input_left_shift": left, "input_range_radius": radius},
+            [x.index], [y.index], [f"{{t{x.index}}}", f"{{t{y.index}}}"]))
+
+    def logistic(self, op: Op):
+        self._activation(op, "mt_logistic_s8", 1.0 / 256, -128)
+
+    def tanh(self, op: Op):
+        self._activation(op, "mt_tanh_s8", 1.0 / 128, 0)
+
+    def quantize(self, op: Op):
+        x, y = self.int8_act(op.inputs[0], op), self.t(op.outputs[0])
+        self.need(y.dtype == "int8", op, f"{x.dtype} -> {y.dtype}")
+        mult, shift = quantize_multiplier(float(x.scale) / float(y.scale))
+        self.steps.append(Step(
+            "QUANTIZE", "mt_quantize_s8", "mt_quantize_params_t",
+            {"size": f"{x.size}u", "input_zp": x.zp, "output_zp": y.zp, "mult": mult,
+             "shift": shift},
+            [x.index], [y.index], [f"{{t{x.index}}}", f"{{t{y.index}}}"]))
+
+    def mean(self, op: Op):
+        x, y = self.int8_act(op.inputs[0], op), self.t(op.outputs[0])
+        self.need(y.dtype == "int8", op, f"{y.dtype} output")
+        # With equal quantization TFLite Micro's versions differ (some divide the sum, some
+        # requantize); the baselines' MEANs always requantize.
+        self.need(x.scale != y.scale or x.zp != y.zp, op,
+                  "equal input and output quantization")
+        outer, n, inner = self._reduce_block(op, x, y)
+        # QuantizedMeanOrSum: QuantizeMultiplier(s_in / s_out), then the 1/n folded into it.
+        mult, shift = quantize_multiplier(float(x.scale) / float(y.scale))
+        k = min(n.bit_length() - 1, 32, 31 + shift)
+        self.need(k >= 0, op, "an output scale this much larger than the input's")
+        mult = (mult << k) // n
+        shift -= k
+        self.need(0 < mult < 1 << 31 and -31 <= shift <= 30, op, "the rescaled mean multiplier")
+        self.steps.append(Step(
+            "MEAN", "mt_sum_s8", "mt_sum_params_t",
+            {"outer": f"{outer}u", "reduce": f"{n}u", "inner": f"{inner}u",
+             "input_zp": x.zp, "output_zp": y.zp, "mult": mult, "shift": shift},
+            [x.index], [y.index], [f"{{t{x.index}}}", f"{{t{y.index}}}"]))
+
+    def _reduce_block(self, op: Op, x: Tensor, y: Tensor) -> tuple[int, int, int]:
+        """(outer, reduced, inner) of a reduction over one block of adjacent axes."""
+        axes = self.t(op.inputs[1])
+        self.need(axes.data is not None, op, "non-constant axes")
+        rank = len(x.shape)
+        red = sorted({int(v) % rank for v in np.asarray(axes.data).reshape(-1)})
+        self.need(bool(red), op, "an empty axis list")
+        first, last = red[0], red[-1]
+        self.need(all(d in red or x.shape[d] == 1 for d in range(first, last + 1)), op,
+                  "reducing non-adjacent axes")
+        outer = int(np.prod(x.shape[:first])) if first else 1
+        n = int(np.prod([x.shape[d] for d in red]))
+        inner = int(np.prod(x.shape[last + 1:])) if last + 1 < rank else 1
+        self.need(y.size == outer * inner and n >= 1, op, f"output shape {list(y.shape)}")
+        return outer, n, inner
+
+    def _copy(self, op: Op, x: Tensor, y: Tensor, sizes, strides, offset: int):
+        """A strided copy of x into y (dense), or an alias when it is all of x in order."""
+        self.need(x.dtype == y.dtype and x.dtype in ("int8", "int32"), op,
+                  f"{x.dtype} -> {y.dtype}")
+        if x.dtype == "int8":
+            self.same_quant(op, x, y)
+        dims = _merge_dims(sizes, strides)
+        self.need(int(np.prod([d for d, _ in dims])) == y.size, op,
+                  f"output shape {list(y.shape)}")
+        if (offset == 0 and len(dims) <= 1 and (not dims or dims[0][1] == 1)
+                and y.size == x.size and self.root(x.index) not in self.g.inputs
+                and y.index not in self.g.outputs):
+            self.alias[y.index] = x.index            # the whole input in order: no copy
+            return
+        self.need(len(dims) <= 4, op, "a copy of more than 4 dimensions")
+        dims = [(1, 0)] * (4 - len(dims)) + dims
+        self.steps.append(Step(
+            op.kind, "mt_strided_copy", "mt_strided_copy_params_t",
+            {"shape": _c_list([d for d, _ in dims], "u"),
+             "stride": _c_list([s_ for _, s_ in dims], "u"), "offset": f"{offset}u",
+             "elem_bytes": f"{4 if x.dtype == 'int32' else 1}u"},
+            [x.index], [y.index], [f"{{t{x.index}}}", f"{{t{y.index}}}"]))
+
+    def strided_slice(self, op: Op):
+        x, y = self.t(op.inputs[0]), self.t(op.outputs[0])
+        self.need(x.data is None, op, "slicing a constant")
+        begin, end, step = (self.t(i) for i in op.inputs[1:4])
+        self.need(all(t.data is not None for t in (begin, end, step)), op,
+                  "non-constant begin / end / strides")
+        o = op.options
+        bm, em, sm = o.beginMask, o.endMask, o.shrinkAxisMask
+        self.need(o.ellipsisMask == 0 and o.newAxisMask == 0 and not getattr(o, "offset", False),
+                  op, "ellipsis / new-axis masks or offset mode")
+        rank = len(x.shape)
+        b, e, st = (np.asarray(t.data).reshape(-1).astype(int) for t in (begin, end, step))
+        self.need(len(b) == len(e) == len(st) == rank, op, "begin/end/strides of another rank")
+        dense = _dense_strides(x.shape)
+        sizes, strides, offset = [], [], 0
+        for d in range(rank):
+            dim = x.shape[d]
+            self.need(st[d] >= 1, op, f"stride {st[d]}")
+            self.need(not (sm >> d & 1 and (bm | em) >> d & 1), op, "a masked shrink axis")
+            start = 0 if bm >> d & 1 else int(b[d]) + (dim if b[d] < 0 else 0)
+            start = min(max(start, 0), dim)
+            if sm >> d & 1:
+                self.need(start < dim, op, "a shrink axis out of range")
+                stop = start + 1
+            else:
+                stop = dim if em >> d & 1 else int(e[d]) + (dim if e[d] < 0 else 0)
+                stop = min(max(stop, 0), dim)
+            n = max(0, -(-(stop - start) // int(st[d])))
+            sizes.append(n)
+            strides.append(int(st[d]) * dense[d])
+            offset += start * dense[d]
+        self.need(int(np.prod(sizes)) == y.size and y.size > 0, op,
+                  f"output shape {list(y.shape)}")
+        self._copy(op, x, y, sizes, strides, offset)
+
+    def transpose(self, op: Op):
+        x, y = self.t(op.inputs[0]), self.t(op.outputs[0])
+        self.need(x.data is None, op, "transposing a constant")
+        perm_t = self.t(op.inputs[1])
+        self.need(perm_t.data is not None, op, "a non-constant permutation")
+        rank = len(x.shape)
+        perm = [int(v) % rank for v in np.asarray(perm_t.data).reshape(-1)]
+        self.need(sorted(perm) == list(range(rank)), op, f"permutation {perm}")
+        self.need(tuple(y.shape) == tuple(x.shape[d] for d in perm), op,
+                  f"output shape {list(y.shape)}")
+        dense = _dense_strides(x.shape)
+        self._copy(op, x, y, [x.shape[d] for d in perm], [dense[d] for d in perm], 0)
+
+    def _concat(self, op: Op, ins: list[Tensor], y: Tensor, axis: int, in_rank: int):
+        self.need(y.dtype == "int8", op, f"{y.dtype} output")
+        for t in ins:
+            self.need(t.dtype == "int8" and t.data is None, op,
+                      f"input '{t.name}' ({t.dtype}{' constant' if t.data is not None else ''})")
+            self.same_quant(op, t, y)
+        outer = int(np.prod(y.shape[:axis])) if axis else 1
+        blocks = [int(np.prod(t.shape[axis:])) if axis < in_rank else 1 for t in ins]
+        self.need(outer * sum(blocks) == y.size, op, f"output shape {list(y.shape)}")
+        self.steps.append(Step(
+            op.kind, "mt_concat_s8", "mt_concat_params_t",
+            {"inputs": f"{len(ins)}u", "outer": f"{outer}u",
+             "bytes": self.array("blk", "uint32_t", blocks)},
+            [t.index for t in ins], [y.index],
+            ["{list:" + ",".join(str(t.index) for t in ins) + "}", f"{{t{y.index}}}"]))
+
+    def pack(self, op: Op):
+        ins = [self.t(i) for i in op.inputs]
+        y = self.t(op.outputs[0])
+        rank = len(ins[0].shape)
+        axis = op.options.axis % (rank + 1)
+        self.need(all(t.shape == ins[0].shape for t in ins), op, "inputs of different shapes")
+        self._concat(op, ins, y, axis, rank)
+
+    def concatenation(self, op: Op):
+        ins = [self.t(i) for i in op.inputs]
+        y = self.t(op.outputs[0])
+        o = op.options
+        self.need(o.fusedActivationFunction == 0, op, "a fused activation")
+        rank = len(y.shape)
+        axis = o.axis % rank
+        self._concat(op, ins, y, axis, rank)
+
+    def minimum(self, op: Op):
+        a, b, y = self.t(op.inputs[0]), self.t(op.inputs[1]), self.t(op.outputs[0])
+        self.need(a.dtype == b.dtype == y.dtype == "int32", op,
+                  f"{a.dtype}/{b.dtype} (only unquantized int32)")
+        args, steps = [], []
+        for t in (a, b):
+            self.need(t.size in (1, y.size), op, f"broadcasting {list(t.shape)}")
+            steps.append(1 if t.size == y.size and y.size > 1 else 0)
+            args.append(self.array("c", "int32_t", t.data.astype(np.int64)) if t.data is not None
+                        else f"{{t{t.index}}}")
+        self.steps.append(Step(
+            "MINIMUM", "mt_minimum_s32", "mt_minimum_params_t",
+            {"size": f"{y.size}u", "step1": f"{steps[0]}u", "step2": f"{steps[1]}u"},
+            self.acts(a, b), [y.index], args + [f"{{t{y.index}}}"]))
+
+    # --- PRADO: the projection in front of the graph ------------------------------------------
+
+    def projection(self, feed: dict, input_index: int, buckets: int, max_words: int):
+        """The ids -> int8 projection input step (firmware/projection.c), written into the
+        graph's input tensor in the arena."""
+        t = self.t(input_index)
+        p, k = int(feed["feature_size"]), int(feed["features_per_word"])
+        lut = np.asarray(feed["lut"], dtype=np.int64)
+        if (t.dtype != "int8" or t.size != max_words * (p + 1) or len(lut) != 2 * k + 2
+                or int(feed["max_words"]) != max_words):
+            raise McutextError(f"PRADO input {t.dtype}{list(t.shape)} does not match the "
+                               f"manifest's projection (P {p}, K {k}, {max_words} words)")
+        if t.scales is None or t.scale != _f32(feed["scale"]) or t.zp != int(feed["zero_point"]):
+            raise McutextError("the manifest's projection quantization differs from the "
+                               "model input's")
+        lut_name = self.array("lut", "int8_t", lut)
+        fn = f"{self.prefix}_project"
+        self.specializations.append(
+            f"/* ids -> the int8 projection input (docs/baselines.md); an id outside\n"
+            f" * [0, {buckets}) is refused like the embedding lookup refuses it. */\n"
+            f"static mt_status_t {fn}(const mt_projection_spec_t *spec, const int32_t *ids,\n"
+            f"                        int8_t *out)\n{{\n"
+            f"    for (uint32_t i = 0; i < {max_words * k}u; ++i) {{\n"
+            f"        if ((uint32_t)ids[i] >= {buckets}u) {{\n"
+            f"            return MT_ERR_RANGE;\n        }}\n    }}\n"
+            f"    return mt_projection_input(spec, ids, {max_words}u, {lut_name}, out);\n}}\n\n")
+        self.steps.append(Step(
+            "PROJECTION", fn, "mt_projection_spec_t",
+            {"feature_size": f"{p}u", "features_per_word": f"{k}u",
+             "seed": f"{int(feed['seed'])}u"},
+            [], [t.index], ["ids", f"{{t{t.index}}}"], status_range=True,
+            header="projection.h"))
+
 
 def _check_accumulator(low: _Lowering, op: Op, folded: np.ndarray, wmat: np.ndarray):
     """The kernels accumulate folded bias + sum w * x (x the raw int8 input) in int32; every
@@ -706,6 +1017,30 @@ def _padding(padding: int, size: int, filt: int, stride: int) -> tuple[int, int]
         raise McutextError(f"unknown padding {padding}")
     total = max((out - 1) * stride + filt - size, 0)
     return out, total // 2
+
+
+def _broadcastable(shape, out_shape) -> bool:
+    if len(shape) > len(out_shape):
+        return False
+    shape = (1,) * (len(out_shape) - len(shape)) + tuple(shape)
+    return all(s in (1, o) for s, o in zip(shape, out_shape))
+
+
+def _dense_strides(shape) -> list[int]:
+    return [int(np.prod(shape[d + 1:])) if d + 1 < len(shape) else 1 for d in range(len(shape))]
+
+
+def _merge_dims(sizes, strides) -> list[tuple[int, int]]:
+    """(size, stride) per dimension with size-1 dimensions dropped and dimensions that step
+    through memory as one merged (outermost first)."""
+    dims = [(int(n), int(s)) for n, s in zip(sizes, strides) if n != 1]
+    out: list[tuple[int, int]] = []
+    for n, s in dims:
+        if out and out[-1][1] == s * n:
+            out[-1] = (out[-1][0] * n, s)
+        else:
+            out.append((n, s))
+    return out
 
 
 def _bcast_strides(shape, out_shape) -> list[int]:
@@ -780,6 +1115,7 @@ class Program:
     plans: dict[str, Plan]           # "dsp" (MT_USE_DSP) and "portable"
     alias: dict[int, int]
     specializations: list[str] = dataclasses.field(default_factory=list)
+    ext: set[int] = dataclasses.field(default_factory=set)   # inputs passed in by the caller
 
     @property
     def buffers(self) -> dict[int, Buffer]:
@@ -815,13 +1151,20 @@ class Program:
 
 
 def build_program(graph: Graph, prefix: str = "mt_gen", dsp: bool = True,
-                  specialize: bool = True) -> Program:
+                  specialize: bool = True, projection: dict | None = None) -> Program:
     """Lower the graph to kernel calls and plan the arena. dsp=False emits no DSP data
     (portable kernels everywhere); specialize=False emits no shape-specialized loops (the
-    DSP paths then use the kernels' run-time loops; for tests)."""
+    DSP paths then use the kernels' run-time loops; for tests). projection (PRADO): the
+    manifest's int8.input plus `buckets` and `max_words`; the graph's input is then computed
+    from the token ids by firmware/projection.c as the first step."""
     low = _Lowering(graph, prefix, dsp, specialize)
+    if projection is not None:
+        low.projection(projection, graph.inputs[0], int(projection["buckets"]),
+                       int(projection["max_words"]))
     low.lower()
-    ext = set(graph.inputs)
+    low.settle_paths()
+    written = {low.root(t) for s in low.steps for t in s.writes}
+    ext = {t for t in graph.inputs if t not in written}   # inputs the caller passes in
     n = len(low.steps)
     buffers: dict[int, Buffer] = {}
 
@@ -855,7 +1198,8 @@ def build_program(graph: Graph, prefix: str = "mt_gen", dsp: bool = True,
                 scratch[k] = Buffer(f"scratch{k}", size, k, k)
         arena = plan_memory(list(bufs.values()) + list(scratch.values()))
         plans[path] = Plan(bufs, scratch, arena)
-    return Program(graph, prefix, low.steps, low.arrays, plans, low.alias, low.specializations)
+    return Program(graph, prefix, low.steps, low.arrays, plans, low.alias, low.specializations,
+                   ext)
 
 
 def _banner(what: str, sha: str) -> str:
@@ -915,24 +1259,32 @@ def _emit_params(prog: Program, k: int, s: Step) -> str:
             + "\n};\n")
 
 
-def _emit_call(prog: Program, k: int, s: Step, input_expr) -> str:
+def _emit_call(prog: Program, k: int, s: Step, input_expr, params_name: str = "") -> str:
+    def tensor(t: int, const: bool = False) -> str:
+        r = prog.root(t)
+        dtype = prog.graph.tensors[r].dtype
+        ctype = {"int8": "int8_t", "int32": "int32_t"}.get(dtype, "int8_t")
+        if r in prog.ext:
+            return f"(const {ctype} *){input_expr(r)}"
+        q = "const " if const else ""
+        return f"({q}{ctype} *)(void *)({prog.prefix}_arena + {_off_name(prog, 't', r)})"
+
     args = []
     for a in s.args:
         if a == "{scratch}":
             args.append(f"{prog.prefix}_arena + {_off_name(prog, 's', k)}")
+        elif a.startswith("{list:"):     # an array of int8 tensor pointers (CONCATENATION)
+            ts = [int(v) for v in a[6:-1].split(",")]
+            if any(prog.root(t) in prog.ext for t in ts):   # caller's buffers: on the stack
+                ptrs = ",\n        ".join(tensor(t, const=True) for t in ts)
+                args.append(f"(const int8_t *const[]){{\n        {ptrs}}}")
+            else:                                           # arena addresses: a constant
+                args.append(f"{prog.prefix}_in{k}")
         elif a.startswith("{t"):
-            t = int(a[2:-1])
-            r = prog.root(t)
-            dtype = prog.graph.tensors[r].dtype
-            ctype = {"int8": "int8_t", "int32": "int32_t"}.get(dtype, "int8_t")
-            if r in prog.graph.inputs:
-                args.append(f"(const {ctype} *){input_expr(r)}")
-            else:
-                args.append(f"({ctype} *)(void *)({prog.prefix}_arena + "
-                            f"{_off_name(prog, 't', r)})")
+            args.append(tensor(int(a[2:-1])))
         else:
             args.append(a)
-    call = f"(&{prog.prefix}_op{k}, {', '.join(args)})"
+    call = f"(&{params_name or f'{prog.prefix}_op{k}'}, {', '.join(args)})"
     if s.status_range:
         fail = "st == MT_ERR_RANGE ? MT_GEN_BAD_INPUT : MT_GEN_KERNEL_ERROR"
     else:
@@ -949,7 +1301,10 @@ def _emit_call(prog: Program, k: int, s: Step, input_expr) -> str:
 _KERNEL_HEADERS = {"mt_gather_s8": "gather.h", "mt_avg_pool_s8": "avg_pool.h",
                    "mt_conv_s8": "conv.h", "mt_fully_connected_s8": "fully_connected.h",
                    "mt_softmax_s8": "softmax.h", "mt_mul_s8": "mul.h", "mt_mul_sum_s8": "mul.h",
-                   "mt_sum_s8": "reduce.h"}
+                   "mt_sum_s8": "reduce.h", "mt_add_s8": "add.h", "mt_logistic_s8": "activation.h",
+                   "mt_tanh_s8": "activation.h", "mt_quantize_s8": "quantize.h",
+                   "mt_strided_copy": "copy.h", "mt_concat_s8": "copy.h",
+                   "mt_minimum_s32": "copy.h"}
 
 
 def _off_name(prog: Program, kind: str, key: int) -> str:
@@ -991,11 +1346,15 @@ def _comment(s: str) -> str:
     return s.replace("*/", "* /").replace("/*", "/ *")
 
 
+CALLS_PER_PART = 48   # a long call sequence is split into functions of this many calls
+
+
 def _emit_sources(prog: Program, what: str, header_name: str, api_code: str,
-                  input_expr, extra_includes: list[str]) -> dict[str, str]:
+                  input_expr, extra_includes: list[str],
+                  run_param: tuple[str, str] = ("const int32_t *", "ids")) -> dict[str, str]:
     g = prog.graph
     p = prog.prefix
-    includes = sorted({_KERNEL_HEADERS[s.kernel] for s in prog.steps})
+    includes = sorted({s.header or _KERNEL_HEADERS[s.kernel] for s in prog.steps})
     header = (_banner(what, g.sha256)
               + f"#ifndef {p.upper()}_GEN_H\n#define {p.upper()}_GEN_H\n\n#include <stdint.h>\n\n"
               + '#include "mt_common.h"\n\n'
@@ -1020,10 +1379,43 @@ def _emit_sources(prog: Program, what: str, header_name: str, api_code: str,
     if prog.specializations:
         body.append("/* Kernel loops specialized to the layers' shapes. */\n"
                     + "".join(prog.specializations) + "\n")
+    # Input lists of CONCATENATION / PACK: constant arrays of arena addresses.
     for k, s in enumerate(prog.steps):
-        body.append(_emit_params(prog, k, s))
-    body.append("\n" + api_code.replace("@CALLS@", "".join(
-        _emit_call(prog, k, s, input_expr) for k, s in enumerate(prog.steps))).replace(
+        for a in s.args:
+            if a.startswith("{list:"):
+                roots = [prog.root(int(v)) for v in a[6:-1].split(",")]
+                if any(r in prog.ext for r in roots):
+                    continue
+                ptrs = ",\n    ".join(f"(const int8_t *)(const void *)({p}_arena + "
+                                       f"{_off_name(prog, 't', r)})" for r in roots)
+                body.append(f"static const int8_t *const {p}_in{k}[{len(roots)}] = {{\n"
+                            f"    {ptrs},\n}};\n")
+    # One parameter struct per distinct content (the baselines repeat many op configurations).
+    names, seen = [], {}
+    for k, s in enumerate(prog.steps):
+        text = _emit_params(prog, k, s)
+        key = (s.params_type, text.split(" = {", 1)[1])
+        if key not in seen:
+            seen[key] = f"{p}_op{k}"
+            body.append(text)
+        names.append(seen[key])
+    calls = [_emit_call(prog, k, s, input_expr, names[k]) for k, s in enumerate(prog.steps)]
+    if len(calls) > CALLS_PER_PART:
+        # FastGRNN unrolls into hundreds of calls: in one function the compiler keeps the
+        # addresses it shares between calls in stack slots (hundreds of bytes on a Cortex-M0);
+        # functions of a few dozen calls keep the frames small and static.
+        ptype, pname = run_param
+        parts = []
+        for j in range(0, len(calls), CALLS_PER_PART):
+            fn = f"{p}_part{j // CALLS_PER_PART}"
+            body.append(f"\nstatic __attribute__((noinline)) int {fn}({ptype}{pname})\n{{\n"
+                        f"    mt_status_t st;\n    (void){pname};\n"
+                        + "".join(calls[j:j + CALLS_PER_PART])
+                        + "    (void)st;\n    return 0;\n}\n")
+            parts.append(f"    {{\n        const int r = {fn}({pname});\n"
+                         "        if (r != 0) {\n            return r;\n        }\n    }\n")
+        calls = parts
+    body.append("\n" + api_code.replace("@CALLS@", "".join(calls)).replace(
         "@N@", str(len(prog.steps))))
     weights = [_banner(what, g.sha256), '#include <stdint.h>\n\n', f'#include "{header_name}"\n\n']
     weights += [_emit_array(a) for a in prog.arrays]
@@ -1073,7 +1465,16 @@ def generate(bundle_path: str | Path, out_dir: str | Path, dsp: bool = True,
         raise McutextError(f"the model has {len(graph.inputs)} inputs; one (token ids) expected")
     inp = graph.tensors[graph.inputs[0]]
     spec = bundle.tokenizer.spec
-    if inp.dtype != "int32" or inp.size != spec.seq_len:
+    feed = m["int8"].get("input")
+    projection = None
+    if feed:   # PRADO: the model's input is the int8 projection of the ids
+        if feed.get("kind") != "prado_projection" or int(feed.get("version", 0)) != 1:
+            raise McutextError(f"unsupported int8 input kind {feed.get('kind')!r} "
+                               f"(version {feed.get('version')})")
+        if int(feed["features_per_word"]) != spec.features_per_word:
+            raise McutextError("the projection's features per word differ from the tokenizer's")
+        projection = dict(feed, buckets=spec.buckets, max_words=spec.max_words)
+    elif inp.dtype != "int32" or inp.size != spec.seq_len:
         raise McutextError(f"model input {inp.dtype}{list(inp.shape)} does not match the "
                            f"tokenizer (int32 x {spec.seq_len})")
     order = m["int8"]["output_order"]
@@ -1093,7 +1494,7 @@ def generate(bundle_path: str | Path, out_dir: str | Path, dsp: bool = True,
     if outs["attention"].size != spec.max_words:
         raise McutextError(f"the attention output has {outs['attention'].size} values for "
                            f"{spec.max_words} words")
-    prog = build_program(graph, "mt_gen", dsp, specialize)
+    prog = build_program(graph, "mt_gen", dsp, specialize, projection)
     p = prog.prefix
 
     def out_fn(name: str) -> str:
@@ -1228,7 +1629,8 @@ def generate_graph(tflite: bytes, out_dir: str | Path, prefix: str = "mt_graph",
            "@CALLS@    MT_GEN_PROFILE(@N@);\n    (void)st;\n    return 0;\n}\n")
     index = {t: k for k, t in enumerate(graph.inputs)}
     src = _emit_sources(prog, f"{prefix}.tflite", f"{prefix}_graph.h", api,
-                        lambda r: f"inputs[{index[r]}]", [])
+                        lambda r: f"inputs[{index[r]}]", [],
+                        run_param=("const void *const *", "inputs"))
     src["source"] = src["source"].replace('#include "', '#include <stdint.h>\n#include "', 1)
     paths = _write(Path(out_dir), {f"{prefix}_graph.h": src["header"],
                                    f"{prefix}_graph.c": src["source"],

@@ -102,7 +102,9 @@ def compile_shared(sources: list[Path], out: Path, include_dirs: list[Path],
 
 
 def kernel_sources() -> list[Path]:
-    return sorted(KERNELS_DIR.glob("*.c"))
+    """The kernels, and the PRADO projection a generated model may call (it needs only
+    mt_common.h; the firmware build compiles it with the core)."""
+    return sorted(KERNELS_DIR.glob("*.c")) + [FIRMWARE_DIR / "projection.c"]
 
 
 class HostModel:
