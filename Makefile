@@ -8,13 +8,15 @@ APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm wordne
                 clang libclang-rt-14-dev
 export MCUTEXT_DATA_DIR ?= $(abspath ../shared/datasets)
 
-.PHONY: setup apt venv demo test test-fast bench clean help
+.PHONY: setup apt venv demo test test-fast bench fuzz clean help
 
 help:
 	@echo "make setup   install system packages (when root) and the Python environment"
 	@echo "make demo    train a small sst2 model, verify it, build firmware, classify in QEMU"
 	@echo "make test    the test suite (host, TFLite Micro, firmware under QEMU)"
 	@echo "make bench   the long measurements; results under build/bench/, summary in docs/"
+	@echo "make fuzz    the firmware's input paths under libFuzzer + ASan/UBSan, FUZZ_SECONDS"
+	@echo "             (default 600) per target, one at a time; report in build/fuzz/report.md"
 
 setup: apt venv
 
@@ -48,6 +50,16 @@ test-fast: venv
 
 bench: venv
 	$(PY) -m mcutext.bench --out build/bench
+
+# Fuzzing (docs/reliability.md): clang + libFuzzer + ASan/UBSan around the firmware core and a
+# real model (FUZZ_BUNDLE); one target at a time, each on one core for FUZZ_SECONDS.
+FUZZ_SECONDS ?= 600
+FUZZ_BUNDLE  ?= build/sst2/bundle
+FUZZ_TARGETS ?= protocol,tokenizer,learn,head_import
+
+fuzz: venv
+	$(PY) -m mcutext.fuzz --bundle $(FUZZ_BUNDLE) --seconds $(FUZZ_SECONDS) \
+	    --targets $(FUZZ_TARGETS) --out build/fuzz
 
 clean:
 	rm -rf build

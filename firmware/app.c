@@ -9,6 +9,8 @@
 #include "personalize.h"
 #include "profile.h"
 #include "protocol.h"
+#include "slots.h"
+#include "storage.h"
 #include "tokenizer.h"
 #include "words.h"
 
@@ -36,6 +38,13 @@
 
 /* Defined by every board's linker script (docs/boards.md). */
 extern uint32_t __mt_flash_start[], __mt_flash_used_end[];
+/* Boards without a watchdog (board.h), and host builds of the core, link this no-op. */
+__attribute__((weak)) void board_watchdog_kick(void) {}
+
+/* Optional (weak: 0 when a board's linker script has none): a range inside the image kept
+ * free of code, e.g. flash sectors reserved for storage; not counted as used flash. */
+extern uint32_t __mt_flash_gap_start[] __attribute__((weak));
+extern uint32_t __mt_flash_gap_end[] __attribute__((weak));
 extern uint32_t __mt_ram_start[], __mt_ram_used_end[];
 extern uint32_t __stack_limit[], __stack_top[];
 
@@ -51,6 +60,11 @@ extern const mt_head_factory_t mt_model_head; /* generated: gen/head.c */
 static mt_head_t head;
 static int head_ready; /* mt_head_init succeeded and the head fits the model */
 #define HAVE_HEAD 1
+static int head_unsaved; /* changed since the last save (or boot) */
+static void storage_boot(void);
+static void buffer_clear(void);
+static void buffer_add(const int8_t *q, uint32_t y);
+static void buffer_drop_row(uint32_t row);
 #else
 #define HAVE_HEAD 0
 #endif
@@ -205,6 +219,7 @@ void mt_app_init(void)
     head_ready = mt_model_head.feature_dim == mt_model_info.feature_dim &&
                  mt_model_head.num_classes == mt_model_info.num_classes &&
                  mt_head_init(&head, &mt_model_head) == MT_HEAD_OK;
+    storage_boot();
 #endif
     paint_stack();
     const uint32_t t = board_counter_ticks();
@@ -233,7 +248,7 @@ static int word_is(const uint8_t *s, uint32_t n, const char *w)
 static void cmd_help(void)
 {
 #if HAVE_HEAD
-    mt_put("commands ping info stats classify explain label learn head help");
+    mt_put("commands ping info stats classify explain label learn eval head help");
 #else
     mt_put("commands ping info stats classify explain help");
 #endif
@@ -295,7 +310,9 @@ static void cmd_info(void)
     put_kv("arena", m->arena_bytes);
     put_kv("weights", m->weights_bytes);
     put_kv("macs", m->macs);
-    put_used_of("flash", (uint32_t)((uint8_t *)__mt_flash_used_end - (uint8_t *)__mt_flash_start),
+    put_used_of("flash", (uint32_t)((uint8_t *)__mt_flash_used_end - (uint8_t *)__mt_flash_start) -
+                             (uint32_t)((uint8_t *)__mt_flash_gap_end -
+                                        (uint8_t *)__mt_flash_gap_start),
                 MT_BOARD_FLASH_BYTES);
     put_used_of("ram", (uint32_t)((uint8_t *)__mt_ram_used_end - (uint8_t *)__mt_ram_start),
                 MT_BOARD_RAM_BYTES);
@@ -313,6 +330,11 @@ static void cmd_stats(void)
     put_kv("requests", stats.lines);
     put_kv("failed", stats.errors);
     put_kv("classified", stats.classifications);
+    if (board_reset_cause) { /* optional board hook (board.h) */
+        mt_put("reset ");
+        mt_put(board_reset_cause());
+        mt_put_eol();
+    }
     mt_put_ok();
 }
 
@@ -428,6 +450,9 @@ static void put_head_error(int st)
     case MT_HEAD_ENAME:
         msg = "a label name is 1 to 23 printable ASCII characters without space";
         break;
+    case MT_HEAD_ERANGE:
+        msg = "the step would make the head overflow (lower lr or l2): not learned";
+        break;
     default:
         msg = "bad argument";
         break;
@@ -535,8 +560,11 @@ static void cmd_label(const uint8_t *arg, uint32_t n)
         put_head_error(st);
         return;
     }
+    head_unsaved = 1;
     if (!word_is(v, vn, "remove")) {
         put_label_line("label", index);
+    } else {
+        buffer_drop_row(index);
     }
     mt_put_ok();
 }
@@ -558,13 +586,12 @@ static int model_input_ok(void)
     return 1;
 }
 
-/* learn <crc32 hex> LABEL<TAB>text: one SGD step of the head on the example. The CRC-32
- * (zlib's) covers every byte after the space that follows it. */
-static void cmd_learn(const uint8_t *arg, uint32_t n)
+/* `<crc32 hex> LABEL<TAB>text` (learn, eval): checks the CRC-32 (zlib's) of every byte after
+ * the space that follows it, finds the label; on success returns 1 with the row and the
+ * text, otherwise answers the error and returns 0. */
+static int parse_labelled(const uint8_t *arg, uint32_t n, const char *verb, uint32_t *y,
+                          const uint8_t **text, uint32_t *tn)
 {
-    if (!head_available()) {
-        return;
-    }
     uint32_t want = 0;
     int ok = n >= 9u && arg[8] == ' ';
     for (uint32_t i = 0; ok && i < 8u; i++) {
@@ -572,15 +599,19 @@ static void cmd_learn(const uint8_t *arg, uint32_t n)
         ok = d >= 0;
         want = want << 4 | (uint32_t)(d & 15);
     }
+    const int is_learn = verb[0] == 'l';
+    const char *usage = is_learn ? "usage: learn <crc32 hex> LABEL<TAB>text"
+                                 : "usage: eval <crc32 hex> LABEL<TAB>text | eval reset";
     if (!ok) {
-        put_error(MT_ERR_BAD_ARGUMENT, "usage: learn <crc32 hex> LABEL<TAB>text");
-        return;
+        put_error(MT_ERR_BAD_ARGUMENT, usage);
+        return 0;
     }
     const uint8_t *payload = arg + 9;
     const uint32_t pn = n - 9u;
     if (mt_crc32(0, payload, pn) != want) {
-        put_error(MT_ERR_CRC, "CRC mismatch: example not learned");
-        return;
+        put_error(MT_ERR_CRC, is_learn ? "CRC mismatch: example not learned"
+                                       : "CRC mismatch: example not evaluated");
+        return 0;
     }
     uint32_t tab = 0;
     while (tab < pn && payload[tab] != '\t') {
@@ -588,24 +619,39 @@ static void cmd_learn(const uint8_t *arg, uint32_t n)
     }
     char name[64];
     if (tab == pn || tab == 0u || tab >= sizeof name) {
-        put_error(MT_ERR_BAD_ARGUMENT, tab == pn ? "usage: learn <crc32 hex> LABEL<TAB>text"
-                                                 : "no such label");
-        return;
+        put_error(MT_ERR_BAD_ARGUMENT, tab == pn ? usage : "no such label");
+        return 0;
     }
     for (uint32_t i = 0; i < tab; i++) {
         name[i] = (char)payload[i];
     }
     name[tab] = 0;
-    uint32_t y = 0;
-    const int st = mt_head_find_label(&head, name, &y);
+    const int st = mt_head_find_label(&head, name, y);
     if (st != MT_HEAD_OK) {
         put_head_error(st);
+        return 0;
+    }
+    *text = payload + tab + 1u;
+    *tn = pn - tab - 1u;
+    return 1;
+}
+
+/* learn <crc32 hex> LABEL<TAB>text: one SGD step of the head on the example. */
+static void cmd_learn(const uint8_t *arg, uint32_t n)
+{
+    if (!head_available()) {
+        return;
+    }
+    uint32_t y = 0;
+    const uint8_t *text = 0;
+    uint32_t tn = 0;
+    if (!parse_labelled(arg, n, "learn", &y, &text, &tn)) {
         return;
     }
     if (!model_input_ok()) {
         return;
     }
-    const run_result_t r = run_model(payload + tab + 1u, pn - tab - 1u);
+    const run_result_t r = run_model(text, tn);
     if (r.status != 0) {
         put_error(MT_ERR_MODEL, "model run failed");
         return;
@@ -634,6 +680,8 @@ static void cmd_learn(const uint8_t *arg, uint32_t n)
     mt_put_char(' ');
     put_str_escaped(before_name);
     mt_put_eol();
+    buffer_add(mt_model_features(), y);
+    head_unsaved = 1;
     put_label_line("learned", y);
     put_kv("updates", head.updates);
     mt_put("cost ");
@@ -726,11 +774,7 @@ static void cmd_head_config(const uint8_t *arg, uint32_t n)
 
 /* --- head export / import: the blob of mt_head_save, as hex lines ---------------------- */
 
-#define BLOB_MAX                                                                            \
-    (MT_HEAD_BLOB_HEADER_BYTES + ((MT_HEAD_MAX_CLASSES + 3u) & ~3u) +                       \
-     4u * (MT_HEAD_MAX_CLASSES * MT_HEAD_MAX_FEATURES + MT_HEAD_MAX_CLASSES) +              \
-     4u * MT_HEAD_MAX_NEW_LABELS * MT_HEAD_MAX_FEATURES +                                   \
-     MT_HEAD_MAX_NEW_LABELS * MT_HEAD_NAME_BYTES + 4u)
+#define BLOB_MAX MT_HEAD_BLOB_MAX
 static uint8_t import_buf[BLOB_MAX];
 static uint32_t import_len;
 
@@ -805,6 +849,8 @@ static void cmd_head_import(const uint8_t *arg, uint32_t n)
         } else if (st != MT_HEAD_OK) {
             put_error(MT_ERR_BAD_ARGUMENT, "invalid blob");
         } else {
+            buffer_clear();
+            head_unsaved = 1;
             put_kv("updates", head.updates);
             mt_put_ok();
         }
@@ -836,6 +882,294 @@ static void cmd_head_import(const uint8_t *arg, uint32_t n)
     mt_put_ok();
 }
 
+/* --- buffered examples: `head train` (docs/protocol.md) -------------------------------- */
+
+/* Every learned example's int8 features and row, oldest first in a ring of MT_TRAIN_BUFFER
+ * (a full buffer drops its oldest). The features of one model are exact int8 values, so
+ * training on them repeats the steps `learn` took, without the text or the model. */
+#ifndef MT_TRAIN_BUFFER
+#define MT_TRAIN_BUFFER 64u
+#endif
+#define MT_TRAIN_MAX_EPOCHS 100u
+#if MT_TRAIN_BUFFER
+static int8_t buf_q[MT_TRAIN_BUFFER][MT_HEAD_MAX_FEATURES];
+static uint16_t buf_y[MT_TRAIN_BUFFER];
+#endif
+static uint32_t buf_start, buf_n;
+
+static uint32_t buffer_count(void)
+{
+    return buf_n;
+}
+
+static void buffer_clear(void)
+{
+    buf_start = 0;
+    buf_n = 0;
+}
+
+#if MT_TRAIN_BUFFER
+static uint32_t buf_at(uint32_t i)
+{
+    return (buf_start + i) % MT_TRAIN_BUFFER;
+}
+#endif
+
+static void buffer_add(const int8_t *q, uint32_t y)
+{
+#if MT_TRAIN_BUFFER
+    uint32_t slot;
+    if (buf_n == MT_TRAIN_BUFFER) {
+        slot = buf_start;
+        buf_start = buf_at(1);
+    } else {
+        slot = buf_at(buf_n++);
+    }
+    for (uint32_t k = 0; k < head.h; k++) {
+        buf_q[slot][k] = q[k];
+    }
+    buf_y[slot] = (uint16_t)y;
+#else
+    (void)q;
+    (void)y;
+#endif
+}
+
+/* A removed label's examples leave the buffer (the order of the others stays). */
+static void buffer_drop_row(uint32_t row)
+{
+#if MT_TRAIN_BUFFER
+    uint32_t kept = 0;
+    for (uint32_t i = 0; i < buf_n; i++) {
+        const uint32_t from = buf_at(i);
+        if (buf_y[from] == row) {
+            continue;
+        }
+        const uint32_t to = buf_at(kept++);
+        if (to != from) {
+            for (uint32_t k = 0; k < head.h; k++) {
+                buf_q[to][k] = buf_q[from][k];
+            }
+            buf_y[to] = buf_y[from];
+        }
+    }
+    buf_n = kept;
+#else
+    (void)row;
+#endif
+}
+
+/* head train EPOCHS: epochs of SGD steps over the buffered examples, oldest first. */
+static void cmd_head_train(const uint8_t *arg, uint32_t n)
+{
+    uint32_t pos = 0;
+    int ok = 1;
+    const uint32_t epochs = parse_u32(arg, n, &pos, &ok);
+    if (!ok || pos != n || epochs == 0u || epochs > MT_TRAIN_MAX_EPOCHS) {
+        put_error(MT_ERR_BAD_ARGUMENT, "usage: head train EPOCHS (1 to 100)");
+        return;
+    }
+    if (buf_n == 0u) {
+        put_error(MT_ERR_BAD_ARGUMENT, "no buffered examples (learn some first)");
+        return;
+    }
+#if MT_TRAIN_BUFFER
+    const mt_model_info_t *m = &mt_model_info;
+    head_unsaved = 1; /* also when a step is refused part way (the earlier ones stay) */
+    const uint32_t t0 = board_counter_ticks();
+    for (uint32_t e = 1; e <= epochs; e++) {
+        float sum = 0.0f;
+        uint32_t correct = 0;
+        for (uint32_t i = 0; i < buf_n; i++) {
+            board_watchdog_kick(); /* 100 epochs of 64 steps outlast a 2 s watchdog on an M0 */
+            const uint32_t j = buf_at(i);
+            uint32_t best = 0;
+            float loss = 0.0f;
+            (void)mt_head_scores(&head, buf_q[j], m->features_q.scale, m->features_q.zero_point,
+                                 0, &best);
+            correct += best == buf_y[j] ? 1u : 0u;
+            const int st = mt_head_step(&head, buf_q[j], m->features_q.scale,
+                                        m->features_q.zero_point, buf_y[j], &loss);
+            if (st != MT_HEAD_OK) {
+                if (st == MT_HEAD_ERANGE) {
+                    put_head_error(st);
+                } else {
+                    put_error(MT_ERR_BAD_ARGUMENT, "a buffered example has no label row");
+                }
+                return;
+            }
+            sum += loss;
+        }
+        const float mean = sum / (float)buf_n;
+        mt_put("epoch ");
+        mt_put_u32(e);
+        mt_put(" loss ");
+        put_float3(mean);
+        mt_put_char(' ');
+        put_hex32(float_bits(mean));
+        mt_put(" correct ");
+        mt_put_u32(correct);
+        mt_put(" of ");
+        mt_put_u32(buf_n);
+        mt_put_eol();
+    }
+    const uint32_t count = measure(t0);
+    head_unsaved = 1;
+    put_kv("updates", head.updates);
+    mt_put("cost ");
+    mt_put(board_counter_unit());
+    mt_put(" train ");
+    mt_put_u32(count);
+    mt_put_eol();
+    mt_put_ok();
+#endif
+}
+
+/* --- eval: classify a labelled example without learning --------------------------------- */
+
+static uint32_t eval_correct, eval_total;
+
+/* eval <crc32 hex> LABEL<TAB>text (framed as learn) | eval reset */
+static void cmd_eval(const uint8_t *arg, uint32_t n)
+{
+    if (!head_available()) {
+        return;
+    }
+    if (word_is(arg, n, "reset")) {
+        eval_correct = eval_total = 0;
+        mt_put_ok();
+        return;
+    }
+    uint32_t y = 0;
+    const uint8_t *text = 0;
+    uint32_t tn = 0;
+    if (!parse_labelled(arg, n, "eval", &y, &text, &tn) || !model_input_ok()) {
+        return;
+    }
+    const run_result_t r = run_model(text, tn);
+    if (r.status != 0) {
+        put_error(MT_ERR_MODEL, "model run failed");
+        return;
+    }
+    const mt_model_info_t *m = &mt_model_info;
+    float loss = 0.0f;
+    uint32_t fbest = 0;
+    (void)mt_head_loss(&head, mt_model_features(), m->features_q.scale, m->features_q.zero_point,
+                       y, &loss, &fbest);
+    /* the answer classify gives: the int8 model until the first update */
+    const uint32_t best = head_personalized() ? fbest : int8_best();
+    const char *name = head_personalized() ? mt_head_label(&head, best) : m->labels[best];
+    eval_total++;
+    eval_correct += best == y ? 1u : 0u;
+    mt_put("predicted ");
+    mt_put_u32(best);
+    mt_put_char(' ');
+    put_str_escaped(name);
+    mt_put_eol();
+    put_kv("correct", best == y ? 1u : 0u);
+    mt_put("loss ");
+    put_float3(loss);
+    mt_put_char(' ');
+    put_hex32(float_bits(loss));
+    mt_put_eol();
+    put_used_of("tally", eval_correct, eval_total);
+    mt_put_ok();
+}
+
+/* --- storage: head save, and the head loaded at boot (docs/personalization.md) -------- */
+
+static const mt_storage_t *storage;
+static mt_slots_t slots;
+static enum {
+    BOOT_NONE,     /* no storage */
+    BOOT_FACTORY,  /* nothing saved: factory head */
+    BOOT_LOADED,   /* the newest valid save was loaded */
+    BOOT_OTHER,    /* the newest save is of another model or firmware build: factory */
+    BOOT_INVALID,  /* the newest save did not load: factory */
+    BOOT_ERROR     /* the storage is unusable (geometry, I/O) */
+} boot_status;
+
+static void storage_boot(void)
+{
+    storage = head_ready ? board_storage() : 0;
+    if (!storage) {
+        boot_status = BOOT_NONE;
+        return;
+    }
+    const int st = mt_slots_mount(&slots, storage);
+    if (st == MT_SLOTS_EMPTY) {
+        boot_status = BOOT_FACTORY;
+    } else if (st != MT_SLOTS_OK) {
+        boot_status = BOOT_ERROR;
+    } else {
+        const int ld = mt_head_load(&head, mt_slots_read, &slots, slots.len);
+        boot_status = ld == MT_HEAD_OK ? BOOT_LOADED : ld == MT_HEAD_EMODEL ? BOOT_OTHER
+                                                                           : BOOT_INVALID;
+    }
+}
+
+/* storage <name> region <bytes> seq <n> bytes <n> boot <status> unsaved <0|1>, or none */
+static void put_storage_state(void)
+{
+    static const char *const boot_names[] = {"none", "factory", "loaded", "other-model",
+                                             "invalid", "error"};
+    mt_put("storage ");
+    if (!storage) {
+        mt_put("none");
+        mt_put_eol();
+        return;
+    }
+    mt_put(storage->name ? storage->name : "storage");
+    mt_put(" region ");
+    mt_put_u32(storage->size);
+    mt_put(" seq ");
+    mt_put_u32(slots.newest >= 0 ? slots.seq : 0u);
+    mt_put(" bytes ");
+    mt_put_u32(slots.newest >= 0 ? slots.len : 0u);
+    mt_put(" boot ");
+    mt_put(boot_names[boot_status]);
+    mt_put(" unsaved ");
+    mt_put_u32((uint32_t)head_unsaved);
+    mt_put_eol();
+}
+
+/* head save: the head to the slot that does not hold the newest save, committed last */
+static void cmd_head_save(void)
+{
+    if (!storage || boot_status == BOOT_ERROR) {
+        put_error(MT_ERR_STORAGE, storage ? "storage unusable" : "no storage on this board");
+        return;
+    }
+    const uint32_t len = mt_head_blob_size(&head);
+    const uint32_t t0 = board_counter_ticks();
+    int st = mt_slots_begin(&slots, len);
+    if (st == MT_SLOTS_ETOOBIG) {
+        put_error(MT_ERR_STORAGE, "the head is larger than a storage slot");
+        return;
+    }
+    if (st == MT_SLOTS_OK) {
+        st = mt_head_save(&head, mt_slots_write, &slots) == MT_HEAD_OK ? mt_slots_commit(&slots)
+                                                                       : MT_SLOTS_EIO;
+    }
+    const uint32_t count = measure(t0);
+    if (st != MT_SLOTS_OK) {
+        put_error(MT_ERR_STORAGE, "storage write failed: the previous save stays");
+        return;
+    }
+    head_unsaved = 0;
+    mt_put("saved seq ");
+    mt_put_u32(slots.seq);
+    mt_put(" bytes ");
+    mt_put_u32(slots.len);
+    mt_put_eol();
+    mt_put("cost ");
+    mt_put(board_counter_unit());
+    mt_put(" save ");
+    mt_put_u32(count);
+    mt_put_eol();
+    mt_put_ok();
+}
+
 /* head state | head reset | head config ... */
 static void cmd_head(const uint8_t *arg, uint32_t n)
 {
@@ -844,7 +1178,17 @@ static void cmd_head(const uint8_t *arg, uint32_t n)
     }
     if (word_is(arg, n, "reset")) {
         mt_head_reset(&head);
+        buffer_clear();
+        head_unsaved = 1;
         mt_put_ok();
+        return;
+    }
+    if (word_is(arg, n, "save")) {
+        cmd_head_save();
+        return;
+    }
+    if (n >= 5u && word_is(arg, 5u, "train") && (n == 5u || arg[5] == ' ')) {
+        cmd_head_train(arg + 5, n - 5u);
         return;
     }
     if (word_is(arg, n, "export")) {
@@ -863,7 +1207,8 @@ static void cmd_head(const uint8_t *arg, uint32_t n)
     }
     if (!word_is(arg, n, "state")) {
         put_error(MT_ERR_BAD_ARGUMENT, "usage: head state | head reset | head config ... | "
-                                       "head export | head import ...");
+                                       "head export | head import ... | head save | "
+                                       "head train EPOCHS");
         return;
     }
     const uint32_t rows = mt_head_num_rows(&head);
@@ -889,8 +1234,8 @@ static void cmd_head(const uint8_t *arg, uint32_t n)
             mt_put_eol();
         }
     }
-    mt_put("storage none");
-    mt_put_eol();
+    put_used_of("buffer", buffer_count(), MT_TRAIN_BUFFER);
+    put_storage_state();
     mt_put_ok();
 }
 #endif
@@ -1039,6 +1384,8 @@ static void dispatch(const uint8_t *line, uint32_t n)
         cmd_label(arg, arg_n);
     } else if (word_is(line, c, "learn")) {
         cmd_learn(arg, arg_n);
+    } else if (word_is(line, c, "eval")) {
+        cmd_eval(arg, arg_n);
     } else if (word_is(line, c, "head")) {
         cmd_head(arg, arg_n);
 #endif
@@ -1047,6 +1394,14 @@ static void dispatch(const uint8_t *line, uint32_t n)
         /* Test builds only (tests/test_firmware_qemu.py): an undefined instruction, to check
          * each board's fault path (error 6, reset, boot notice). */
         __asm volatile("udf #0");
+#endif
+#if defined(MT_TEST_HANG) && MT_TEST_HANG
+    } else if (word_is(line, c, "hang")) {
+        /* Test builds only (tests/test_watchdog_qemu.py): a stuck state, which only the
+         * board's watchdog ends. */
+        for (;;) {
+            __asm volatile("" ::: "memory");
+        }
 #endif
     } else {
         stats.errors++;

@@ -25,4 +25,22 @@ uint32_t board_counter_convert(uint32_t ticks);
  * or "cycles" (real hardware). */
 const char *board_counter_unit(void);
 
+/* --- optional: the hardware watchdog and the reset cause ----------------------------------
+ * A board without them leaves them out: weak no-op defaults in main.c (watchdog), a NULL
+ * weak reference for the reset cause (the core then reports nothing). docs/reliability.md.
+ *
+ * board_watchdog_start arms the watchdog once, right after board_init; from then on the main
+ * loop calls board_watchdog_kick between received bytes, so a command that has not returned
+ * within the board's timeout (a stuck state) resets the chip. A watchdog cannot be stopped
+ * once started. The one command that may run longer than the timeout by design (`head
+ * train`, up to 100 epochs) also kicks it between examples (app.c holds the weak no-op
+ * default, so host builds of the core link without a board). */
+void board_watchdog_start(void);
+void board_watchdog_kick(void);
+
+/* Why the chip last reset, read once at boot (in board_watchdog_start): "watchdog",
+ * "software", "pin", "power", "lockup", ... or "unknown" (e.g. a register QEMU does not
+ * emulate). `stats` reports it as `reset <cause>`. */
+const char *board_reset_cause(void) __attribute__((weak));
+
 #endif

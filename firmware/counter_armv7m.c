@@ -63,3 +63,8 @@ const char *mt_armv7m_counter_unit(void)
 #endif
     return "cycles";
 }
+
+int mt_armv7m_emulated(void)
+{
+    return !use_cyccnt;
+}

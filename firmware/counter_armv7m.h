@@ -12,6 +12,8 @@ void mt_armv7m_counter_init(void);
 uint32_t mt_armv7m_counter_ticks(void);
 uint32_t mt_armv7m_counter_convert(uint32_t ticks);
 const char *mt_armv7m_counter_unit(void);
+/* 1 under QEMU (CYCCNT does not count), 0 on silicon; valid after mt_armv7m_counter_init. */
+int mt_armv7m_emulated(void);
 
 /* The SysTick exception; the board's vector table points at it. */
 void SysTick_Handler(void);

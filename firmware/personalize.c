@@ -302,8 +302,9 @@ int mt_head_scores(mt_head_t *hd, const int8_t *q, float scale, int32_t zero_poi
 /* --- learning ------------------------------------------------------------------------------ */
 /* Weight imprinting: W[c] = s (f - mean) / |f - mean|, s = mean norm of the factory rows,
  * b_c = mean factory-row bias - W[c] . mean; the row's L2 pull target is set to W[c]
- * (biases have no L2 term, so no bias target is kept). */
-static void imprint(mt_head_t *hd, uint32_t c, const float *f)
+ * (biases have no L2 term, so no bias target is kept). Returns MT_HEAD_ERANGE, and changes
+ * nothing, when a value would not be finite (an imported head of extreme values). */
+static int imprint(mt_head_t *hd, uint32_t c, const float *f)
 {
     const float *mu = hd->factory->feature_mean;
     float s = 0.0f, bm = 0.0f;
@@ -325,6 +326,16 @@ static void imprint(mt_head_t *hd, uint32_t c, const float *f)
     float n = sqrtf(nn);
     float *w = hd->w + (size_t)c * hd->h;
     float dot = 0.0f;
+    for (uint32_t k = 0; k < hd->h; ++k) { /* dry run: the same values, checked */
+        float d = f[k] - (mu ? mu[k] : 0.0f);
+        float x = n > 0.0f ? s * d / n : 0.0f;
+        if (!isfinite(x))
+            return MT_HEAD_ERANGE;
+        dot += x * (mu ? mu[k] : 0.0f);
+    }
+    if (!isfinite(bm - dot))
+        return MT_HEAD_ERANGE;
+    dot = 0.0f;
     for (uint32_t k = 0; k < hd->h; ++k) {
         float d = f[k] - (mu ? mu[k] : 0.0f);
         w[k] = n > 0.0f ? s * d / n : 0.0f;
@@ -334,18 +345,13 @@ static void imprint(mt_head_t *hd, uint32_t c, const float *f)
     uint32_t j = c - hd->c0;
     memcpy(hd->w0_new + (size_t)j * hd->h, w, sizeof(float) * hd->h);
     hd->flags[c] = MT_HEAD_ROW_ACTIVE;
+    return MT_HEAD_OK;
 }
 
-int mt_head_step_f32(mt_head_t *hd, const float *f, uint32_t y, float *loss)
+/* Softmax over the scored rows of hd->z, in place (z becomes p), and the cross-entropy of
+ * row y (a row not scored has p = 0: the loss is -log(1e-12)). */
+static void softmax_loss(mt_head_t *hd, uint32_t y, float *loss)
 {
-    if (!hd || !f)
-        return MT_HEAD_EINVAL;
-    if (y >= hd->c_max || !(hd->flags[y] & MT_HEAD_ROW_ACTIVE))
-        return MT_HEAD_ENOLABEL;
-    if (hd->flags[y] & MT_HEAD_ROW_FRESH)
-        imprint(hd, y, f);
-    score_rows(hd, f);
-    /* softmax over the scored rows, in place: z becomes p */
     float m = -INFINITY, sum = 0.0f;
     for (uint32_t c = 0; c < hd->c_max; ++c)
         if (mt_head_row_scored(hd, c) && hd->z[c] > m)
@@ -358,10 +364,68 @@ int mt_head_step_f32(mt_head_t *hd, const float *f, uint32_t y, float *loss)
         hd->z[c] = hd->z[c] / sum;
     if (loss)
         *loss = -logf(hd->z[y] > 1e-12f ? hd->z[y] : 1e-12f);
+}
+
+int mt_head_loss(mt_head_t *hd, const int8_t *q, float scale, int32_t zero_point,
+                 uint32_t y, float *loss, uint32_t *best)
+{
+    if (!hd || !q)
+        return MT_HEAD_EINVAL;
+    if (y >= hd->c_max || !(hd->flags[y] & MT_HEAD_ROW_ACTIVE))
+        return MT_HEAD_ENOLABEL;
+    dequantize(hd, q, scale, zero_point);
+    const uint32_t b = score_rows(hd, hd->f);
+    if (best)
+        *best = b;
+    softmax_loss(hd, y, loss);
+    return MT_HEAD_OK;
+}
+
+int mt_head_step_f32(mt_head_t *hd, const float *f, uint32_t y, float *loss)
+{
+    if (!hd || !f)
+        return MT_HEAD_EINVAL;
+    if (y >= hd->c_max || !(hd->flags[y] & MT_HEAD_ROW_ACTIVE))
+        return MT_HEAD_ENOLABEL;
+    const int fresh = (hd->flags[y] & MT_HEAD_ROW_FRESH) != 0;
+    if (fresh && imprint(hd, y, f) != MT_HEAD_OK)
+        return MT_HEAD_ERANGE;
+    score_rows(hd, f);
+    softmax_loss(hd, y, loss);
     const float lr = hd->lr, l2 = hd->l2;
 #if MT_HEAD_MOMENTUM
     const float mo = hd->momentum;
 #endif
+    /* Dry run: a step that would leave a weight, bias or momentum not finite (a learning
+     * rate and decay that diverge, or an imported head of extreme values) is refused and
+     * the head stays as it was (the row keeps waiting for its first example): a head that
+     * is saved must load again. */
+    for (uint32_t c = 0; c < hd->c_max; ++c) {
+        if (!mt_head_row_scored(hd, c))
+            continue;
+        float g = c == y ? hd->z[c] - 1.0f : hd->z[c];
+        const float *w = hd->w + (size_t)c * hd->h;
+        const float *w0 = w0_row(hd, c);
+        int bad = !isfinite(g);
+        for (uint32_t k = 0; k < hd->h && !bad; ++k) {
+            float gr = g * f[k] + l2 * (w[k] - w0[k]);
+#if MT_HEAD_MOMENTUM
+            gr = mo * hd->v[(size_t)c * hd->h + k] + gr;
+#endif
+            bad = !isfinite(gr) || !isfinite(w[k] - lr * gr);
+        }
+#if MT_HEAD_MOMENTUM
+        const float vb = mo * hd->vb[c] + g;
+        bad = bad || !isfinite(vb) || !isfinite(hd->b[c] - lr * vb);
+#else
+        bad = bad || !isfinite(hd->b[c] - lr * g);
+#endif
+        if (bad) {
+            if (fresh)
+                hd->flags[y] |= MT_HEAD_ROW_FRESH;
+            return MT_HEAD_ERANGE;
+        }
+    }
     for (uint32_t c = 0; c < hd->c_max; ++c) {
         if (!mt_head_row_scored(hd, c))
             continue;

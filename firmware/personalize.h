@@ -55,6 +55,13 @@
 /* Version of the serialized blob (mt_head_save / mt_head_load). */
 #define MT_HEAD_BLOB_VERSION 1u
 #define MT_HEAD_BLOB_HEADER_BYTES 32u
+/* The largest blob of a head with the compile-time maxima (mt_head_blob_size() is the actual
+ * one): the import buffer and the storage region are sized by it. */
+#define MT_HEAD_BLOB_MAX                                                                    \
+    (MT_HEAD_BLOB_HEADER_BYTES + ((MT_HEAD_MAX_CLASSES + 3u) & ~3u) +                       \
+     4u * (MT_HEAD_MAX_CLASSES * MT_HEAD_MAX_FEATURES + MT_HEAD_MAX_CLASSES) +              \
+     4u * MT_HEAD_MAX_NEW_LABELS * MT_HEAD_MAX_FEATURES +                                   \
+     MT_HEAD_MAX_NEW_LABELS * MT_HEAD_NAME_BYTES + 4u)
 
 typedef enum {
     MT_HEAD_OK = 0,
@@ -67,7 +74,8 @@ typedef enum {
     MT_HEAD_EFORMAT = -7,  /* blob: bad magic, version, size, field value */
     MT_HEAD_ECRC = -8,     /* blob: CRC mismatch */
     MT_HEAD_EMODEL = -9,   /* blob: made for another model (dimensions, factory weights) */
-    MT_HEAD_EIO = -10      /* the read / write callback failed */
+    MT_HEAD_EIO = -10,     /* the read / write callback failed */
+    MT_HEAD_ERANGE = -11   /* step: a value would not be finite (diverging lr / l2): not taken */
 } mt_head_status_t;
 
 /* The factory head, in flash. */
@@ -138,6 +146,12 @@ int mt_head_scores_f32(mt_head_t *hd, const float *f, float *scores, uint32_t *b
 int mt_head_step(mt_head_t *hd, const int8_t *q, float scale, int32_t zero_point,
                  uint32_t label, float *loss);
 int mt_head_step_f32(mt_head_t *hd, const float *f, uint32_t label, float *loss);
+
+/* The cross-entropy of an example of row `label` under the current head, without a step
+ * (*loss = -log(1e-12) for a row not scored yet); *best (may be NULL) = the argmax.
+ * Leaves the probabilities in hd->z. */
+int mt_head_loss(mt_head_t *hd, const int8_t *q, float scale, int32_t zero_point,
+                 uint32_t label, float *loss, uint32_t *best);
 
 /* The learned state as a blob (layout in docs/personalization.md): weights, biases, added
  * rows' imprints and names, row flags, update count, a factory fingerprint, CRC-32.

@@ -22,6 +22,7 @@ enum {
     MT_ERR_FAULT = 6,
     MT_ERR_INVALID_UTF8 = 7,
     MT_ERR_CRC = 8, /* a CRC-checked upload (learn, head import) failed its CRC: not applied */
+    MT_ERR_STORAGE = 9, /* head save: no storage, or it failed (the previous save stays) */
 };
 
 typedef enum {

@@ -18,6 +18,14 @@
 #define MT_SLOTS_PROGRAM_MAX 32u /* largest program_size supported */
 #endif
 
+/* Bytes before the payload in a slot (header, commit unit), and the region (two slots, each
+ * a whole number of erase units) that holds a payload of `len` bytes. Constant expressions,
+ * for sizing a region at compile time. */
+#define MT_SLOTS_ROUND_UP(n, unit) (((n) + (unit) - 1u) / (unit) * (unit))
+#define MT_SLOTS_OVERHEAD(program) (MT_SLOTS_ROUND_UP(20u, program) + MT_SLOTS_ROUND_UP(4u, program))
+#define MT_SLOTS_REGION_BYTES(len, erase, program)                                          \
+    (2u * MT_SLOTS_ROUND_UP((len) + MT_SLOTS_OVERHEAD(program), erase))
+
 typedef enum {
     MT_SLOTS_OK = 0,
     MT_SLOTS_EMPTY = -1,   /* no valid slot (never saved, or both damaged) */

@@ -28,6 +28,7 @@ struct mt_storage {
     int (*program)(const mt_storage_t *st, uint32_t off, const void *src,
                    uint32_t n);                                        /* program-aligned */
     void *ctx; /* the backend's own data */
+    const char *name; /* what `head state` reports: "semihost", "flash", ... (NULL: "storage") */
 };
 
 /* Implemented by the board (boards/<name>/): its storage region, or NULL if it has none. */

@@ -111,7 +111,7 @@ static int ram_program(const mt_storage_t *st, uint32_t off, const void *src, ui
     }
     return 0;
 }
-static mt_storage_t ram = {0, 0, 0, ram_read, ram_erase, ram_program, 0};
+static mt_storage_t ram = {0, 0, 0, ram_read, ram_erase, ram_program, 0, "ram"};
 static mt_slots_t slots;
 
 void tst_storage(uint32_t size, uint32_t erase, uint32_t prog, int reverse)
@@ -511,3 +511,27 @@ def test_torn_first_save_and_garbage_boot_factory(lib, real):
     for _ in range(20):                            # random contents: no valid slot
         ctypes.memmove(flash, rng.integers(0, 256, 2048, np.uint8).tobytes(), 2048)
         assert lib.tst_boot(boot.p) == 1 and boot.blob() == factory
+
+
+def test_simulator_refuses_a_step_that_overflows_and_keeps_the_head():
+    """Like the firmware (MT_HEAD_ERANGE): a diverging step is refused and changes nothing."""
+    from mcutext.errors import McutextError
+    from mcutext.personalize import HeadSimulator, UpdateConfig
+    rng = np.random.default_rng(0)
+    sim = HeadSimulator(rng.normal(size=(8, 3)).astype(np.float32), np.zeros(3, np.float32),
+                        ["a", "b", "c"], 2, 0.5, 0, UpdateConfig(lr=100.0, momentum=0.99, l2=100.0))
+    f = np.full(8, 1e6, np.float32)
+    refused = 0
+    for i in range(20):
+        before = (sim.W.copy(), sim.b.copy(), sim.V.copy(), sim.updates)
+        try:
+            sim.step(f * (1 if i % 2 else -1), i % 3)
+        except McutextError as e:
+            assert "overflow" in str(e)
+            refused += 1
+            np.testing.assert_array_equal(sim.W, before[0])
+            np.testing.assert_array_equal(sim.b, before[1])
+            np.testing.assert_array_equal(sim.V, before[2])
+            assert sim.updates == before[3]
+        assert np.isfinite(sim.W).all() and np.isfinite(sim.b).all()
+    assert refused > 0

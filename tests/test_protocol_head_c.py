@@ -113,7 +113,8 @@ def core(tmp_path_factory) -> Path:
         "MT_BOARD_NAME": '"host"', "MT_FIRMWARE_VERSION": '"9.9.9"',
     }
     exe = d / "core"
-    sources = [FIRMWARE / f for f in ("app.c", "protocol.c", "tokenizer.c", "personalize.c")]
+    sources = [FIRMWARE / f for f in ("app.c", "protocol.c", "tokenizer.c", "personalize.c",
+                                       "slots.c", "storage.c")]
     subprocess.run([cc, "-std=gnu11", "-O1", "-g", "-Wall", "-Wextra", "-Werror",
                     "-ffp-contract=off", "-fsanitize=address,undefined",
                     "-fno-sanitize-recover=all", f"-I{d}", f"-I{FIRMWARE}",
@@ -123,7 +124,7 @@ def core(tmp_path_factory) -> Path:
 
 
 HEAD_USAGE = (b"error 4 usage: head state | head reset | head config ... | head export | "
-              b"head import ...")
+              b"head import ... | head save | head train EPOCHS")
 
 
 def talk(core: Path, lines: list[bytes]) -> list[bytes]:
@@ -155,10 +156,11 @@ def bits(v: bytes) -> float:
 
 def test_help_and_state(core):
     out = talk(core, [b"help", b"head state"])
-    assert out[0] == b"commands ping info stats classify explain label learn head help"
+    assert out[0] == b"commands ping info stats classify explain label learn eval head help"
     assert out[2:] == [b"updates 0", b"personalized 0", b"rows 4", b"feature-dim 8",
                        b"new-labels 0 of 2", b"config lr 0.050 momentum 0.000 l2 0.000",
-                       b"label 0 neg factory", b"label 1 pos factory", b"storage none", b"ok"]
+                       b"label 0 neg factory", b"label 1 pos factory", b"buffer 0 of 64",
+                       b"storage none", b"ok"]
 
 
 def test_argument_errors(core):
@@ -308,6 +310,64 @@ def test_learn_with_momentum_and_l2_agrees(core):
     np.testing.assert_allclose(losses, want, rtol=1e-5, atol=1e-6)
 
 
+def test_train_eval_and_save_without_storage(core):
+    """`head train N` repeats the buffered examples' steps (oldest first, a removed label's
+    examples dropped) as the simulator does; `eval` scores without learning; `head save`
+    without storage is error 9 and changes nothing."""
+    from mcutext.personalize import UpdateConfig
+    texts = ["good film", "bad plot", "hello there", "awful dull film", "great morning hi"]
+    labs = ["pos", "neg", "greet", "neg", "bye"]
+    sim = HeadSimulator(W.T, B, LABELS, N_NEW, FEAT_SCALE, 3, UpdateConfig(lr=0.2))
+    sim.add_label("greet")
+    lines = [b"head config lr 0.2", b"head train 1", b"label add greet", b"label add bye"]
+    lines += [learn_line(lab, t) for t, lab in zip(texts, labs)]
+    lines += [b"label remove bye", b"head train 3", b"head train 0", b"head train 101",
+              b"head save", b"head state"]
+    ev = [("pos", "good good"), ("neg", "hello there"), ("greet", "hi there")]
+    lines += [b"eval %08x %s" % (zlib.crc32(f"{lab}\t{t}".encode()), f"{lab}\t{t}".encode())
+              for lab, t in ev]
+    lines += [b"eval 00000000 pos\thi", b"eval reset", b"head state"]
+    out = talk(core, lines)
+    assert finals(out) == [b"ok", b"error 4 no buffered examples (learn some first)", b"ok",
+                           b"ok"] + [b"ok"] * 5 + [b"ok", b"ok",
+                           b"error 4 usage: head train EPOCHS (1 to 100)",
+                           b"error 4 usage: head train EPOCHS (1 to 100)",
+                           b"error 9 no storage on this board", b"ok", b"ok", b"ok", b"ok",
+                           b"error 8 CRC mismatch: example not evaluated", b"ok", b"ok"]
+    # the simulator: the same steps, then 3 epochs over the 4 examples left (bye removed:
+    # its row and its buffered example go)
+    sim.add_label("bye")
+    for t, lab in zip(texts, labs):
+        sim.step(sim.dequantize(features(t)), sim.index(lab))
+    sim.remove_label("bye")
+    kept = [(sim.dequantize(features(t)), sim.index(lab)) for t, lab in zip(texts, labs)
+            if lab != "bye"]
+    want_loss, want_correct = [], []
+    for _ in range(3):
+        want_correct.append(sum(int(sim.predict(f) == y) for f, y in kept))
+        ls = [sim.step(f, y) for f, y in kept]
+        want_loss.append(np.float32(np.sum(np.float32(ls), dtype=np.float32))
+                         / np.float32(len(ls)))
+    epochs = [ln.split() for ln in out if ln.startswith(b"epoch ")]
+    assert [(int(e[1]), int(e[8])) for e in epochs] == [(1, 4), (2, 4), (3, 4)]
+    np.testing.assert_allclose([bits(e[4]) for e in epochs], want_loss, rtol=1e-5)
+    assert [int(e[6]) for e in epochs] == want_correct
+    assert b"updates 17" in out
+    state = out[out.index(b"error 9 no storage on this board") + 1:]
+    assert b"buffer 4 of 64" in state and b"storage none" in state
+    # eval: the personalized head's argmax and loss, no update, a running tally
+    loss_lines = [ln for ln in out if ln.startswith(b"loss ")][-3:]
+    for (lab, t), ln in zip(ev, loss_lines):
+        z = sim.scores(sim.dequantize(features(t)))
+        p = np.exp(z - z.max())
+        p /= p.sum()
+        np.testing.assert_allclose(bits(ln.split()[2]), -np.log(p[sim.index(lab)]), rtol=1e-5)
+    tallies = [ln for ln in out if ln.startswith(b"tally ")]
+    correct = [int(sim.predict(sim.dequantize(features(t))) == sim.index(lab)) for lab, t in ev]
+    assert tallies == [b"tally %d of %d" % (sum(correct[:k + 1]), k + 1) for k in range(3)]
+    assert b"updates 17" in out[out.index(tallies[-1]):]   # eval did not learn
+
+
 def _blob(out: list[bytes]) -> bytes:
     size = next(int(ln.split()[1]) for ln in out if ln.startswith(b"blob "))
     data = b""
@@ -355,8 +415,10 @@ def test_export_import_round_trip(core):
     got = [ln for ln in out if not ln.startswith((b"data ", b"blob ", b"received "))]
     got = got[got.index(b"updates 4") + 2:]
     got = got[:len(ref)]
-    assert [ln for ln in got if not ln.startswith(b"config ")] == \
-        [ln for ln in ref if not ln.startswith(b"config ")]
+    # (the example buffer is not part of the blob: an imported head starts with none)
+    assert b"buffer 0 of 64" in got and b"buffer 4 of 64" in ref
+    assert [ln for ln in got if not ln.startswith((b"config ", b"buffer "))] == \
+        [ln for ln in ref if not ln.startswith((b"config ", b"buffer "))]
     # damaged, truncated, out of order, foreign: refused, the head unchanged
     bad = bytearray(blob)
     bad[40] ^= 0x10

@@ -93,3 +93,53 @@ const char *board_counter_unit(void)
 #endif
     return "cycles";
 }
+
+/* --- watchdog and reset cause (board.h) ------------------------------------------------------
+ * The nRF51 WDT, clocked by the 32.768 kHz LFCLK (started by the WDT itself if off): 2 s
+ * without a reload request, then a chip reset; paused while a debugger halts the CPU. The
+ * reset cause comes from POWER->RESETREAS, cleared after reading. QEMU's microbit emulates
+ * neither (writes ignored; the POWER/CLOCK stub reads 1 everywhere, so the cause says
+ * "unknown" when emulated): real hardware only, not proven under QEMU
+ * (docs/reliability.md). */
+#define WDT_BASE 0x40010000u
+#define WDT_TASKS_START MT_REG(WDT_BASE + 0x000u)
+#define WDT_CRV MT_REG(WDT_BASE + 0x504u)
+#define WDT_RREN MT_REG(WDT_BASE + 0x508u)
+#define WDT_CONFIG MT_REG(WDT_BASE + 0x50Cu) /* bit0 SLEEP: run, bit3 HALT: 0 = pause */
+#define WDT_RR0 MT_REG(WDT_BASE + 0x600u)
+#define WDT_RELOAD 0x6E524635u
+#define POWER_RESETREAS MT_REG(0x40000400u)
+#define WDOG_KICK_EVERY 1024u /* UART polls per kick (about a millisecond) */
+
+static const char *reset_cause = "unknown";
+static uint32_t polls;
+
+void board_watchdog_start(void)
+{
+    if (!emulated) {
+        const uint32_t r = POWER_RESETREAS;
+        POWER_RESETREAS = r; /* write 1 to clear */
+        reset_cause = (r & (1u << 1))   ? "watchdog" /* DOG */
+                      : (r & (1u << 2)) ? "lockup"
+                      : (r & (1u << 3)) ? "software" /* SREQ: SYSRESETREQ (fault handler) */
+                      : (r & (1u << 0)) ? "pin"
+                      : (r & 0x70000u)  ? "wake-up"  /* from System OFF */
+                                        : "power";
+    }
+    WDT_CONFIG = 1u;
+    WDT_CRV = 2u * 32768u - 1u; /* timeout = (CRV + 1) / 32768 s */
+    WDT_RREN = 1u;              /* RR[0] only */
+    WDT_TASKS_START = 1u;
+}
+
+void board_watchdog_kick(void)
+{
+    if (++polls % WDOG_KICK_EVERY == 0u) {
+        WDT_RR0 = WDT_RELOAD;
+    }
+}
+
+const char *board_reset_cause(void)
+{
+    return reset_cause;
+}

@@ -2,6 +2,7 @@
 #include <stdint.h>
 
 #include "app.h"
+#include "semihost.h"
 #include "cortex_m.h"
 #include "counter_armv7m.h"
 
@@ -38,13 +39,20 @@ void Fault_Handler(void)
     mt_system_reset();
 }
 
+/* The NMI is the watchdog's first timeout on this board: board.c handles it. */
+void NMI_Handler(void) __attribute__((weak, alias("Fault_Handler")));
+
 #define IRQS 32 /* AN386 device interrupts */
 
 __attribute__((section(".isr_vector"), used)) void (*const vectors[16 + IRQS])(void) = {
     [0] = (void (*)(void))__stack_top,
     [1] = Reset_Handler,
-    [2 ... 6] = Fault_Handler,   /* NMI, HardFault, MemManage, BusFault, UsageFault */
-    [11 ... 12] = Fault_Handler, /* SVCall, DebugMonitor: unused */
+    [2] = NMI_Handler,           /* NMI: the watchdog (board.c) */
+    [3] = mt_semihost_fault,     /* HardFault: Fault_Handler, except during the semihosting
+                                    probe (firmware/semihost.c) */
+    [4 ... 6] = Fault_Handler,   /* MemManage, BusFault, UsageFault */
+    [11] = Fault_Handler,        /* SVCall: unused */
+    [12] = mt_semihost_fault,    /* DebugMonitor: as HardFault */
     [14] = Fault_Handler,        /* PendSV: unused */
     [15] = SysTick_Handler,
     [16 ... 16 + IRQS - 1] = Fault_Handler,

@@ -7,9 +7,11 @@
 
 (<board>-portable/, <board>-profile/ for the variants.) Flash = the loadable sections (vector
 table, code, read-only data, the .data image); RAM = .data + .bss + the stack reserve. A model
-that does not fit is refused with the overshoot in bytes. The firmware uses no heap: a build
-that links malloc (or any other allocator or stdio entry point) is refused too. The report
-splits the flash by group (core, kernels, model, board, libc) from the linker map.
+that does not fit is refused with the overshoot in bytes, and so is one whose worst-case stack
+(mcutext.stack: -fstack-usage + the call graph) exceeds the board's stack_bytes. The firmware
+uses no heap: a build that links malloc (or any other allocator or stdio entry point) is
+refused too. The report splits the flash by group (core, kernels, model, board, libc) from the
+linker map, and gives the worst-case stack with its deepest call chain.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from . import __version__
+from . import __version__, stack
 from .boards import PROJECT_ROOT, Board, get_board
 from .errors import McutextError
 
@@ -99,6 +101,10 @@ def memory_usage(elf: Path) -> dict:
             ram += s["size"]           # .data, .bss, .stack
     if all(k in symbols for k in ("__mt_flash_start", "__mt_flash_used_end")):
         flash = symbols["__mt_flash_used_end"] - symbols["__mt_flash_start"]
+        # flash the linker script keeps free inside the image (the nucleo-f401re's storage
+        # sectors and the padding before them) is not flash the firmware uses
+        if all(k in symbols for k in ("__mt_flash_gap_start", "__mt_flash_gap_end")):
+            flash -= symbols["__mt_flash_gap_end"] - symbols["__mt_flash_gap_start"]
     if all(k in symbols for k in ("__mt_ram_start", "__mt_ram_used_end")):
         ram = symbols["__mt_ram_used_end"] - symbols["__mt_ram_start"]
     return {"flash": flash, "ram": ram, "sections": detail, "symbols": symbols}
@@ -222,7 +228,9 @@ def default_out_dir(bundle_name: str, board_name: str, portable: bool = False,
 GROUPS = ("core", "kernels", "model", "board", "libc", "personalize")
 # On-device personalization (docs/personalization.md): its flash is reported on its own, not
 # in the classification runtime's overhead. libm is linked for it only (expf, logf, sqrtf).
-PERSONALIZE_SOURCES = ("personalize.c", "slots.c", "head.c")
+PERSONALIZE_SOURCES = ("personalize.c", "slots.c", "head.c",
+                       # storage of the learned head: the backends and the boards' part
+                       "storage.c", "storage_semihost.c", "semihost.c", "stm32f4_flash.c")
 _MAP_INPUT = re.compile(r"^ (\.\S+)(?:\s+|\n\s+)0x([0-9a-fA-F]+)\s+0x([0-9a-fA-F]+)\s+(\S.*)$",
                         re.MULTILINE)
 
@@ -293,6 +301,7 @@ def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | Non
     board = get_board(board)      # an unknown board is the first thing to report
     bundle_path = Path(bundle_path)
     bundle = load_bundle(bundle_path)
+    bundle.tflite_bytes  # a model that disagrees with its manifest: refused before out/ is touched
     cc = _toolchain()
     out = Path(out_dir) if out_dir else default_out_dir(bundle.name, board.name, portable,
                                                         profile)
@@ -311,8 +320,9 @@ def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | Non
     sources = ([(group_of("core", f), f) for f in sorted(FIRMWARE_DIR.glob("*.c"))]
                + [("kernels", f) for f in sorted(KERNELS_DIR.glob("*.c"))]
                + [(group_of("model", f), f) for f in gen_files if f.suffix == ".c"]
-               + [("board", f) for f in board.sources])
-    include_dirs = [gen_dir, FIRMWARE_DIR, KERNELS_DIR, board.path]
+               + [(group_of("board", f), f) for f in board.sources])
+    # boards/common: code that several boards share (e.g. the STM32F4 flash driver)
+    include_dirs = [gen_dir, FIRMWARE_DIR, KERNELS_DIR, board.path, board.path.parent / "common"]
     seq_len = int(bundle.manifest.get("seq_len") or bundle.tokenizer.spec.seq_len)
     if not personalize:
         defines = {**(defines or {}), "MT_NO_PERSONALIZE": "1"}
@@ -365,6 +375,14 @@ def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | Non
         raise McutextError(f"{elf}: links {', '.join(linked)}; the firmware must not use the "
                            "heap or stdio")
     frames = _stack_frames(obj_dir)
+    # Worst-case stack from the .su files and the call graph, against the stack reserve;
+    # an image that may overflow it is not left behind.
+    try:
+        stack_report = stack.analyze(elf, obj_dir, fpu=board.fpu != "none")
+        stack.check_budget(stack_report, board.stack_bytes, board.name)
+    except McutextError:
+        elf.unlink(missing_ok=True)
+        raise
     report = {
         "bundle": bundle.name,
         "bundle_path": str(bundle_path),
@@ -386,6 +404,8 @@ def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | Non
         "macs": gen.get("macs"),
         "flash_breakdown": flash_breakdown(map_file),
         "largest_stack_frames": frames[:5],
+        "stack_worst_case": stack_report["worst_case"],
+        "stack": stack_report,
         "generated": [str(f) for f in gen_files],
         "qemu_machine": board.qemu_machine,
         "icount_shift": board.icount_shift,

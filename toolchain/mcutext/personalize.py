@@ -183,10 +183,26 @@ class HeadSimulator:
         self._fresh.discard(i)
 
     def step(self, f: np.ndarray, y: int) -> float:
-        """One SGD step on one example; returns its loss before the step."""
+        """One SGD step on one example; returns its loss before the step.
+
+        A step (or a new label's imprint) that would leave a non-finite value in the head is
+        refused and changes nothing, as on the device (`error 4 ... overflow`)."""
         f = np.asarray(f, F32)
         if not self.active[y]:
             raise McutextError(f"label index {y} is not active")
+        saved = (self.W.copy(), self.b.copy(), self.V.copy(), self.vb.copy(), self.W0.copy(),
+                 self.b0.copy(), set(self._fresh))
+        with np.errstate(over="ignore", invalid="ignore"):
+            loss = self._step(f, y)
+        if not (np.isfinite(self.W).all() and np.isfinite(self.b).all()
+                and np.isfinite(self.V).all() and np.isfinite(self.vb).all()):
+            (self.W, self.b, self.V, self.vb, self.W0, self.b0, self._fresh) = saved
+            raise McutextError("the step would make the head overflow (lower lr or l2): "
+                               "not learned")
+        self.updates += 1
+        return loss
+
+    def _step(self, f: np.ndarray, y: int) -> float:
         if y in self._fresh:
             self._imprint(y, f)
         cfg = self.config
@@ -205,7 +221,6 @@ class HeadSimulator:
         self.W[L] = (self.W[L] - lr * self.V[L]).astype(F32)
         self.vb[L] = (mu * self.vb[L] + g[L]).astype(F32)
         self.b[L] = (self.b[L] - lr * self.vb[L]).astype(F32)
-        self.updates += 1
         return loss
 
     def train(self, F: np.ndarray, Y: np.ndarray, epochs: int = 1) -> list[float]:

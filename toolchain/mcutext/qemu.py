@@ -12,6 +12,10 @@ each guest instruction advances virtual time by 2^N ns, which makes the firmware
 readings exact instruction counts (docs/boards.md). The socket has TCP_NODELAY (nodelay=on):
 the UART sends a reply byte by byte, and Nagle's algorithm would hold its later lines back
 until the client's delayed ACK (~40 ms per exchange). The context manager always stops QEMU.
+
+Semihosting is always on: the firmware asks for its command line at boot, and with
+`storage=PATH` that line names a host file that holds the learned head across restarts
+(firmware/storage_semihost.c; docs/personalization.md). Without it the board has no storage.
 """
 
 from __future__ import annotations
@@ -31,18 +35,42 @@ from .errors import McutextError
 QEMU = "qemu-system-arm"
 
 
-def qemu_command(board: Board, elf: Path, chardev_fd: int) -> list[str]:
+STORAGE_CMDLINE_PREFIX = "mcutext-storage"  # firmware/storage_semihost.h
+
+
+def semihosting_config(storage: Path | None) -> str:
+    cfg = "enable=on,target=native"
+    if storage is not None:
+        # QEMU joins the arg= values with spaces into the semihosting command line; a comma
+        # in an option value is written twice
+        path = str(Path(storage).resolve()).replace(",", ",,")
+        cfg += f",arg={STORAGE_CMDLINE_PREFIX},arg={path}"
+    return cfg
+
+
+def qemu_command(board: Board, elf: Path, chardev_fd: int,
+                 storage: Path | None = None, pace: int | None = None) -> list[str]:
+    # pace=N: -icount shift=N,align=on, the guest never runs ahead of real time at 2^N ns
+    # per instruction, so a stretch of firmware lasts a known minimum of wall-clock time
+    # (tests that cut a save in the middle). The firmware's instruction counts assume the
+    # board's own shift: they are wrong in a paced run.
+    icount = (f"shift={pace},align=on" if pace is not None
+              else f"shift={board.icount_shift}")
     return [QEMU, "-M", board.qemu_machine, "-display", "none", "-monitor", "none",
-            "-icount", f"shift={board.icount_shift}",
+            "-icount", icount,
             "-chardev", f"socket,id=uart0,fd={chardev_fd},server=on,wait=off,nodelay=on",
-            "-serial", "chardev:uart0", "-kernel", str(elf)]
+            "-serial", "chardev:uart0",
+            "-semihosting-config", semihosting_config(storage), "-kernel", str(elf)]
 
 
 class Qemu:
     """One running QEMU. Use `boot()`; `stop()` (or leaving the `with`) ends it."""
 
-    def __init__(self, elf: str | Path, board: str | Board, log_path: str | Path | None = None):
+    def __init__(self, elf: str | Path, board: str | Board, log_path: str | Path | None = None,
+                 storage: str | Path | None = None, pace: int | None = None):
         self.elf = Path(elf)
+        self.pace = pace
+        self.storage = Path(storage) if storage is not None else None
         self.board = get_board(board)
         if not self.board.qemu_machine:
             emulated = [b.name for b in list_boards() if b.qemu_machine]
@@ -72,7 +100,9 @@ class Qemu:
             listener.listen(1)
             self.port = listener.getsockname()[1]
             fd = listener.fileno()
-            cmd = qemu_command(self.board, self.elf, fd)
+            cmd = qemu_command(self.board, self.elf, fd, self.storage, self.pace)
+            if self.storage is not None:
+                self.storage.parent.mkdir(parents=True, exist_ok=True)
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.log_path, "wb") as log:
                 log.write((" ".join(cmd) + "\n").encode())
@@ -92,6 +122,14 @@ class Qemu:
                                    + "\n".join(tail))
             time.sleep(0.02)
         return self.url
+
+    def kill(self) -> None:
+        """Ends QEMU at once (SIGKILL), as a power cut would: whatever the firmware was
+        writing stops where it was."""
+        p = self.process
+        if p is not None and p.poll() is None:
+            p.kill()
+            p.wait(timeout=3)
 
     def stop(self) -> None:
         p = self.process
@@ -125,11 +163,11 @@ class Qemu:
 
 
 @contextlib.contextmanager
-def boot(elf: str | Path, board: str | Board, log_path: str | Path | None = None
-         ) -> Iterator[str]:
+def boot(elf: str | Path, board: str | Board, log_path: str | Path | None = None,
+         storage: str | Path | None = None) -> Iterator[str]:
     """Starts QEMU on `elf` and yields the pyserial URL of the board's UART; QEMU is stopped
-    when the block ends, however it ends."""
-    vm = Qemu(elf, board, log_path=log_path)
+    when the block ends, however it ends. storage: the host file of the board's storage."""
+    vm = Qemu(elf, board, log_path=log_path, storage=storage)
     try:
         yield vm.start()
     finally:

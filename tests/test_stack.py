@@ -1,0 +1,222 @@
+"""Worst-case stack at build time (mcutext.stack, docs/reliability.md): the real firmware of
+every board gets a figure within its budget; a budget that is too small, recursion, a call
+through an unknown function pointer and an unbounded frame fail the build with a message.
+The small images are compiled with the real arm-none-eabi-gcc."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mcutext import boards, firmware, stack
+from mcutext.errors import McutextError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --- the real firmware ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def built(sst2_small_bundle, tmp_path_factory):
+    out = tmp_path_factory.mktemp("fw_stack")
+    return {name: firmware.build(sst2_small_bundle, name, out / name)
+            for name in boards.board_names()}
+
+
+@pytest.mark.slow
+def test_every_board_has_a_worst_case_stack_within_budget(built):
+    for name, rep in built.items():
+        s = rep["stack"]
+        assert 0 < rep["stack_worst_case"] == s["worst_case"] <= rep["stack_reserve"], name
+        chain = s["deepest_chain"]
+        assert chain[0][0] == "Reset_Handler" and "mt_app_feed" in [n for n, _, _ in chain]
+        # the thread's depth is the sum of the chain's frames (tail calls add no frame, and
+        # the deepest chain of the reset handler has none here)
+        assert s["thread"] == sum(f for _, f, _ in chain), name
+        # every handler adds its depth and an exception frame
+        assert s["worst_case"] == s["thread"] + sum(h["depth"] for h in s["handlers"].values())
+        assert all(h["depth"] >= s["exception_frame"] for h in s["handlers"].values())
+        # every call through a function pointer was resolved to named functions
+        assert s["indirect_calls"] and all(c["targets"] for c in s["indirect_calls"]), name
+        saved = Path(rep["elf"]).with_name("firmware.json").read_text()
+        assert f'"stack_worst_case": {s["worst_case"]}' in saved
+
+
+@pytest.mark.slow
+def test_the_head_save_callbacks_are_resolved(built):
+    calls = built["netduinoplus2"]["stack"]["indirect_calls"]
+    save = [c for c in calls if c["caller"] == "mt_head_save"]
+    assert save and all(set(c["targets"]) <= {"export_chunk", "mt_slots_write"} for c in save)
+    assert all(c["types"] == ["mt_head_write_fn"] for c in save)
+    # storage calls traced to their field reach only that operation of the backend
+    fields = [c for c in calls if c["types"][0].startswith("mt_storage_t ops.")]
+    assert fields and all(len(c["targets"]) == 1 for c in fields)
+    erase = [c for c in fields if c["types"][0].endswith(".erase")]
+    assert erase and all(c["targets"][0].endswith("erase") for c in erase)
+
+
+@pytest.mark.slow
+def test_a_stack_budget_too_small_fails_the_build(built, sst2_small_bundle, tmp_path,
+                                                  monkeypatch):
+    need = built["microbit"]["stack_worst_case"]
+    budget = 256
+    assert need > budget
+    d = tmp_path / "boards"
+    shutil.copytree(ROOT / "boards", d)
+    toml = d / "microbit" / "board.toml"
+    text, n = re.subn(r"(?m)^stack_bytes = \d+", f"stack_bytes = {budget}", toml.read_text())
+    assert n == 1
+    toml.write_text(text)
+    monkeypatch.setenv("MCUTEXT_BOARDS_DIR", str(d))
+    with pytest.raises(McutextError) as e:
+        firmware.build(sst2_small_bundle, "microbit", tmp_path / "out")
+    msg = str(e.value)
+    assert (f"stack on microbit: the worst case needs {need} bytes, the budget (stack_bytes) "
+            f"is {budget} bytes: {need - budget} bytes too many") in msg
+    assert "Reset_Handler -> main" in msg and "stack_bytes" in e.value.hint
+    assert not (tmp_path / "out" / "firmware.elf").exists()
+    # the same through the CLI: exit code 2 and the message
+    from mcutext.cli import main
+    assert main(["build", str(sst2_small_bundle), "--board", "microbit", "--out",
+                 str(tmp_path / "cli")]) == 2
+
+
+# --- small images: what the analysis must refuse, and what it must add up ---------------------
+
+LINK = """MEMORY { FLASH (rx) : ORIGIN = 0, LENGTH = 64K
+         RAM (rwx) : ORIGIN = 0x20000000, LENGTH = 8K }
+ENTRY(Reset_Handler)
+SECTIONS {
+  .isr_vector : { KEEP(*(.isr_vector)) } > FLASH
+  .text : { *(.text .text.*) *(.rodata .rodata.*) } > FLASH
+  .data : { *(.data .data.*) } > RAM AT > FLASH
+  .bss : { *(.bss .bss.* COMMON) } > RAM
+}
+"""
+
+VECTORS = r"""
+void Reset_Handler(void);
+void Fault_Handler(void);
+__attribute__((section(".isr_vector"), used)) void (*const vectors[4])(void) = {
+    (void (*)(void))0x20002000, Reset_Handler, Fault_Handler, Fault_Handler};
+void Fault_Handler(void) { for (;;) { } }
+"""
+
+
+def _image(tmp_path: Path, sources: dict[str, str], cpu: str = "cortex-m4") -> tuple[Path, Path]:
+    cc = shutil.which("arm-none-eabi-gcc")
+    if cc is None:
+        pytest.fail("arm-none-eabi-gcc not found: install gcc-arm-none-eabi")
+    obj = tmp_path / "obj"
+    obj.mkdir()
+    (tmp_path / "link.ld").write_text(LINK)
+    objs = []
+    for name, text in {"vectors.c": VECTORS, **sources}.items():
+        src = tmp_path / name
+        src.write_text(text)
+        o = obj / (src.stem + ".o")
+        subprocess.run([cc, f"-mcpu={cpu}", "-mthumb", "-O2", "-fstack-usage",
+                        "-ffunction-sections", "-fno-inline", "-c", str(src), "-o", str(o)],
+                       check=True, cwd=obj)
+        objs.append(str(o))
+    elf = tmp_path / "image.elf"
+    subprocess.run([cc, f"-mcpu={cpu}", "-mthumb", "-nostartfiles", "-nostdlib",
+                    "-Wl,--gc-sections", f"-T{tmp_path / 'link.ld'}", *objs, "-lgcc",
+                    "-o", str(elf)], check=True)
+    return elf, obj
+
+
+def _su(obj: Path) -> dict[str, int]:
+    out = {}
+    for su in obj.glob("*.su"):
+        for line in su.read_text().splitlines():
+            loc, n, _ = line.split("\t")
+            out[loc.rsplit(":", 1)[1]] = int(n)
+    return out
+
+
+CHAIN = r"""
+volatile int sink;
+__attribute__((noinline)) void leaf(volatile char *p)
+{ volatile char b[40]; b[3] = p[1]; sink = b[3]; }
+__attribute__((noinline)) void middle(void) { volatile char b[200]; b[7] = 1; leaf(b); }
+__attribute__((noinline)) void other(void) { volatile char b[16]; b[1] = 2; leaf(b); }
+void Reset_Handler(void) { middle(); other(); for (;;) { } }
+"""
+
+
+def test_the_worst_case_adds_the_frames_of_the_deepest_chain(tmp_path):
+    elf, obj = _image(tmp_path, {"main.c": CHAIN})
+    r = stack.analyze(elf, obj, fpu=False)
+    su = _su(obj)
+    assert [n for n, _, _ in r["deepest_chain"]] == ["Reset_Handler", "middle", "leaf"]
+    assert r["thread"] == su["Reset_Handler"] + su["middle"] + su["leaf"]
+    assert su["middle"] >= 200
+    # the fault handler: its frame, the exception frame and the alignment word
+    assert r["handlers"]["Fault_Handler"]["depth"] == su["Fault_Handler"] + 32 + 4
+    assert r["worst_case"] == r["thread"] + su["Fault_Handler"] + 36
+
+
+def test_recursion_is_an_error(tmp_path):
+    src = CHAIN.replace("__attribute__((noinline)) void leaf",
+                        "void middle(void);\n__attribute__((noinline)) void leaf")
+    src = src.replace("{ volatile char b[40];", "{ if (p[0]) middle(); volatile char b[40];")
+    elf, obj = _image(tmp_path, {"main.c": src})
+    with pytest.raises(stack.StackError, match=r"recursion.*middle -> leaf -> middle"):
+        stack.analyze(elf, obj, fpu=False)
+
+
+def test_a_call_through_an_unknown_function_pointer_is_an_error(tmp_path):
+    src = CHAIN.replace("void Reset_Handler(void) { middle();",
+                        "void run_hook(void);\nvoid Reset_Handler(void) { run_hook();") + r"""
+typedef void (*hook_t)(void);
+volatile hook_t hook = other;
+__attribute__((noinline)) void run_hook(void) { hook(); }
+"""
+    elf, obj = _image(tmp_path, {"hooks.c": src})
+    with pytest.raises(stack.StackError) as e:
+        stack.analyze(elf, obj, fpu=False)
+    assert "run_hook (hooks.c) calls through a function pointer" in str(e.value)
+    assert "CALLBACK_RULES" in e.value.hint
+
+
+def test_a_rule_resolves_the_pointer_and_its_targets_count(tmp_path, monkeypatch):
+    src = CHAIN.replace("void Reset_Handler(void) { middle();",
+                        "void run_hook(void);\nvoid Reset_Handler(void) { run_hook();") + r"""
+typedef void (*hook_t)(void);
+volatile hook_t hook = middle;
+__attribute__((noinline)) void run_hook(void) { hook(); }
+"""
+    elf, obj = _image(tmp_path, {"hooks.c": src})
+    monkeypatch.setattr(stack, "CALLBACK_RULES",
+                        [("hooks.c", "run_hook", "hook_t", r"hooks\.c:(middle|other)")])
+    r = stack.analyze(elf, obj, fpu=False)
+    assert [n for n, _, _ in r["deepest_chain"]] == ["Reset_Handler", "run_hook", "middle",
+                                                      "leaf"]
+    assert r["indirect_calls"][0]["targets"] == ["middle"]   # `other` is only called directly
+    # a rule whose targets match no address-taken function is an error, not a zero
+    monkeypatch.setattr(stack, "CALLBACK_RULES",
+                        [("hooks.c", "run_hook", "hook_t", r"hooks\.c:nothing")])
+    with pytest.raises(stack.StackError, match="no function whose address is taken"):
+        stack.analyze(elf, obj, fpu=False)
+
+
+def test_an_unbounded_frame_is_an_error(tmp_path):
+    src = CHAIN.replace("void other(void) { volatile char b[16];",
+                        "void other(void) { volatile char b[16 + sink];")
+    elf, obj = _image(tmp_path, {"main.c": src})
+    with pytest.raises(stack.StackError, match=r"other \(main.c\): its frame is dynamic"):
+        stack.analyze(elf, obj, fpu=False)
+
+
+def test_library_frames_are_bounded_from_their_code(tmp_path):
+    """A Cortex-M0 dividing: libgcc's __aeabi_uidiv has no .su; its pushes are counted."""
+    src = CHAIN.replace("sink = b[3];", "sink = b[3] / (unsigned)sink;")
+    elf, obj = _image(tmp_path, {"main.c": src}, cpu="cortex-m0")
+    r = stack.analyze(elf, obj, fpu=False)
+    assert "__udivsi3" in r["frames_from_code"] or "__aeabi_uidiv" in r["frames_from_code"]
+    assert [n for n, _, _ in r["deepest_chain"]][:3] == ["Reset_Handler", "middle", "leaf"]
