@@ -96,7 +96,8 @@ def test_broken_bundles_are_one_line_errors(sst2_small_bundle, tmp_path):
     m = json.loads((bad / "manifest.json").read_text())
     m["labels"] = ["a", "b", "c"]
     (bad / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(McutextError, match="output 'logits' has 2 values, the manifest says 3"):
+    # caught when the bundle is loaded, before any runtime sees it
+    with pytest.raises(McutextError, match="manifest.json: 3 labels, but the head has 2 outputs"):
         mcutext.load_bundle(bad).predict_proba(["fine"], "tflm")
     (bad / "manifest.json").write_text("{not json")
     with pytest.raises(McutextError, match="manifest.json: not valid JSON"):

@@ -43,6 +43,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -592,7 +593,9 @@ def _mean(xs) -> float | None:
 def run_attack(bundle, attack: str, runtime: str = "tflm", n: int | None = None,
                budget: float = 2, seed: int = 0, port: str | None = None,
                out: str | Path | None = None, split: str = "test", data=None,
-               transfer: bool = True, classifier: Classifier | None = None) -> dict:
+               transfer: bool = True, classifier: Classifier | None = None,
+               journal: str | Path | None = None, resume: bool = False,
+               log: str | Path | None = None) -> dict:
     """Attack `n` examples of `split` (a fixed random sample, SAMPLE_SEED; all when None)
     on `runtime`; `seed` drives the attack's own random choices.
 
@@ -600,7 +603,14 @@ def run_attack(bundle, attack: str, runtime: str = "tflm", n: int | None = None,
     attack, success rate, mean share of words changed, mean queries, transfer of the
     adversarial texts to the other runtimes. With `out`, writes every example to
     `<out>/<attack>-<runtime>.jsonl` and the summary to `<out>/<attack>-<runtime>.json`.
-    `data` (a Dataset) replaces the split; `classifier` replaces the runtime's (tests)."""
+    `data` (a Dataset) replaces the split; `classifier` replaces the runtime's (tests).
+
+    `journal` (a path): every finished example (and the clean pass, in chunks) is appended
+    to it as it is done; when the run fails (a vanished port, a device that stops
+    answering) the journal stays, and `resume=True` continues from it with the same
+    arguments: the examples, records and figures are those of an uninterrupted run (only
+    the timings differ). `log`: the serial session log of the device runtime (default with
+    `out`: <out>/<attack>-device-serial.log)."""
     from . import progress
     from .data import load_split
     from .evaluate import check_labels
@@ -635,13 +645,42 @@ def run_attack(bundle, attack: str, runtime: str = "tflm", n: int | None = None,
     if attack in ("pwws", "hotflip"):
         perturb.wordnet()  # load before timing (about 1 s)
 
+    from .journal import Journal, digest
+    jr = Journal(journal) if journal is not None else None
+    done: dict[int, dict] = {}
+    clean_done: list[list[float]] = []
+    if jr is not None:
+        inputs = {"kind": "attack", "bundle": digest(bundle.manifest), "attack": attack,
+                  "runtime": runtime, "budget": budget, "seed": seed, "split": split,
+                  "examples": digest([idx, texts, ys.tolist()])}
+        if resume:
+            if not jr.exists():
+                raise McutextError(f"nothing to resume: no journal at {jr.path}",
+                                   hint="run without --resume to start the attack")
+            jr.load()
+            jr.check(inputs, hint="resume with the same bundle, attack, budget, seed and "
+                                  "examples, or pass --restart to start over")
+            for e in jr.entries:
+                if "clean" in e:
+                    clean_done += e["clean"]
+                elif "record" in e:
+                    done[e["k"]] = e
+        elif jr.exists():
+            raise McutextError(f"{jr.path}: an interrupted attack is kept there",
+                               hint="pass --resume to continue it, or --restart to start over")
+        else:
+            jr.start(inputs)
+
     t_load = time.perf_counter()
-    log = None
-    if out is not None and runtime == "device":
+    if log is None and out is not None and runtime == "device":
         Path(out).mkdir(parents=True, exist_ok=True)
         log = Path(out) / f"{attack}-device-serial.log"
-        log.unlink(missing_ok=True)
-    clf = classifier or make_classifier(bundle, runtime, port, log=log)
+        if not resume:
+            log.unlink(missing_ok=True)
+    try:
+        clf = classifier or make_classifier(bundle, runtime, port, log=log)
+    except McutextError as e:
+        raise _kept(e, jr, len(done), len(texts)) from None
     records: list[dict] = []
     try:
         white_box = WhiteBox(bundle) if attack == "hotflip" else None
@@ -649,12 +688,30 @@ def run_attack(bundle, attack: str, runtime: str = "tflm", n: int | None = None,
         load_seconds = time.perf_counter() - t_load
         calls0, rows0 = clf.calls, clf.rows
         t0 = time.perf_counter()
-        p_clean = clf.proba(texts)
+        if jr is None:
+            p_clean = clf.proba(texts)
+        else:  # in journaled chunks
+            for a in range(len(clean_done), len(texts), JOURNAL_CHUNK):
+                chunk = clf.proba(texts[a:a + JOURNAL_CHUNK]).tolist()
+                jr.append({"clean": chunk})
+                clean_done += chunk
+            p_clean = np.array(clean_done, dtype=np.float64)
+            # the clean pass counts whole, as in an uninterrupted run
+            calls0 = clf.calls + (len(texts) // -JOURNAL_CHUNK)
+            rows0 = clf.rows - len(texts)
         fn = ATTACK_FUNCS[attack]
         visible = bundle.tokenizer.spec.max_words
         n_success = 0
         with progress.task(f"{attack} on {runtime}", total=len(texts)) as update:
             for k, (text, y) in enumerate(zip(texts, ys)):
+                if k in done:   # journaled by the interrupted run
+                    records.append(done[k]["record"])
+                    n_success += done[k]["record"]["status"] == "success"
+                    calls0 -= done[k]["calls"]
+                    rows0 -= done[k]["rows"]
+                    update(advance=1)
+                    continue
+                c_k, r_k = clf.calls, clf.rows
                 pred0 = int(p_clean[k].argmax())
                 rec = {"index": idx[k], "true": bundle.labels[y],
                        "pred_clean": bundle.labels[pred0], "original": text,
@@ -663,6 +720,8 @@ def run_attack(bundle, attack: str, runtime: str = "tflm", n: int | None = None,
                     rec.update(status="skipped", perturbed=text, pred=rec["pred_clean"],
                                queries=1, words_changed=0)
                     records.append(rec)
+                    if jr is not None:
+                        jr.append({"k": k, "record": rec, "calls": 0, "rows": 0})
                     update(advance=1)
                     continue
                 s = Sentence.parse(text)
@@ -694,12 +753,19 @@ def run_attack(bundle, attack: str, runtime: str = "tflm", n: int | None = None,
                 elif found.search_success and not ok:
                     rec["unverified"] = True  # the search saw a flip the re-check did not
                 records.append(rec)
+                if jr is not None:
+                    jr.append({"k": k, "record": rec, "calls": clf.calls - c_k,
+                               "rows": clf.rows - r_k})
                 update(advance=1, status=f"fooled {n_success}/{k + 1}")
         seconds = time.perf_counter() - t0
         calls, rows = clf.calls - calls0, clf.rows - rows0
+    except McutextError as e:
+        raise _kept(e, jr, len(records), len(texts)) from None
     finally:
         if classifier is None:
             clf.close()
+        if jr is not None:
+            jr.close()
 
     attacked = [r for r in records if r["status"] != "skipped"]
     wins = [r for r in attacked if r["status"] == "success"]
@@ -736,22 +802,45 @@ def run_attack(bundle, attack: str, runtime: str = "tflm", n: int | None = None,
         out.mkdir(parents=True, exist_ok=True)
         stem = f"{attack}-{runtime}"
         rec_path = out / f"{stem}.jsonl"
-        with open(rec_path, "w", encoding="utf-8") as f:
+        # each file complete or absent (temp file + rename)
+        with open(rec_path.with_name(rec_path.name + ".tmp"), "w", encoding="utf-8") as f:
             for r in records:
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        os.replace(f.name, rec_path)
         summary["records"] = str(rec_path)
-        (out / f"{stem}.json").write_text(json.dumps(summary, indent=2) + "\n")
+        tmp = out / f"{stem}.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+        os.replace(tmp, out / f"{stem}.json")
     summary["examples"] = records
+    if jr is not None:
+        jr.finish()
     return summary
+
+
+# Texts per journaled chunk of the clean pass (a journaled run classifies them in chunks).
+JOURNAL_CHUNK = 32
+
+
+def _kept(e: McutextError, jr, done: int, total: int) -> McutextError:
+    """The error, plus where the work done so far is kept (when there is a journal)."""
+    if jr is None or not jr.exists():
+        return e
+    if not jr.entries:    # nothing done yet: no journal to resume from
+        jr.finish()
+        return e
+    return McutextError(f"{e}; the work done is kept in {jr.path} ({done} of {total} "
+                        "examples)", hint=(e.hint + "; then " if e.hint else "")
+                        + "run the same command with --resume to continue")
 
 
 def attack_cli(bundle, attack: str, runtime: str = "tflm", port: str | None = None,
                budget: float = 2, n: int | None = None, seed: int = 0, as_json: bool = False,
-               out: str | Path | None = None, split: str = "test") -> dict:
-    """What `mcutext attack` runs: the attack, then the summary printed (or as JSON)."""
+               out: str | Path | None = None, split: str = "test", **journal) -> dict:
+    """What `mcutext attack` runs: the attack, then the summary printed (or as JSON).
+    `journal`: run_attack's journal, resume and log."""
     import click
     res = run_attack(bundle, attack, runtime=runtime, n=n, budget=budget, seed=seed,
-                     port=port, out=out, split=split)
+                     port=port, out=out, split=split, **journal)
     attack = res["attack"]
     summary = {k: v for k, v in res.items() if k != "examples"}
     if as_json:

@@ -177,6 +177,10 @@ class Bundle:
 
 
 def load_bundle(path: str | Path) -> Bundle:
+    """Reads and checks a bundle: the manifest's own consistency (labels, tokenizer, lengths,
+    head) and that model_int8.tflite is the file the manifest describes (size, SHA-256).
+    Whether the flatbuffer itself agrees (input shape, outputs) is checked when it is first
+    used (`Bundle.tflite_bytes`). Every problem is a McutextError naming the file."""
     path = Path(path)
     mpath = path / MANIFEST
     if not mpath.is_file():
@@ -186,16 +190,108 @@ def load_bundle(path: str | Path) -> Bundle:
         manifest = json.loads(mpath.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise McutextError(f"{mpath}: not valid JSON ({e})") from None
+    if not isinstance(manifest, dict):
+        raise McutextError(f"{mpath}: not a bundle manifest (a JSON object is expected)")
     for key in ("name", "labels", "tokenizer", "int8"):
         if key not in manifest:
             raise McutextError(f"{mpath}: missing key '{key}'")
     if manifest.get("format") != FORMAT_VERSION:
         raise McutextError(f"{mpath}: bundle format {manifest.get('format')} is not supported "
                            f"(this mcutext reads format {FORMAT_VERSION})")
-    return Bundle(path, manifest)
+    check_manifest(mpath, manifest)
+    check_tflite_file(path, manifest)
+    try:
+        return Bundle(path, manifest)
+    except McutextError as e:
+        raise McutextError(f"{mpath}: {e}", hint=e.hint) from None
+
+
+def check_manifest(mpath: Path, m: dict) -> None:
+    """The manifest must agree with itself: labels, tokenizer spec (and the recipe's copy of
+    it), max_words / seq_len, the head's shape and values."""
+    def bad(what: str) -> McutextError:
+        return McutextError(f"{mpath}: {what}",
+                            hint="the manifest was edited or damaged; retrain or restore it")
+    labels = m["labels"]
+    if (not isinstance(labels, list) or len(labels) < 2
+            or not all(isinstance(x, str) and x for x in labels)):
+        raise bad("'labels' must be a list of at least 2 non-empty strings")
+    if len(set(labels)) != len(labels):
+        raise bad("'labels' has repeated names")
+    if not isinstance(m["tokenizer"], dict):
+        raise bad("'tokenizer' must be an object")
+    try:
+        spec = TokenizerSpec.from_dict(m["tokenizer"])
+    except TypeError as e:
+        raise bad(f"bad tokenizer spec ({e})") from None
+    except McutextError as e:
+        raise bad(str(e)) from None
+    recipe_tok = (m.get("recipe") or {}).get("tokenizer")
+    if isinstance(recipe_tok, dict):
+        diff = sorted(k for k in set(recipe_tok) | set(m["tokenizer"])
+                      if recipe_tok.get(k) != m["tokenizer"].get(k))
+        if diff:
+            tok = m["tokenizer"]
+            what = ", ".join(f"{k} {tok.get(k)}, trained with {recipe_tok.get(k)}" for k in diff)
+            raise bad(f"tokenizer spec disagrees with the recipe the model was trained with "
+                      f"({what})")
+    if "max_words" in m and m["max_words"] != spec.max_words:
+        raise bad(f"max_words {m['max_words']} disagrees with tokenizer.max_words "
+                  f"{spec.max_words}")
+    feed = m["int8"].get("input") if isinstance(m["int8"], dict) else None
+    if not isinstance(m["int8"], dict) or not isinstance(m["int8"].get("output_order"), dict):
+        raise bad("'int8' must be an object with 'output_order'")
+    if "seq_len" in m and not feed and m["seq_len"] != spec.seq_len:
+        raise bad(f"seq_len {m['seq_len']} disagrees with the tokenizer spec "
+                  f"({spec.max_words} words x {spec.features_per_word} features = "
+                  f"{spec.seq_len})")
+    head = m.get("head")
+    if isinstance(head, dict) and "weights" in head:
+        try:
+            w = np.asarray(head["weights"], dtype=np.float64)
+            b = np.asarray(head["bias"], dtype=np.float64)
+        except (KeyError, TypeError, ValueError):
+            raise bad("'head' weights or bias are not numbers") from None
+        if w.ndim != 2 or b.ndim != 1:
+            raise bad("'head' weights must be [features, classes], bias [classes]")
+        if w.shape[1] != len(labels) or b.shape[0] != len(labels):
+            raise bad(f"{len(labels)} labels, but the head has {w.shape[1]} outputs "
+                      f"(bias {b.shape[0]})")
+        if not (np.all(np.isfinite(w)) and np.all(np.isfinite(b))):
+            raise bad("'head' has weights that are not finite")
+
+
+def check_tflite_file(path: Path, m: dict) -> None:
+    """model_int8.tflite must be the file the manifest was written for: its size and, when
+    the manifest records it, its SHA-256 (a truncated or edited model is refused here)."""
+    p = path / TFLITE_FILE
+    if not p.is_file():
+        return   # reported when the model is needed (a bundle can be used without it)
+    want = m["int8"].get("file_bytes")
+    size = p.stat().st_size
+    if isinstance(want, int) and size != want:
+        raise McutextError(f"{p}: {size} bytes, the manifest says {want} (truncated or "
+                           "replaced)", hint=_RESTORE)
+    sha = m["int8"].get("sha256")
+    if sha and _sha256(p) != sha:
+        raise McutextError(f"{p}: the file was changed after the bundle was written (SHA-256 "
+                           "differs from the manifest's)",
+                           hint=_RESTORE)
+
+
+_RESTORE = "restore the bundle from a copy, or train it again (`mcutext train RECIPE`)"
+
+
+def _sha256(p: Path) -> str:
+    import hashlib
+    return hashlib.sha256(p.read_bytes()).hexdigest()
 
 
 def write_manifest(path: Path, manifest: dict) -> None:
+    """Writes manifest.json atomically; records the SHA-256 of model_int8.tflite (if the
+    folder has it) so that a later edit of the model is detected (`load_bundle`)."""
+    if (path / TFLITE_FILE).is_file() and isinstance(manifest.get("int8"), dict):
+        manifest["int8"]["sha256"] = _sha256(path / TFLITE_FILE)
     tmp = path / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     os.replace(tmp, path / MANIFEST)

@@ -50,10 +50,50 @@ def register(cli: click.Group) -> None:
     @click.option("--out", type=click.Path(path_type=Path), default=None,
                   help="Write every example (<attack>-<runtime>.jsonl: original, perturbed, "
                        "labels, scores, queries) and the summary (.json) to this folder.")
+    @click.option("--journal", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                  help="Progress journal of --runtime device (default: <out>/<attack>-device."
+                       "journal.jsonl, or build/journal/attack-...jsonl without --out); kept "
+                       "when the run is interrupted, deleted when it ends.")
+    @click.option("--resume", is_flag=True,
+                  help="Continue an interrupted device run from its journal (same arguments).")
+    @click.option("--restart", is_flag=True,
+                  help="Discard the journal of an interrupted run and start over.")
+    @click.option("--log", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                  help="Append every exchange with the device to this file (default with "
+                       "--out: <out>/<attack>-device-serial.log).")
     @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
     def attack(bundle: Path, attack_name: str, runtime: str, port: str | None, budget,
-               n: int | None, seed: int, split: str, out: Path | None, as_json: bool) -> None:
-        """Attack BUNDLE's classifier and report accuracy under attack."""
+               n: int | None, seed: int, split: str, out: Path | None, journal: Path | None,
+               resume: bool, restart: bool, log: Path | None, as_json: bool) -> None:
+        """Attack BUNDLE's classifier and report accuracy under attack.
+
+        On the device runtime, if the port vanishes or the board stops answering, the
+        examples done so far stay in the journal: run the same command with --resume."""
         from .attack import attack_cli
+        if resume and restart:
+            raise click.UsageError("--resume and --restart exclude each other")
+        if runtime == "device" or journal is not None:
+            journal = journal or default_journal(bundle, attack_name, budget, n, seed, split,
+                                                 out)
+            if restart:
+                journal.unlink(missing_ok=True)
+            from .cli_personalize import _check_journal
+            _check_journal(journal, resume, "attack")   # before the port is opened
+        elif resume:
+            raise click.UsageError("--resume needs --runtime device or --journal FILE")
         attack_cli(bundle, attack_name, runtime=runtime, port=port, budget=budget, n=n,
-                   seed=seed, as_json=as_json, out=out, split=split)
+                   seed=seed, as_json=as_json, out=out, split=split, journal=journal,
+                   resume=resume, log=log)
+
+
+def default_journal(bundle: Path, attack: str, budget, n, seed: int, split: str,
+                    out: Path | None) -> Path:
+    """<out>/<attack>-device.journal.jsonl; without --out, one file per bundle and arguments
+    under build/journal/ (relative to the current folder)."""
+    from .attack import resolve_attack
+    from .journal import digest
+    attack = resolve_attack(attack)
+    if out is not None:
+        return Path(out) / f"{attack}-device.journal.jsonl"
+    key = digest([str(Path(bundle).resolve()), attack, budget, n, seed, split])
+    return Path("build") / "journal" / f"attack-{Path(bundle).name}-{attack}-{key}.jsonl"

@@ -36,6 +36,9 @@ def _print_build(res: dict) -> None:
     click.echo(f"flash:    {_pct(res['flash_bytes'], res['flash_budget'])}")
     click.echo(f"RAM:      {_pct(res['ram_bytes'], res['ram_budget'])} "
                f"(incl. {res['stack_reserve']} bytes of stack)")
+    if res.get("stack_worst_case") is not None:
+        click.echo(f"stack:    worst case {res['stack_worst_case']} of {res['stack_reserve']} "
+                   "bytes (call graph, checked at build)")
     model = []
     if res.get("weights_bytes") is not None:
         model.append(f"int8 weights {res['weights_bytes']} bytes")
@@ -72,10 +75,10 @@ def _need_port(port: str | None) -> str:
     return port
 
 
-def device_info(port: str, as_json: bool = False) -> None:
+def device_info(port: str, as_json: bool = False, log: Path | None = None) -> None:
     """`mcutext info --port URL`: what the firmware on the device reports."""
     from .device import Device
-    with Device(_need_port(port)) as dev:
+    with Device(_need_port(port), log=log) as dev:
         info = dev.info()
     if as_json:
         _json(info)
@@ -151,7 +154,10 @@ def register(cli: click.Group) -> None:
     @cli.command()
     @click.argument("target", metavar="BUNDLE_OR_ELF", type=click.Path(path_type=Path))
     @click.option("--board", **BOARD_OPTION)
-    def run(target: Path, board: str) -> None:
+    @click.option("--storage", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                  help="Host file of the board's storage (`head save` survives a restart); "
+                       "created blank if missing. Default: no storage.")
+    def run(target: Path, board: str, storage: Path | None) -> None:
         """Boot firmware in QEMU with the UART on a local TCP port (Ctrl-C stops it).
 
         Given a bundle folder, builds the firmware first."""
@@ -161,7 +167,7 @@ def register(cli: click.Group) -> None:
             res = run_build(target, board)
             _print_build(res)
             target = Path(res["elf"])
-        vm = Qemu(target, board)
+        vm = Qemu(target, board, storage=storage)
 
         def _stop(signum, frame):
             raise KeyboardInterrupt

@@ -90,7 +90,8 @@ def load_tsv(path: Path) -> Dataset:
 
 def load_csv(path: Path) -> Dataset:
     content = _decode(path.read_bytes(), path)
-    reader = csv.reader(io.StringIO(content, newline=""))
+    # strict: a quote left open (a truncated file) is an error, not a text that runs to the end
+    reader = csv.reader(io.StringIO(content, newline=""), strict=True)
     try:
         header = next(reader)
     except StopIteration:

@@ -23,8 +23,12 @@ from .tokenizer import BYTE_CLASS
 
 PROTOCOL_VERSION = 1
 BAUDRATE = 115200
-_HINT = ("check the cable and the port, that the board runs mcutext firmware (`mcutext flash`) "
-         f"and the baud rate ({BAUDRATE} 8N1); under QEMU, that `mcutext run` is still running")
+_HINT = (f"check the cable and the port name, the baud rate ({BAUDRATE} 8N1), and that the "
+         "board is the right one and runs mcutext firmware (`mcutext flash`); under QEMU, that "
+         "`mcutext run` is still running")
+# The notice the firmware prints at every boot (docs/protocol.md): seen after the first sync,
+# it means the device restarted and lost what it held in RAM (a learned head, a pending line).
+_BOOT_NOTICE = b"# mcutext firmware "
 _POLL = 0.05  # seconds one read of the port may block
 _ESCAPE = re.compile(rb"\\(x[0-9a-fA-F]{2}|\\)")
 
@@ -86,6 +90,10 @@ class Device:
         self._drain = url.startswith("socket://")
         self._buf = b""
         self._info: dict | None = None
+        self._synced = False
+        self._restarted = False
+        self._pending = ""        # the request being answered, for error messages
+        self.boots = 0            # boot notices seen since the first sync (device restarts)
         self._log = open(log, "a", encoding="utf-8") if log else None
         self._log_line(f"# open {url} {time.strftime('%Y-%m-%d %H:%M:%S')}")
         try:
@@ -149,9 +157,11 @@ class Device:
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while b"\n" not in self._buf:
             if time.monotonic() > deadline:
+                what = f" to '{self._pending}'" if self._pending else ""
+                why = " (the device restarted meanwhile)" if self._restarted else ""
                 raise McutextError(f"no answer from {self.url} within "
-                                   f"{self.timeout if timeout is None else timeout:g} s",
-                                   hint=_HINT)
+                                   f"{self.timeout if timeout is None else timeout:g} s"
+                                   f"{what}{why}", hint=_HINT)
             try:
                 chunk = self._port.read(max(1, self._port.in_waiting))
                 if chunk and self._drain:
@@ -162,7 +172,9 @@ class Device:
                     finally:
                         self._port.timeout = _POLL
             except (serial.SerialException, OSError) as e:
-                raise McutextError(f"lost the connection to {self.url} ({e})",
+                what = f" while waiting for the answer to '{self._pending}'" \
+                    if self._pending else ""
+                raise McutextError(f"lost the connection to {self.url}{what} ({e})",
                                    hint=_HINT) from None
             self._buf += chunk
         line, self._buf = self._buf.split(b"\n", 1)
@@ -177,6 +189,10 @@ class Device:
         while True:
             line = self.read_line(timeout)
             if line.startswith(b"#"):
+                if line.startswith(_BOOT_NOTICE) and self._synced:
+                    self.boots += 1
+                    self._restarted = True
+                    self._log_line("# the device restarted")
                 continue
             if line == b"ok":
                 return lines
@@ -192,13 +208,19 @@ class Device:
             line = line.encode("utf-8")
         if b"\n" in line or b"\r" in line:
             raise McutextError("a command is one line (no CR or LF)")
+        self._pending = "".join(c if c.isprintable() else " " for c in line[:40].decode(
+            "utf-8", "replace")) + ("..." if len(line) > 40 else "")
+        self._restarted = False
         self.write(line + b"\n")
-        return self.read_reply(timeout)
+        lines = self.read_reply(timeout)
+        self._pending = ""
+        return lines
 
     def sync(self, attempts: int = 3) -> None:
         """Ends any partial line, then pings with a fresh token and skips everything up to
         its answer (stale replies, errors caused by noise, the boot banner)."""
         last: McutextError | None = None
+        self._pending = "ping"
         for _ in range(attempts):
             token = secrets.token_hex(4).encode()
             self.write(b"\n")
@@ -207,7 +229,11 @@ class Device:
                 deadline = time.monotonic() + self.timeout
                 while time.monotonic() < deadline:
                     line = self.read_line()
+                    if line.startswith(_BOOT_NOTICE) and self._synced:
+                        self.boots += 1
                     if line == b"pong " + token and self.read_line() == b"ok":
+                        self._synced = True
+                        self._pending = ""
                         return
             except McutextError as e:
                 last = e
@@ -359,6 +385,7 @@ class Device:
                 res[k] = int(rest)
             else:
                 res[k] = rest.decode("ascii", "replace")
+        res["storage_info"] = parse_storage(res.get("storage", "none"))
         return res
 
     def _label_reply(self, lines: list[bytes]) -> int:
@@ -429,6 +456,81 @@ class Device:
         """Back to the factory head (added labels gone, update count 0)."""
         self.command("head reset")
 
+    def save_head(self, timeout: float | None = None) -> dict:
+        """`head save`: the head to the board's storage, atomically. Returns {seq, bytes} of
+        the save (and the counts). No storage, or a failed write: DeviceError code 9 (the
+        previous save stays)."""
+        res: dict = {}
+        for ln in self.command("head save", timeout=timeout):
+            f = ln.decode("ascii", "replace").split()
+            if f and f[0] == "saved":
+                res.update({a: int(b) for a, b in zip(f[1::2], f[2::2])})
+            elif f and f[0] == "cost":
+                res["unit"] = f[1]
+                res[f[1]] = {a: int(b) for a, b in zip(f[2::2], f[3::2])}
+        if "seq" not in res:
+            raise McutextError(f"{self.url}: unexpected answer to head save", hint=_HINT)
+        return res
+
+    def train_head(self, epochs: int, timeout: float | None = None) -> dict:
+        """`head train EPOCHS`: SGD epochs on the device over its buffered examples (the last
+        learned ones, oldest first). Returns epochs [{epoch, loss (float32), correct, of}],
+        updates, and the counts."""
+        res: dict = {"epochs": []}
+        for ln in self.command(f"head train {epochs}", timeout=timeout):
+            f = ln.decode("ascii", "replace").split()
+            if f and f[0] == "epoch":
+                res["epochs"].append({"epoch": int(f[1]), "loss": _f32_from_hex(f[4].encode()),
+                                      "correct": int(f[6]), "of": int(f[8])})
+            elif f and f[0] == "updates":
+                res["updates"] = int(f[1])
+            elif f and f[0] == "cost":
+                res["unit"] = f[1]
+                res[f[1]] = {a: int(b) for a, b in zip(f[2::2], f[3::2])}
+        return res
+
+    def evaluate(self, label: str, text: str | bytes, retries: int = 2) -> dict:
+        """`eval`: classifies a labelled example without learning. Returns predicted,
+        predicted_index, correct (bool), loss (float32: the float head's cross-entropy) and
+        the device's running tally {used: correct, budget: total} since `eval reset`."""
+        lines = self._send_framed("eval", label, text, retries)
+        res: dict = {}
+        for ln in lines:
+            key, _, rest = ln.partition(b" ")
+            if key == b"predicted":
+                idx, _, name = rest.partition(b" ")
+                res["predicted_index"] = int(idx)
+                res["predicted"] = unescape(name).decode("utf-8", "replace")
+            elif key == b"correct":
+                res["correct"] = rest == b"1"
+            elif key == b"loss":
+                res["loss"] = _f32_from_hex(rest.split()[1])
+            elif key == b"tally":
+                a, _, b = rest.partition(b" of ")
+                res["tally"] = {"correct": int(a), "total": int(b)}
+        if "correct" not in res:
+            raise McutextError(f"{self.url}: incomplete eval answer: {lines!r}", hint=_HINT)
+        return res
+
+    def eval_reset(self) -> None:
+        self.command("eval reset")
+
+    def _send_framed(self, verb: str, label: str, text: str | bytes, retries: int) -> list:
+        """`<verb> <crc32> LABEL<TAB>text`, sent again after a CRC error (error 8)."""
+        if "\t" in label or "\n" in label or "\r" in label:
+            raise McutextError(f"label {label!r}: no TAB, CR or LF in a label")
+        prefix = f"{verb} 00000000 " + label
+        line = self._text_line(prefix, text)       # compacts long texts, checks the room
+        payload = label.encode("utf-8") + b"\t" + line[len(prefix.encode("utf-8")) + 1:]
+        framed = f"{verb} {zlib.crc32(payload):08x} ".encode() + payload
+        for attempt in range(retries + 1):
+            try:
+                return self.command(framed)
+            except DeviceError as e:
+                if e.code != 8 or attempt == retries:
+                    raise
+        raise AssertionError("unreachable")
+
     def learn(self, label: str, text: str | bytes, retries: int = 2) -> dict:
         """One on-device SGD step of the head on (text, label). Returns loss (float32, exact),
         predicted (the label classify gave before the step), predicted_index, updates, and
@@ -467,3 +569,15 @@ class Device:
         if "loss" not in res or "updates" not in res:
             raise McutextError(f"{self.url}: incomplete learn answer: {lines!r}", hint=_HINT)
         return res
+
+
+def parse_storage(value: str) -> dict:
+    """The `storage` line of `head state`: {"kind": "none"} or {kind, region, seq, bytes,
+    boot, unsaved} (docs/protocol.md)."""
+    f = value.split()
+    if not f or f[0] == "none":
+        return {"kind": "none"}
+    res: dict = {"kind": f[0]}
+    for a, b in zip(f[1::2], f[2::2]):
+        res[a] = int(b) if b.isdigit() else b
+    return res
