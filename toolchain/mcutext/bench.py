@@ -1,8 +1,14 @@
 """`make bench`: the long measurements. Tables (markdown + JSON) go under build/bench/;
 docs/results.md summarizes them.
 
-    python -m mcutext.bench [--out build/bench] [--only pipeline,device,robustness,baselines]
+    python -m mcutext.bench [--out build/bench]
+                            [--only pipeline,device,robustness,baselines,personalize]
                             [--recipes sst2,sms_spam,ag_news,clinc150]
+                            [--personalize-bundle build/sst2/bundle]
+
+`--only ablation` (not in the default run) runs `mcutext ablate` for the recipes of
+ABLATION_RECIPES among --recipes: four students each (and the recipe's teacher first if it is
+not cached under build/teachers/).
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ from . import progress
 from .errors import McutextError
 
 RECIPES = ("sst2", "sms_spam", "ag_news", "clinc150")
-SECTIONS = ("pipeline", "device", "robustness", "baselines")
+SECTIONS = ("pipeline", "device", "robustness", "baselines", "personalize")
+OPT_IN = ("ablation",)          # run only when named in --only (trains 4 students per recipe)
+ABLATION_RECIPES = ("sst2", "sms_spam", "ag_news")
 
 
 def write_table(out: Path, name: str, rows: list[dict], columns: list[tuple[str, str]],
@@ -77,15 +85,39 @@ def bench_pipeline(out: Path, recipes: list[str]) -> dict[str, Path]:
     return bundles
 
 
+def bench_ablation(out: Path, recipes: list[str]) -> list[dict]:
+    """`mcutext ablate` per recipe (tables and bundles under out/ablation/<recipe>/), and the
+    rows of all of them in out/ablation.md and .json."""
+    from .ablation import ablate
+    return write_ablation(out, {name: ablate(name, out=out / "ablation" / name)["rows"]
+                                for name in recipes})
+
+
+def write_ablation(out: Path, rows_by_recipe: dict[str, list[dict]]) -> list[dict]:
+    from .ablation import COLUMNS, _cells, _finite
+    rows = [{"recipe": name, **_finite(r)} for name, rs in rows_by_recipe.items() for r in rs]
+    cells = [{"recipe": r["recipe"], **_cells(r)} for r in rows]
+    write_table(out, "ablation", cells, [("recipe", "recipe")] + COLUMNS,
+                "Ablation of the three-part objective (int8, TFLite Micro)",
+                "Per recipe: CE only, + distillation, + attention mapping, + adversarial term "
+                "(same seeds and budget). Details and definitions: ablation/<recipe>/"
+                "ablation.md. Produced by `python -m mcutext.bench --only ablation`.")
+    (out / "ablation.json").write_text(json.dumps(rows, indent=2, default=float) + "\n")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m mcutext.bench")
     ap.add_argument("--out", type=Path, default=Path("build/bench"))
     ap.add_argument("--only", default=",".join(SECTIONS))
     ap.add_argument("--recipes", default=",".join(RECIPES))
+    ap.add_argument("--personalize-bundle", type=Path, default=None,
+                    help="sst2 bundle of the personalization section (default: the pipeline's, "
+                         "else build/sst2/bundle)")
     args = ap.parse_args(argv)
     sections = [s for s in args.only.split(",") if s]
     recipes = [r for r in args.recipes.split(",") if r]
-    unknown = set(sections) - set(SECTIONS)
+    unknown = set(sections) - set(SECTIONS) - set(OPT_IN)
     if unknown:
         print(f"error: unknown section(s) {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2
@@ -107,6 +139,11 @@ def main(argv: list[str] | None = None) -> int:
         if "baselines" in sections:
             from .bench_baselines import bench_baselines
             bench_baselines(args.out, recipes, students=bundles)
+        if "ablation" in sections:
+            bench_ablation(args.out, [r for r in recipes if r in ABLATION_RECIPES])
+        if "personalize" in sections:
+            from .bench_personalize import bench_personalize
+            bench_personalize(args.out, args.personalize_bundle or bundles.get("sst2"))
     except McutextError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__, cli_attack
+from . import __version__, cli_attack, cli_explain
 from .errors import McutextError
 
 RUNTIME_CHOICE = click.Choice(["keras", "litert", "tflm"])
@@ -116,15 +116,17 @@ def evaluate(bundle: Path, split: str, runtime: str, limit: int | None, as_json:
 @cli.command()
 @click.argument("bundle", type=click.Path(path_type=Path), required=False)
 @click.option("--port", default=None, help="Ask a device instead (pyserial URL; env MCUTEXT_PORT).")
+@click.option("--log", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Append every exchange with the device to this file.")
 @click.option("--json", "as_json", is_flag=True)
-def info(bundle: Path | None, port: str | None, as_json: bool) -> None:
+def info(bundle: Path | None, port: str | None, log: Path | None, as_json: bool) -> None:
     """Describe a BUNDLE, or the firmware on the device at --port."""
     if bundle is None:
         port = port or os.environ.get("MCUTEXT_PORT")
         if not port:
             raise McutextError("give a BUNDLE, or --port URL (or set MCUTEXT_PORT) for a device")
         from .cli_device import device_info
-        device_info(port, as_json)
+        device_info(port, as_json, log=log)
         return
     from .bundle import load_bundle
     b = load_bundle(bundle)
@@ -159,6 +161,7 @@ def _register_optional() -> None:
 
 _register_optional()
 cli_attack.register(cli)
+cli_explain.register(cli)
 
 
 def main(argv: list[str] | None = None) -> int:
