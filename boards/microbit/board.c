@@ -109,10 +109,7 @@ const char *board_counter_unit(void)
 #define WDT_RR0 MT_REG(WDT_BASE + 0x600u)
 #define WDT_RELOAD 0x6E524635u
 #define POWER_RESETREAS MT_REG(0x40000400u)
-#define WDOG_KICK_EVERY 1024u /* UART polls per kick (about a millisecond) */
-
 static const char *reset_cause = "unknown";
-static uint32_t polls;
 
 void board_watchdog_start(void)
 {
@@ -134,9 +131,7 @@ void board_watchdog_start(void)
 
 void board_watchdog_kick(void)
 {
-    if (++polls % WDOG_KICK_EVERY == 0u) {
-        WDT_RR0 = WDT_RELOAD;
-    }
+    WDT_RR0 = WDT_RELOAD;
 }
 
 const char *board_reset_cause(void)

@@ -51,12 +51,10 @@ const char *board_counter_unit(void) { return mt_armv7m_counter_unit(); }
 #define WDOG_LOCK MT_REG(WDOG_BASE + 0xC00u)    /* the key unlocks, anything else locks */
 #define WDOG_KEY 0x1ACCE551u
 #define WDOG_TIMEOUT_TICKS (2u * 25000000u)     /* 2 s to the NMI, 2 s more to the reset */
-#define WDOG_KICK_EVERY 1024u                   /* UART polls per kick (a few hundred us) */
 #define RESET_MARK_WATCHDOG 0x57444F47u         /* "WDOG" */
 
 __attribute__((section(".noinit"))) static volatile uint32_t reset_mark;
 static const char *reset_cause = "unknown";
-static uint32_t polls;
 
 void board_watchdog_start(void)
 {
@@ -71,9 +69,6 @@ void board_watchdog_start(void)
 
 void board_watchdog_kick(void)
 {
-    if (++polls % WDOG_KICK_EVERY) {
-        return;
-    }
     WDOG_LOCK = WDOG_KEY;
     WDOG_INTCLR = 1u;
     WDOG_LOCK = 0u;

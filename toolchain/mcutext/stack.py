@@ -76,8 +76,9 @@ FIELD_OFFSETS: dict[str, dict[int, str]] = {
 # Functions whose address the code takes without calling through it: "file:function" patterns
 # and why.
 ADDRESS_ONLY: list[tuple[str, str]] = [
-    (r"board\.c:board_reset_cause", "an optional (weak) board hook: app.c compares its address "
-                                    "with NULL, then calls it directly"),
+    (r"(board|stm32f4_watchdog)\.c:board_reset_cause",
+     "an optional (weak) board hook: app.c compares its address with NULL, then calls it "
+     "directly"),
 ]
 
 _CALL_RELOCS = ("R_ARM_THM_CALL", "R_ARM_THM_JUMP24", "R_ARM_THM_JUMP19", "R_ARM_THM_JUMP11",
