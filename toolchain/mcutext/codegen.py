@@ -723,18 +723,7 @@ class _Lowering:
 
     def sum(self, op: Op):
         x, y = self.int8_act(op.inputs[0], op), self.t(op.outputs[0])
-        axes = self.t(op.inputs[1])
-        self.need(axes.data is not None, op, "non-constant axes")
-        rank = len(x.shape)
-        red = sorted({int(v) % rank for v in np.asarray(axes.data).reshape(-1)})
-        self.need(bool(red), op, "an empty axis list")
-        first, last = red[0], red[-1]
-        self.need(all(d in red or x.shape[d] == 1 for d in range(first, last + 1)), op,
-                  "reducing non-adjacent axes")
-        outer = int(np.prod(x.shape[:first])) if first else 1
-        reduce_n = int(np.prod([x.shape[d] for d in red]))
-        inner = int(np.prod(x.shape[last + 1:])) if last + 1 < rank else 1
-        self.need(y.size == outer * inner, op, f"output shape {list(y.shape)}")
+        outer, reduce_n, inner = self._reduce_block(op, x, y)
         mult, shift = quantize_multiplier(float(x.scale) / float(y.scale))
         self.steps.append(Step(
             "SUM", "mt_sum_s8", "mt_sum_params_t",
