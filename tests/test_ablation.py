@@ -58,7 +58,7 @@ def recipe_file(tiny_teacher, tmp_path_factory):
 
 
 def test_ablate_writes_four_sane_rows(recipe_file, tiny_teacher, tmp_path, capsys):
-    from mcutext.ablation import ARMS, DEFAULT_WEIGHTS
+    from mcutext.ablation import ARMS
     from mcutext.cli import main
     out = tmp_path / "ablation"
     code = main(["ablate", str(recipe_file), "--limit", "600", "--epochs", "2", "--n-eval",
@@ -67,9 +67,9 @@ def test_ablate_writes_four_sane_rows(recipe_file, tiny_teacher, tmp_path, capsy
     assert code == 0, captured.err
     rows = json.loads(captured.out)
     assert [r["arm"] for r in rows] == [a[0] for a in ARMS]
-    # the recipe's a = 0.5, b = 0.1; it has no adversarial term, so the last arm gets the default
+    # the recipe's own a = 0.5, b = 0.1, c = 0.5
     assert [(r["kd_weight"], r["map_weight"], r["adv_weight"]) for r in rows] == [
-        (0, 0, 0), (0.5, 0, 0), (0.5, 0.1, 0), (0.5, 0.1, DEFAULT_WEIGHTS["adv_weight"])]
+        (0, 0, 0), (0.5, 0, 0), (0.5, 0.1, 0), (0.5, 0.1, 0.5)]
     summary = json.loads((out / "ablation.json").read_text())
     assert summary["rows"] == rows and summary["teacher"] == str(tiny_teacher)
     sizes = {r["int8_weights_bytes"] for r in rows}

@@ -3,7 +3,7 @@ docs/results.md summarizes them.
 
     python -m mcutext.bench [--out build/bench]
                             [--only pipeline,device,robustness,baselines,personalize]
-                            [--recipes sst2,sms_spam,ag_news,clinc150]
+                            [--recipes sst2,sms_spam,ag_news,clinc150] [--reuse]
                             [--personalize-bundle build/sst2/bundle]
 
 `--only ablation` (not in the default run) runs `mcutext ablate` for the recipes of
@@ -111,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("build/bench"))
     ap.add_argument("--only", default=",".join(SECTIONS))
     ap.add_argument("--recipes", default=",".join(RECIPES))
+    ap.add_argument("--reuse", action="store_true",
+                    help="baselines: reuse the baseline bundles already trained under "
+                         "OUT/bundles instead of training them again")
     ap.add_argument("--personalize-bundle", type=Path, default=None,
                     help="sst2 bundle of the personalization section (default: the pipeline's, "
                          "else build/sst2/bundle)")
@@ -137,8 +140,9 @@ def main(argv: list[str] | None = None) -> int:
             from .bench_attack import robustness_bench
             robustness_bench(bundles, args.out)
         if "baselines" in sections:
-            from .bench_baselines import bench_baselines
-            bench_baselines(args.out, recipes, students=bundles)
+            from .bench_baselines import bench_baselines, bench_baselines_device
+            bench_baselines(args.out, recipes, students=bundles, reuse=args.reuse)
+            bench_baselines_device(args.out, recipes, students=bundles)
         if "ablation" in sections:
             bench_ablation(args.out, [r for r in recipes if r in ABLATION_RECIPES])
         if "personalize" in sections:

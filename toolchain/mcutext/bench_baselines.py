@@ -1,13 +1,15 @@
 """Baselines benchmark: FastGRNN and PRADO through the mcutext pipeline, side by side with the
 default student (docs/baselines.md).
 
-For each dataset, the `<dataset>_fastgrnn` and `<dataset>_prado` recipes are trained (CE
-alone, as published), converted to int8 and verified in TFLite Micro; then the clean float
-and int8 accuracy, the char-level (DeepWordBug) and word-level (PWWS) attacks on the int8
-model in TFLite Micro, the int8 weight bytes against the budget, the graph's MACs and op
-count, TFLite Micro's activation arena, and the training time. Bundles given as `students`
-(the default student of each dataset, e.g. from the pipeline section) are measured the same
-way in the same table.
+For each dataset, the mcutext student with the full three-part objective within the budget
+(STUDENTS: the dataset's recipe, or its `_96k` variant where the recipe's table is larger)
+and the `<dataset>_fastgrnn` and `<dataset>_prado` recipes (CE alone, as published) are
+trained, converted to int8 and verified in TFLite Micro; then the
+clean float and int8 accuracy, the char-level (DeepWordBug) and word-level (PWWS) attacks on
+the int8 model in TFLite Micro, the int8 weight bytes against the budget, the graph's MACs and
+op count, TFLite Micro's activation arena, and the training time. Bundles given as `students`
+(the default recipe's student of each dataset, e.g. from the pipeline section) are measured
+the same way in the same table.
 
     build/bench/baselines.json, baselines.md         the table
     build/bench/bundles/<dataset>_<arch>/            the bundles
@@ -41,6 +43,10 @@ from .errors import McutextError
 
 DATASETS = ("sst2", "sms_spam", "ag_news", "clinc150")
 ARCHS = ("fastgrnn", "prado")
+FULL = "student"
+# the student recipe of each dataset within the budget, trained with the full objective
+STUDENTS = {"sst2": "sst2", "sms_spam": "sms_spam", "ag_news": "ag_news_96k",
+            "clinc150": "clinc150_96k"}
 BUDGET_BYTES = 96 * 1024       # int8 weights (constant buffers of the flatbuffer)
 ATTACKS = (("char", "deepwordbug"), ("word", "pwws"))
 ATTACK_N = 500                 # the robustness bench's sample size (the same seeded sample)
@@ -153,12 +159,25 @@ COLUMNS = [
 ]
 
 
+def student_label(bundle_path: Path) -> str:
+    """'mcutext student (<objective>)', from the bundle's recipe: CE, + KD, + mapping, + adv."""
+    import json
+    obj = json.loads((Path(bundle_path) / "manifest.json").read_text())["recipe"]["objective"]
+    parts = ["CE"] + [term for key, term in (("kd_weight", "KD"), ("map_weight", "mapping"),
+                                              ("adv_weight", "adversarial"))
+                      if obj.get(key, 0) > 0]
+    return "mcutext student (" + " + ".join(parts) + ")"
+
+
 def bench_baselines(out_dir: Path, recipes=DATASETS, archs=ARCHS,
                     students: dict[str, Path] | None = None, attack_n: int | None = ATTACK_N,
-                    reuse: bool = False, epochs: int | None = None) -> list[dict]:
-    """Train (or with `reuse`, reuse) and measure every `<dataset>_<arch>` baseline, plus the
-    `students` bundles (dataset -> bundle path); write baselines.json / .md under out_dir.
-    `attack_n` = 0 skips the attacks; `epochs` overrides the recipes' (smoke runs only)."""
+                    reuse: bool = False, epochs: int | None = None,
+                    full: bool = True) -> list[dict]:
+    """Train (or with `reuse`, reuse) and measure, per dataset, the STUDENTS recipe's student
+    (unless `full` is false) and every `<dataset>_<arch>` baseline, plus the `students`
+    bundles (dataset -> bundle path; one trained from the STUDENTS recipe is used instead of
+    training it again); write baselines.json / .md under out_dir. `attack_n` = 0 skips the
+    attacks; `epochs` overrides the recipes' (smoke runs only)."""
     from .recipe import load_recipe
     from .train import train
     out_dir = Path(out_dir)
@@ -166,27 +185,33 @@ def bench_baselines(out_dir: Path, recipes=DATASETS, archs=ARCHS,
     for ds in recipes:
         if ds not in DATASETS:
             raise McutextError(f"unknown dataset '{ds}' (known: {', '.join(DATASETS)})")
-        if students and ds in students:
-            rows.append(measure(Path(students[ds]), ds, "mcutext student", out_dir, attack_n))
         for arch in archs:
             if arch not in ARCHS:
                 raise McutextError(f"unknown baseline '{arch}' (known: {', '.join(ARCHS)})")
-            name = f"{ds}_{arch}"
+        given = Path(students[ds]) if students and ds in students else None
+        if given is not None and not (full and _recipe_name(given) == STUDENTS[ds]):
+            rows.append(measure(given, ds, student_label(given), out_dir, attack_n))
+        for arch in ([FULL] if full else []) + list(archs):
+            name = STUDENTS[ds] if arch == FULL else f"{ds}_{arch}"
             path = out_dir / "bundles" / name
-            if not (reuse and (path / "manifest.json").is_file()):
+            if arch == FULL and given is not None and _recipe_name(given) == name:
+                path = given
+            elif not (reuse and (path / "manifest.json").is_file()):
                 t0 = time.time()
                 train(load_recipe(name), out=path, epochs=epochs)
                 progress.log(f"{name}: trained, converted and verified in {time.time() - t0:.0f} s")
-            rows.append(measure(path, ds, arch, out_dir, attack_n))
+            rows.append(measure(path, ds, student_label(path) if arch == FULL else arch,
+                                out_dir, attack_n))
     note = (f"Budget: int8 weights <= {BUDGET_BYTES:,} bytes (96 KB: every constant buffer of "
             "the .tflite, embedding table included). Baselines trained with cross-entropy "
-            "alone, as published. Accuracy on the full test split (clinc150: out-of-scope left "
-            f"out). Attacks on the int8 model in TFLite Micro, {attack_n} test sentences "
-            f"(seeded sample, seed 0), at most {ATTACK_BUDGET} words edited: char = "
-            "DeepWordBug, word = PWWS (WordNet synonyms). MACs: FULLY_CONNECTED + CONV_2D per "
-            "classification. Activation arena: TFLite Micro's planned activation memory. "
-            "Training: wall time on 2 shared CPU cores. Produced by `python -m "
-            "mcutext.bench_baselines` (docs/baselines.md).")
+            "alone, as published; the mcutext students' objective is named in their row "
+            f"(recipes {', '.join(STUDENTS[d] for d in recipes)}). Accuracy on the full test "
+            "split (clinc150: out-of-scope left out). Attacks on the int8 model in TFLite "
+            f"Micro, {attack_n} test sentences (seeded sample, seed 0), at most {ATTACK_BUDGET} "
+            "words edited: char = DeepWordBug, word = PWWS (WordNet synonyms). MACs: "
+            "FULLY_CONNECTED + CONV_2D per classification. Activation arena: TFLite Micro's "
+            "planned activation memory. Training: wall time on 2 shared CPU cores. Produced by "
+            "`python -m mcutext.bench --only baselines` (docs/baselines.md).")
     from .bench import write_table
     write_table(out_dir, "baselines", rows, COLUMNS,
                 "Baselines: FastGRNN and PRADO through the mcutext pipeline", note)
@@ -226,7 +251,8 @@ def measure_device(bundle_path: Path, dataset: str, model: str, out_dir: Path,
     row: dict = {"dataset": dataset, "model": model, "bundle": str(bundle_path),
                  "board": board}
     row["tflite_sha256"] = _file_sha256(Path(bundle_path) / "model_int8.tflite")
-    out = out_dir / "firmware" / "baselines" / f"{b.name}_{model.replace(' ', '_')}"
+    out = (out_dir / "firmware" / "baselines"
+           / re.sub(r"\W+", "_", f"{b.name}_{model}").strip("_"))
     row["firmware"] = "full"
     try:
         rep = build(bundle_path, board, out)
@@ -270,9 +296,11 @@ def measure_device(bundle_path: Path, dataset: str, model: str, out_dir: Path,
 
 def bench_baselines_device(out_dir: Path, recipes=DATASETS, archs=ARCHS,
                            students: dict[str, Path] | None = None,
-                           board: str = DEVICE_BOARD, n: int = DEVICE_N) -> list[dict]:
-    """Device figures of the trained baselines (out_dir/bundles/<dataset>_<arch>) and of the
-    `students`; a bundle that is missing is skipped (listed in the note)."""
+                           board: str = DEVICE_BOARD, n: int = DEVICE_N,
+                           full: bool = True) -> list[dict]:
+    """Device figures of the trained full-objective students and baselines
+    (out_dir/bundles/<dataset>_full, <dataset>_<arch>) and of the `students`; a bundle that is
+    missing is skipped (listed in the note)."""
     import json
     out_dir = Path(out_dir)
     rows, missing = [], []
@@ -287,12 +315,16 @@ def bench_baselines_device(out_dir: Path, recipes=DATASETS, archs=ARCHS,
                 done[(r["dataset"], r["model"], r["tflite_sha256"])] = \
                     {"firmware": "full", **r}
     for ds in recipes:
-        todo = ([(Path(students[ds]), "mcutext student")] if students and ds in students else [])
+        given = Path(students[ds]) if students and ds in students else None
+        todo = [(given, "")] if given is not None else []
+        if full and not (given is not None and _recipe_name(given) == STUDENTS[ds]):
+            todo.append((out_dir / "bundles" / STUDENTS[ds], ""))
         todo += [(out_dir / "bundles" / f"{ds}_{arch}", arch) for arch in archs]
         for path, model in todo:
             if not (path / "manifest.json").is_file():
                 missing.append(str(path))
                 continue
+            model = model or student_label(path)
             sha = _file_sha256(path / "model_int8.tflite")
             row = done.get((ds, model, sha))
             rows.append(row if row is not None else
@@ -300,6 +332,14 @@ def bench_baselines_device(out_dir: Path, recipes=DATASETS, archs=ARCHS,
             _write_device_table(out_dir, rows, board, n, missing)
     _write_device_table(out_dir, rows, board, n, missing)
     return rows
+
+
+def _recipe_name(bundle_path: Path) -> str:
+    import json
+    try:
+        return json.loads((Path(bundle_path) / "manifest.json").read_text())["name"]
+    except (OSError, ValueError, KeyError):
+        return ""
 
 
 def _file_sha256(path: Path) -> str:
@@ -315,7 +355,8 @@ def _write_device_table(out_dir: Path, rows: list[dict], board: str, n: int,
             ".data + .bss + the stack's high-water mark; weights = the generated constant "
             f"arrays the build links. `= TFLM`: of the first {n} test sentences, those whose "
             "int8 scores over the UART are byte-identical to the TFLite Micro interpreter. "
-            "Produced by `python -m mcutext.bench_baselines --device --reuse` "
+            "Produced by `python -m mcutext.bench --only baselines` (alone: `python -m "
+            "mcutext.bench_baselines --device --reuse`) "
             "(docs/baselines.md). Firmware 'classification only': the full firmware (with "
             "on-device learning, whose RAM grows with the classes) does not fit the board's "
             "RAM, so `--no-personalize`." + (f" Not measured (no bundle): "

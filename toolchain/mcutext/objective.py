@@ -21,7 +21,8 @@
 - x_adv: discrete perturbations (character edits / WordNet synonyms from mcutext.perturb, with
   training seeds that never meet the evaluation seeds) of the `adv_words` words the student
   attends to most, worst of `adv_candidates` candidates per original text under the current
-  student, re-drawn every epoch.
+  student (all words at once, or word by word with adv_search = "greedy"), re-drawn every
+  epoch.
 
 One loop serves every variant, so an ablation changes only the weights a, b, c.
 """
@@ -39,6 +40,7 @@ from .errors import McutextError
 # attack suite uses for evaluation (small integers).
 TRAIN_ADVERSARY_SEED_OFFSET = 1_000_003
 KD_LOSSES = ("kl", "mse")
+ADV_SEARCHES = ("joint", "greedy")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,12 +53,18 @@ class ObjectiveConfig:
     fgm_epsilon: float = 0.5      # relative to each example's embedding norm
     adv_candidates: int = 4       # random perturbations per example; the worst one is kept
     adv_words: int = 2            # words edited per candidate (the attack budget we train for)
+    # "joint": every candidate edits all adv_words words at once; "greedy": word by word, the
+    # worst of adv_candidates edits of each word kept before the next (as the attacks search)
+    adv_search: str = "joint"
     teacher: str = ""             # teacher folder; default build/<recipe>/teacher
 
     def __post_init__(self) -> None:
         if self.kd_loss not in KD_LOSSES:
             raise McutextError(f"objective.kd_loss must be one of {', '.join(KD_LOSSES)}, "
                                f"got '{self.kd_loss}'")
+        if self.adv_search not in ADV_SEARCHES:
+            raise McutextError(f"objective.adv_search must be one of {', '.join(ADV_SEARCHES)}, "
+                               f"got '{self.adv_search}'")
 
     @property
     def uses_teacher(self) -> bool:
@@ -172,45 +180,107 @@ class Trainer:
         return parts
 
     # --- discrete adversary ----------------------------------------------------------------
-    def adversarial_ids(self, texts: list[str], y: np.ndarray, tokenizer, epoch: int) -> np.ndarray:
-        """Per text, the worst of `adv_candidates` perturbations under the current model.
+    def adversarial_ids(self, texts: list[str], y: np.ndarray, tokenizer, epoch: int,
+                        with_texts: bool = False):
+        """Per text, an adversarial version of it under the current model.
 
-        The candidates edit the words the model attends to most (its attention over words is
-        one forward pass; word i of the input is token i of perturb.Sentence), the way the
-        attack suite edits the most important words first: all but one candidate give each of
-        the top `adv_words` editable words a random character edit; the last one replaces
-        them by random WordNet synonyms where they have any (otherwise a random word-level
-        perturbation). The loss under the current model picks the worst candidate."""
-        from .perturb import Sentence, _synonyms_lower, char_edit, random_perturbation, synonyms
+        The perturbations edit the `adv_words` words the model attends to most (its attention
+        over words is one forward pass; word i of the input is token i of perturb.Sentence),
+        the way the attack suite edits the most important words first. adv_search "joint":
+        all but one of `adv_candidates` candidates give each of those words a random character
+        edit, the last replaces them by random WordNet synonyms where they have any (otherwise
+        a random word-level perturbation); the worst candidate under the current model is
+        kept. "greedy": the same candidates for one word at a time (see _greedy).
+        Returns the ids, and with `with_texts` also the adversarial texts."""
+        from .perturb import Sentence
         cfg = self.cfg
         rng = np.random.default_rng(
             TRAIN_ADVERSARY_SEED_OFFSET + self.recipe.train.seed * 1000 + epoch)
-        k = cfg.adv_candidates
         visible = self.recipe.tokenizer.max_words
         attn = self.model.predict(tokenizer.encode_batch(texts), batch_size=1024, verbose=0)[1]
-        cands = []
+        sents, tops = [], []
         for t, a in zip(texts, attn):
             s = Sentence.parse(t)
             words = s.word_indices(visible)
-            if not words:
+            sents.append(s)
+            tops.append([words[j] for j in np.argsort(-a[words], kind="stable")[:cfg.adv_words]]
+                        if words else [])
+        if cfg.adv_search == "greedy":
+            ids, done = self._greedy(sents, tops, y, tokenizer, rng)
+            return (ids, [s.render(d) for s, d in zip(sents, done)]) if with_texts else ids
+        k = cfg.adv_candidates
+        cands = []
+        for t, s, top in zip(texts, sents, tops):
+            if not top:
                 cands.extend([t] * k)
                 continue
-            top = [words[j] for j in np.argsort(-a[words], kind="stable")[:cfg.adv_words]]
-            for j in range(k - 1):
-                cands.append(s.render({i: char_edit(s.tokens[i], rng) for i in top}))
-            syn = {i: synonyms(s.tokens[i]) for i in top if _synonyms_lower(s.tokens[i].lower())}
-            if syn:
-                cands.append(s.render({i: v[int(rng.integers(len(v)))] for i, v in syn.items()}))
-            else:
-                cands.append(random_perturbation(t, rng, kind="word", max_words=cfg.adv_words))
+            cands.extend(c if isinstance(c, str) else s.render(c)
+                         for c in self._edits(s, {}, top, k, rng))
         ids = tokenizer.encode_batch(cands)
-        logits = self.model.predict(ids, batch_size=1024, verbose=0)[0]
-        logp = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(
-            1, keepdims=True)) - logits.max(1, keepdims=True)
-        yy = np.repeat(y, k)
-        loss = -logp[np.arange(len(yy)), yy].reshape(len(texts), k)
+        loss = self._losses(ids, np.repeat(y, k)).reshape(len(texts), k)
         pick = loss.argmax(axis=1)
-        return ids.reshape(len(texts), k, -1)[np.arange(len(texts)), pick]
+        out = ids.reshape(len(texts), k, -1)[np.arange(len(texts)), pick]
+        return (out, [cands[i * k + c] for i, c in enumerate(pick)]) if with_texts else out
+
+    def _edits(self, s, done: dict, words: list[int], k: int, rng,
+               fallback: str = "word") -> list[dict | str]:
+        """k perturbations of s (with the replacements `done` applied) that edit `words`: k - 1
+        random character edits, then WordNet synonyms where the words have any, else (fallback
+        "word") a random word-level perturbation of the whole text, given as the text, or
+        (fallback "char") one more character edit. Each is a replacement dict for s.render,
+        or a text."""
+        from .perturb import _synonyms_lower, char_edit, random_perturbation, synonyms
+        out: list[dict | str] = [{**done, **{i: char_edit(s.tokens[i], rng) for i in words}}
+                                 for _ in range(k - 1)]
+        syn = {i: synonyms(s.tokens[i]) for i in words if _synonyms_lower(s.tokens[i].lower())}
+        if syn:
+            out.append({**done, **{i: v[int(rng.integers(len(v)))] for i, v in syn.items()}})
+        elif fallback == "char":
+            out.append({**done, **{i: char_edit(s.tokens[i], rng) for i in words}})
+        else:
+            out.append(random_perturbation(s.render(done), rng, kind="word",
+                                           max_words=self.cfg.adv_words))
+        return out
+
+    def _losses(self, ids: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Cross-entropy of each row of ids against y under the current model."""
+        logits = self.model.predict(ids, batch_size=1024, verbose=0)[0]
+        mx = logits.max(1, keepdims=True)
+        logp = logits - mx - np.log(np.exp(logits - mx).sum(1, keepdims=True))
+        return -logp[np.arange(len(y)), y]
+
+    def _greedy(self, sents, tops, y: np.ndarray, tokenizer, rng) -> tuple[np.ndarray, list]:
+        """Word by word in attention order: the worst of adv_candidates edits of the word,
+        kept only if it raises the loss of the text so far (the attacks' greedy search).
+        A candidate's ids are the current ids with the edited word's features replaced
+        (word i of the input is token i of the Sentence), not a new tokenization. Returns the
+        ids and, per text, the replacements kept."""
+        k = self.cfg.adv_candidates
+        f = tokenizer.spec.features_per_word
+        done: list[dict] = [{} for _ in sents]
+        cur = tokenizer.encode_batch([s.render() for s in sents])
+        cur_loss = self._losses(cur, y)
+        for r in range(self.cfg.adv_words):
+            rows = [i for i, top in enumerate(tops) if len(top) > r]
+            if not rows:
+                break
+            edits, cand = [], np.repeat(cur[rows], k, axis=0)
+            for j, i in enumerate(rows):
+                w = tops[i][r]
+                for c, e in enumerate(self._edits(sents[i], done[i], [w], k, rng, "char")):
+                    edits.append(e)
+                    pieces = tokenizer.words(e[w])
+                    if len(pieces) == 1:
+                        cand[j * k + c, w * f:(w + 1) * f] = tokenizer.word_features(pieces[0])
+                    else:   # not a single word any more: tokenize the whole text
+                        cand[j * k + c] = tokenizer.encode(sents[i].render(e))
+            loss = self._losses(cand, np.repeat(y[rows], k)).reshape(len(rows), k)
+            for j, i in enumerate(rows):
+                best = int(loss[j].argmax())
+                if loss[j, best] > cur_loss[i]:
+                    done[i] = edits[j * k + best]
+                    cur[i], cur_loss[i] = cand[j * k + best], loss[j, best]
+        return cur, done
 
     # --- the loop --------------------------------------------------------------------------
     def fit(self, data, x_dv: np.ndarray, y_dv: np.ndarray, tokenizer, epochs: int,

@@ -2,6 +2,11 @@
 
 A recipe names the data, the tokenizer, the student's shape and the training budget. Unknown
 keys and impossible values are errors that name the file and the key.
+
+`base = "other"` makes a recipe a variant of `models/other.toml`: every table of the base is
+taken, and the keys the variant sets replace the base's, key by key. A variant that sets no
+`[teacher]` key and keeps the base's dataset shares the base's cached teacher
+(build/teachers/<base>).
 """
 
 from __future__ import annotations
@@ -176,6 +181,8 @@ class Recipe:
     fastgrnn: FastGRNNConfig = FastGRNNConfig()
     prado: PradoConfig = PradoConfig()
     path: str = ""
+    # the folder name of the cached teacher (build/teachers/<teacher_name>); "" = name
+    teacher_name: str = ""
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -275,26 +282,64 @@ def _section(path: Path, raw: dict, name: str, cls):
         raise McutextError(f"{path}: {e}") from None
 
 
-def load_recipe(name_or_path: str | Path) -> Recipe:
-    """Load `models/<name>.toml` or a path to a recipe file."""
+TABLES = ("tokenizer", "model", "train", "eval", "objective", "teacher", "distill", "fastgrnn",
+          "prado")
+MAX_BASE_DEPTH = 4
+
+
+def _recipe_path(name_or_path: str | Path, relative_to: Path | None = None) -> Path:
     path = Path(name_or_path)
     if not path.suffix:
         path = models_dir() / f"{name_or_path}.toml"
         if not path.is_file():
             known = ", ".join(sorted(p.stem for p in models_dir().glob("*.toml")))
             raise McutextError(f"unknown recipe '{name_or_path}' (known: {known})")
+    elif relative_to is not None and not path.is_absolute():
+        path = relative_to.parent / path
     if not path.is_file():
         raise McutextError(f"{path}: no such recipe file")
+    return path
+
+
+def _read_raw(path: Path, depth: int = 0) -> tuple[dict, str]:
+    """The recipe's tables with its base's merged in, and the name of the recipe whose teacher
+    it uses."""
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise McutextError(f"{path}: not valid TOML ({e})") from None
-    allowed = {"name", "dataset", "tokenizer", "model", "train", "eval", "objective", "teacher",
-               "distill", "fastgrnn", "prado"}
+    allowed = {"name", "dataset", "base", *TABLES}
     unknown = set(raw) - allowed
     if unknown:
         raise McutextError(f"{path}: unknown key(s) {', '.join(sorted(unknown))} "
                            f"(known: {', '.join(sorted(allowed))})")
+    for table in TABLES:
+        if table in raw and not isinstance(raw[table], dict):
+            raise McutextError(f"{path}: [{table}] must be a table")
+    teacher_name = raw.get("name") if isinstance(raw.get("name"), str) else ""
+    if "base" not in raw:
+        return raw, teacher_name
+    base = raw.pop("base")
+    if not isinstance(base, str) or not base:
+        raise McutextError(f"{path}: 'base' must be the name of a recipe")
+    if depth >= MAX_BASE_DEPTH:
+        raise McutextError(f"{path}: recipes based on each other more than {MAX_BASE_DEPTH} "
+                           "deep (a cycle?)")
+    base_raw, base_teacher = _read_raw(_recipe_path(base, path), depth + 1)
+    merged = {k: v for k, v in base_raw.items() if k not in TABLES}
+    merged.update({k: v for k, v in raw.items() if k not in TABLES})
+    for table in TABLES:
+        if table in base_raw or table in raw:
+            merged[table] = {**base_raw.get(table, {}), **raw.get(table, {})}
+    if "teacher" not in raw and merged.get("dataset") == base_raw.get("dataset"):
+        teacher_name = base_teacher
+    return merged, teacher_name
+
+
+def load_recipe(name_or_path: str | Path) -> Recipe:
+    """Load `models/<name>.toml` or a path to a recipe file (with its base, if it names one)."""
+    path = _recipe_path(name_or_path)
+    raw, teacher_name = _read_raw(path)
     for key in ("name", "dataset"):
         if not isinstance(raw.get(key), str) or not raw[key]:
             raise McutextError(f"{path}: '{key}' must be a non-empty string")
@@ -311,6 +356,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         fastgrnn=_section(path, raw, "fastgrnn", FastGRNNConfig),
         prado=_section(path, raw, "prado", PradoConfig),
         path=str(path),
+        teacher_name=teacher_name if teacher_name != raw["name"] else "",
     )
 
 
@@ -329,7 +375,7 @@ def recipe_from_dict(r: dict) -> Recipe:
                       distill=DistillConfig(**r.get("distill", {})),
                       fastgrnn=FastGRNNConfig(**r.get("fastgrnn", {})),
                       prado=PradoConfig(**tup(r.get("prado", {}), "ngram_widths")),
-                      path=r.get("path", ""))
+                      path=r.get("path", ""), teacher_name=r.get("teacher_name", ""))
     except (KeyError, TypeError) as e:
         raise McutextError(f"the stored recipe is incomplete or unknown ({e})") from None
 

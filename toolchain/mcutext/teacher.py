@@ -653,7 +653,7 @@ def _read_memo(path: Path, n_classes: int) -> dict:
 
 
 def default_out(recipe) -> Path:
-    return project_root() / "build" / "teachers" / recipe.name
+    return project_root() / "build" / "teachers" / (recipe.teacher_name or recipe.name)
 
 
 # --- cached states of the frozen layers -------------------------------------------------------

@@ -170,6 +170,10 @@ class Tokenizer:
         return (fid(TAG_WORD, word), fid(TAG_SORTED, key), fid(TAG_PREFIX, word[:AFFIX_BYTES]),
                 fid(TAG_SUFFIX, word[-AFFIX_BYTES:]))
 
+    def word_features(self, word: bytes) -> tuple[int, ...]:
+        """The ids of one word (lower-cased bytes, as `words` gives them)."""
+        return self._word_features(word)
+
     def words(self, text: str | bytes) -> list[bytes]:
         """The words the model sees (at most max_words), as lower-cased bytes."""
         return split_words(_as_bytes(text), self.spec.max_word_bytes, self.spec.max_words)
