@@ -118,6 +118,8 @@ def measure(bundle_path: Path, dataset: str, model: str, out_dir: Path,
     arena = tflm_arena(b.tflite_bytes)
     row = {
         "dataset": dataset, "model": model, "recipe": m["name"], "arch": arch,
+        "tflite_sha256": _file_sha256(Path(bundle_path) / "model_int8.tflite"),
+        "attack_n_asked": attack_n,
         "params": m["sizes"]["params"], "int8_weights_bytes": m["sizes"]["int8_weights_bytes"],
         "within_budget": "yes" if m["sizes"]["int8_weights_bytes"] <= BUDGET_BYTES else "NO",
         "tflite_bytes": m["sizes"]["int8_file_bytes"], "ops": cost["ops"],
@@ -178,10 +180,45 @@ def bench_baselines(out_dir: Path, recipes=DATASETS, archs=ARCHS,
     bundles (dataset -> bundle path; one trained from the STUDENTS recipe is used instead of
     training it again); write baselines.json / .md under out_dir. `attack_n` = 0 skips the
     attacks; `epochs` overrides the recipes' (smoke runs only)."""
+    import json
     from .recipe import load_recipe
     from .train import train
     out_dir = Path(out_dir)
     rows = []
+    # Rows measured before for the same model file (same SHA-256) with the same attack sample
+    # are kept: a run that stopped half-way resumes where it stopped.
+    done = {}
+    prev = out_dir / "baselines.json"
+    if prev.is_file():
+        for r in json.loads(prev.read_text()):
+            if r.get("tflite_sha256"):
+                done[(r["dataset"], r["model"], r["tflite_sha256"], r.get("attack_n_asked"))] = r
+
+    def measured(path: Path, ds: str, model: str) -> dict:
+        key = (ds, model, _file_sha256(Path(path) / "model_int8.tflite"), attack_n)
+        if key not in done:
+            done[key] = measure(path, ds, model, out_dir, attack_n)
+            # the rows so far, then the earlier run's others (kept for a resumed run)
+            write(list(rows) + [done[key]] +
+                  [r for r in done.values() if r is not done[key] and r not in rows])
+        return done[key]
+
+    def write(rows_so_far: list[dict]) -> None:
+        note = (f"Budget: int8 weights <= {BUDGET_BYTES:,} bytes (96 KB: every constant buffer "
+                "of the .tflite, embedding table included). Baselines trained with "
+                "cross-entropy alone, as published; the mcutext students' objective is named in "
+                f"their row (recipes {', '.join(STUDENTS[d] for d in recipes)}). Accuracy on "
+                "the full test split (clinc150: out-of-scope left out). Attacks on the int8 "
+                f"model in TFLite Micro, {attack_n} test sentences (seeded sample, seed 0), at "
+                f"most {ATTACK_BUDGET} words edited: char = DeepWordBug, word = PWWS (WordNet "
+                "synonyms). MACs: FULLY_CONNECTED + CONV_2D per classification. Activation "
+                "arena: TFLite Micro's planned activation memory. Training: wall time on 2 "
+                "shared CPU cores. Produced by `python -m mcutext.bench --only baselines` "
+                "(docs/baselines.md).")
+        from .bench import write_table
+        write_table(out_dir, "baselines", rows_so_far, COLUMNS,
+                    "Baselines: FastGRNN and PRADO through the mcutext pipeline", note)
+
     for ds in recipes:
         if ds not in DATASETS:
             raise McutextError(f"unknown dataset '{ds}' (known: {', '.join(DATASETS)})")
@@ -190,7 +227,7 @@ def bench_baselines(out_dir: Path, recipes=DATASETS, archs=ARCHS,
                 raise McutextError(f"unknown baseline '{arch}' (known: {', '.join(ARCHS)})")
         given = Path(students[ds]) if students and ds in students else None
         if given is not None and not (full and _recipe_name(given) == STUDENTS[ds]):
-            rows.append(measure(given, ds, student_label(given), out_dir, attack_n))
+            rows.append(measured(given, ds, student_label(given)))
         for arch in ([FULL] if full else []) + list(archs):
             name = STUDENTS[ds] if arch == FULL else f"{ds}_{arch}"
             path = out_dir / "bundles" / name
@@ -200,21 +237,8 @@ def bench_baselines(out_dir: Path, recipes=DATASETS, archs=ARCHS,
                 t0 = time.time()
                 train(load_recipe(name), out=path, epochs=epochs)
                 progress.log(f"{name}: trained, converted and verified in {time.time() - t0:.0f} s")
-            rows.append(measure(path, ds, student_label(path) if arch == FULL else arch,
-                                out_dir, attack_n))
-    note = (f"Budget: int8 weights <= {BUDGET_BYTES:,} bytes (96 KB: every constant buffer of "
-            "the .tflite, embedding table included). Baselines trained with cross-entropy "
-            "alone, as published; the mcutext students' objective is named in their row "
-            f"(recipes {', '.join(STUDENTS[d] for d in recipes)}). Accuracy on the full test "
-            "split (clinc150: out-of-scope left out). Attacks on the int8 model in TFLite "
-            f"Micro, {attack_n} test sentences (seeded sample, seed 0), at most {ATTACK_BUDGET} "
-            "words edited: char = DeepWordBug, word = PWWS (WordNet synonyms). MACs: "
-            "FULLY_CONNECTED + CONV_2D per classification. Activation arena: TFLite Micro's "
-            "planned activation memory. Training: wall time on 2 shared CPU cores. Produced by "
-            "`python -m mcutext.bench --only baselines` (docs/baselines.md).")
-    from .bench import write_table
-    write_table(out_dir, "baselines", rows, COLUMNS,
-                "Baselines: FastGRNN and PRADO through the mcutext pipeline", note)
+            rows.append(measured(path, ds, student_label(path) if arch == FULL else arch))
+    write(rows)
     return rows
 
 
