@@ -21,6 +21,10 @@ def test_shipped_recipes_load(name):
     ('dataset="sst2"\n', r"'name' must be a non-empty string"),
     ('name="x"\ndataset="sst2"\n[tokenizer]\nbuckets=1\n', r"buckets must be in"),
     ('name="x"\ndataset="sst2"\n[model\n', r"not valid TOML"),
+    ('name="v"\nbase="imdb"\n', r"base: unknown recipe 'imdb'"),
+    ('name="v"\nbase=3\n', r"'base' must be the name of a recipe"),
+    ('name="v"\nbase="bad.toml"\n', r"more than 4 deep"),
+    ('name="v"\nbase="sst2"\n[model]\nembed_dims=3\n', r"unknown key 'model.embed_dims'"),
 ])
 def test_recipe_errors_name_the_file(tmp_path, body, msg):
     p = tmp_path / "bad.toml"
@@ -78,15 +82,3 @@ def test_base_merges_key_by_key_and_shares_the_teacher(tmp_path):
     from mcutext.recipe import recipe_from_dict
     assert recipe_from_dict(r.to_dict()) == r
 
-
-@pytest.mark.parametrize("body,msg", [
-    ('name="v"\nbase="imdb"\n', r"unknown recipe 'imdb'"),
-    ('name="v"\nbase=3\n', r"'base' must be the name of a recipe"),
-    ('name="v"\nbase="v.toml"\n', r"more than 4 deep"),
-    ('name="v"\nbase="sst2"\n[model]\nembed_dims=3\n', r"unknown key 'model.embed_dims'"),
-])
-def test_base_errors_name_the_file(tmp_path, body, msg):
-    p = tmp_path / "v.toml"
-    p.write_text(body)
-    with pytest.raises(McutextError, match=msg):
-        load_recipe(p)

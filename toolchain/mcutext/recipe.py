@@ -325,7 +325,11 @@ def _read_raw(path: Path, depth: int = 0) -> tuple[dict, str]:
     if depth >= MAX_BASE_DEPTH:
         raise McutextError(f"{path}: recipes based on each other more than {MAX_BASE_DEPTH} "
                            "deep (a cycle?)")
-    base_raw, base_teacher = _read_raw(_recipe_path(base, path), depth + 1)
+    try:
+        base_path = _recipe_path(base, path)
+    except McutextError as e:
+        raise McutextError(f"{path}: base: {e}") from None
+    base_raw, base_teacher = _read_raw(base_path, depth + 1)
     merged = {k: v for k, v in base_raw.items() if k not in TABLES}
     merged.update({k: v for k, v in raw.items() if k not in TABLES})
     for table in TABLES:
