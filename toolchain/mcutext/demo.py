@@ -45,8 +45,12 @@ def run(recipe_name: str, board: str, out: Path | None) -> int:
     recipe = load_recipe(recipe_name)
     out = out or project_root() / "build" / "demo" / recipe.name / "bundle"
     progress.log(f"[bold]1/3 training[/] {recipe.name} -> {out}")
-    # The demo skips the teacher step (its first run fine-tunes MiniLM for many minutes):
-    # `mcutext train sst2` distills from it (docs/teacher.md).
+    # The demo trains the student with cross-entropy alone, in seconds: no teacher step (its
+    # first run fine-tunes MiniLM for minutes) and no adversarial term (a minute more).
+    # `mcutext train sst2` trains the full objective (docs/objective.md).
+    import dataclasses
+    recipe = dataclasses.replace(recipe, objective=dataclasses.replace(
+        recipe.objective, kd_weight=0.0, map_weight=0.0, adv_weight=0.0))
     path = train(recipe, out=out, teacher=False)
     b = load_bundle(path)
     t = b.manifest["metrics"]["test"]
