@@ -668,14 +668,7 @@ class _Lowering:
                   f"broadcasting {list(a.shape)} x {list(b.shape)} to {list(y.shape)}")
         real = float(a.scale) * float(b.scale) / float(y.scale)
         mult, shift = quantize_multiplier(real)
-        act = getattr(op.options, "fusedActivationFunction", 0) if op.options is not None else 0
-        lo, hi = activation_range(act, y.scale, y.zp)
-        shape = (1,) * (4 - len(y.shape)) + tuple(y.shape)
-        params = {"shape": _c_list(shape, "u"),
-                  "stride1": _c_list(_bcast_strides(a.shape, shape), "u"),
-                  "stride2": _c_list(_bcast_strides(b.shape, shape), "u"),
-                  "input1_zp": a.zp, "input2_zp": b.zp, "output_zp": y.zp, "mult": mult,
-                  "shift": shift, "act_min": lo, "act_max": hi}
+        params = {**_broadcast_params(op, a, b, y), "mult": mult, "shift": shift}
         self.steps.append(Step(
             "MUL", "mt_mul_s8", "mt_mul_params_t", params, self.acts(a, b), [y.index],
             [arg_a, arg_b, f"{{t{y.index}}}"], macs=y.size))
@@ -745,15 +738,9 @@ class _Lowering:
         m2, s2 = quantize_multiplier(float(b.scale) / twice_max)
         mo, so = quantize_multiplier(twice_max / (float(1 << left) * float(y.scale)))
         self.need(max(s1, s2, so) <= 0, op, "a rescaling multiplier >= 1")
-        act = getattr(op.options, "fusedActivationFunction", 0) if op.options is not None else 0
-        lo, hi = activation_range(act, y.scale, y.zp)
-        shape = (1,) * (4 - len(y.shape)) + tuple(y.shape)
-        params = {"shape": _c_list(shape, "u"),
-                  "stride1": _c_list(_bcast_strides(a.shape, shape), "u"),
-                  "stride2": _c_list(_bcast_strides(b.shape, shape), "u"),
-                  "input1_zp": a.zp, "input2_zp": b.zp, "output_zp": y.zp, "left_shift": left,
+        params = {**_broadcast_params(op, a, b, y), "left_shift": left,
                   "input1_mult": m1, "input1_shift": s1, "input2_mult": m2, "input2_shift": s2,
-                  "output_mult": mo, "output_shift": so, "act_min": lo, "act_max": hi,
+                  "output_mult": mo, "output_shift": so,
                   "subtract": int(subtract)}
         self.steps.append(Step(
             "SUB" if subtract else "ADD", "mt_add_s8", "mt_add_params_t", params,
@@ -1030,6 +1017,20 @@ def _merge_dims(sizes, strides) -> list[tuple[int, int]]:
         else:
             out.append((n, s))
     return out
+
+
+def _broadcast_params(op, a, b, y) -> dict:
+    """The parameters an elementwise two-input kernel (ADD/SUB, MUL) shares: the output's
+    4-D shape, each input's broadcast strides, the zero points and the fused activation's
+    int8 range."""
+    act = getattr(op.options, "fusedActivationFunction", 0) if op.options is not None else 0
+    lo, hi = activation_range(act, y.scale, y.zp)
+    shape = (1,) * (4 - len(y.shape)) + tuple(y.shape)
+    return {"shape": _c_list(shape, "u"),
+            "stride1": _c_list(_bcast_strides(a.shape, shape), "u"),
+            "stride2": _c_list(_bcast_strides(b.shape, shape), "u"),
+            "input1_zp": a.zp, "input2_zp": b.zp, "output_zp": y.zp,
+            "act_min": lo, "act_max": hi}
 
 
 def _bcast_strides(shape, out_shape) -> list[int]:

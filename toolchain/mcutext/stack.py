@@ -203,33 +203,28 @@ def _address_taken(obj_dir: Path, objdump: str
     return taken, vectors, data_offsets
 
 
+def _register_count(regs: str) -> int:
+    """Registers in a push list such as "r4-r7, lr" or "d8-d9"."""
+    n = 0
+    for r in regs.split(","):
+        r = r.strip()
+        if "-" in r:
+            a, b = r.split("-")
+            n += int(b[1:]) - int(a[1:]) + 1
+        elif r:
+            n += 1
+    return n
+
+
 def _sp_decrement(mnemonic: str, ops: str) -> int | None:
     """Bytes an instruction lowers sp by; 0 if it does not write sp; None if it writes sp
     in a way that cannot be bounded."""
     m = mnemonic.split(".")[0]
     if m == "push" or (m == "stmdb" and ops.startswith("sp!")):
-        regs = ops[ops.index("{") + 1:ops.index("}")]
-        n = 0
-        for r in regs.split(","):
-            r = r.strip()
-            if "-" in r:
-                a, b = r.split("-")
-                n += int(b[1:]) - int(a[1:]) + 1
-            elif r:
-                n += 1
-        return 4 * n
+        return 4 * _register_count(ops[ops.index("{") + 1:ops.index("}")])
     if m == "vpush" or (m == "vstmdb" and ops.startswith("sp!")):
         regs = ops[ops.index("{") + 1:ops.index("}")]
-        size = 8 if regs.strip().startswith("d") else 4
-        n = 0
-        for r in regs.split(","):
-            r = r.strip()
-            if "-" in r:
-                a, b = r.split("-")
-                n += int(b[1:]) - int(a[1:]) + 1
-            elif r:
-                n += 1
-        return size * n
+        return (8 if regs.strip().startswith("d") else 4) * _register_count(regs)
     if m in ("sub", "subw", "subs") and re.match(r"^sp,\s*(sp,\s*)?#", ops):
         return int(ops.rsplit("#", 1)[1].split()[0], 0)
     if m in ("add", "addw", "adds") and re.match(r"^sp,\s*(sp,\s*)?#", ops):
