@@ -248,7 +248,7 @@ static int word_is(const uint8_t *s, uint32_t n, const char *w)
 static void cmd_help(void)
 {
 #if HAVE_HEAD
-    mt_put("commands ping info stats classify explain label learn eval head help");
+    mt_put("commands ping info stats classify explain label learn keep eval head help");
 #else
     mt_put("commands ping info stats classify explain help");
 #endif
@@ -600,8 +600,10 @@ static int parse_labelled(const uint8_t *arg, uint32_t n, const char *verb, uint
         want = want << 4 | (uint32_t)(d & 15);
     }
     const int is_learn = verb[0] == 'l';
+    const int is_keep = verb[0] == 'k';
     const char *usage = is_learn ? "usage: learn <crc32 hex> LABEL<TAB>text"
-                                 : "usage: eval <crc32 hex> LABEL<TAB>text | eval reset";
+                        : is_keep ? "usage: keep <crc32 hex> LABEL<TAB>text"
+                                  : "usage: eval <crc32 hex> LABEL<TAB>text | eval reset";
     if (!ok) {
         put_error(MT_ERR_BAD_ARGUMENT, usage);
         return 0;
@@ -609,8 +611,9 @@ static int parse_labelled(const uint8_t *arg, uint32_t n, const char *verb, uint
     const uint8_t *payload = arg + 9;
     const uint32_t pn = n - 9u;
     if (mt_crc32(0, payload, pn) != want) {
-        put_error(MT_ERR_CRC, is_learn ? "CRC mismatch: example not learned"
-                                       : "CRC mismatch: example not evaluated");
+        put_error(MT_ERR_CRC, is_learn  ? "CRC mismatch: example not learned"
+                              : is_keep ? "CRC mismatch: example not kept"
+                                        : "CRC mismatch: example not evaluated");
         return 0;
     }
     uint32_t tab = 0;
@@ -959,6 +962,90 @@ static void buffer_drop_row(uint32_t row)
 #endif
 }
 
+/* keep <crc32 hex> LABEL<TAB>text (framed as learn): the example's features go to the
+ * buffer, without a step; `head imprint` and `head train` use them. */
+static void cmd_keep(const uint8_t *arg, uint32_t n)
+{
+    if (!head_available()) {
+        return;
+    }
+    uint32_t y = 0;
+    const uint8_t *text = 0;
+    uint32_t tn = 0;
+    if (!parse_labelled(arg, n, "keep", &y, &text, &tn) || !model_input_ok()) {
+        return;
+    }
+#if MT_TRAIN_BUFFER
+    const run_result_t r = run_model(text, tn);
+    if (r.status != 0) {
+        put_error(MT_ERR_MODEL, "model run failed");
+        return;
+    }
+    buffer_add(mt_model_features(), y);
+    put_label_line("kept", y);
+    put_used_of("buffer", buffer_count(), MT_TRAIN_BUFFER);
+    mt_put_ok();
+#else
+    put_error(MT_ERR_BAD_ARGUMENT, "built without a training buffer (MT_TRAIN_BUFFER 0)");
+#endif
+}
+
+/* head imprint: every added label with buffered examples gets the imprint of their mean
+ * direction (mt_head_imprint_mean); one `imprinted` line per label. */
+static void cmd_head_imprint(void)
+{
+#if MT_TRAIN_BUFFER
+    static float acc[MT_HEAD_MAX_FEATURES];
+    const mt_model_info_t *m = &mt_model_info;
+    uint32_t done = 0;
+    for (uint32_t c = head.c0; c < head.c_max; c++) {
+        if (!(head.flags[c] & MT_HEAD_ROW_ACTIVE)) {
+            continue;
+        }
+        uint32_t count = 0;
+        for (uint32_t k = 0; k < head.h; k++) {
+            acc[k] = 0.0f;
+        }
+        for (uint32_t i = 0; i < buf_n; i++) {
+            const uint32_t j = buf_at(i);
+            if (buf_y[j] == c) {
+                (void)mt_head_imprint_add(&head, acc, buf_q[j], m->features_q.scale,
+                                          m->features_q.zero_point);
+                count++;
+            }
+        }
+        if (count == 0u) {
+            continue;
+        }
+        const int st = mt_head_imprint_mean(&head, c, acc);
+        if (st == MT_HEAD_ERANGE) {
+            put_head_error(st);
+            return;
+        }
+        if (st != MT_HEAD_OK) {
+            continue; /* every example at the feature mean: nothing to imprint */
+        }
+        head_unsaved = 1;
+        done++;
+        mt_put("imprinted ");
+        mt_put_u32(c);
+        mt_put_char(' ');
+        put_str_escaped(mt_head_label(&head, c));
+        mt_put(" examples ");
+        mt_put_u32(count);
+        mt_put_eol();
+    }
+    if (done == 0u) {
+        put_error(MT_ERR_BAD_ARGUMENT, "no buffered examples of added labels (keep some first)");
+        return;
+    }
+    put_kv("updates", head.updates);
+    mt_put_ok();
+#else
+    put_error(MT_ERR_BAD_ARGUMENT, "built without a training buffer (MT_TRAIN_BUFFER 0)");
+#endif
+}
+
 /* head train EPOCHS: epochs of SGD steps over the buffered examples, oldest first. */
 static void cmd_head_train(const uint8_t *arg, uint32_t n)
 {
@@ -1187,6 +1274,10 @@ static void cmd_head(const uint8_t *arg, uint32_t n)
         cmd_head_save();
         return;
     }
+    if (word_is(arg, n, "imprint")) {
+        cmd_head_imprint();
+        return;
+    }
     if (n >= 5u && word_is(arg, 5u, "train") && (n == 5u || arg[5] == ' ')) {
         cmd_head_train(arg + 5, n - 5u);
         return;
@@ -1208,7 +1299,7 @@ static void cmd_head(const uint8_t *arg, uint32_t n)
     if (!word_is(arg, n, "state")) {
         put_error(MT_ERR_BAD_ARGUMENT, "usage: head state | head reset | head config ... | "
                                        "head export | head import ... | head save | "
-                                       "head train EPOCHS");
+                                       "head train EPOCHS | head imprint");
         return;
     }
     const uint32_t rows = mt_head_num_rows(&head);
@@ -1384,6 +1475,8 @@ static void dispatch(const uint8_t *line, uint32_t n)
         cmd_label(arg, arg_n);
     } else if (word_is(line, c, "learn")) {
         cmd_learn(arg, arg_n);
+    } else if (word_is(line, c, "keep")) {
+        cmd_keep(arg, arg_n);
     } else if (word_is(line, c, "eval")) {
         cmd_eval(arg, arg_n);
     } else if (word_is(line, c, "head")) {

@@ -300,34 +300,41 @@ int mt_head_scores(mt_head_t *hd, const int8_t *q, float scale, int32_t zero_poi
 }
 
 /* --- learning ------------------------------------------------------------------------------ */
-/* Weight imprinting: W[c] = s (f - mean) / |f - mean|, s = mean norm of the factory rows,
- * b_c = mean factory-row bias - W[c] . mean; the row's L2 pull target is set to W[c]
- * (biases have no L2 term, so no bias target is kept). Returns MT_HEAD_ERANGE, and changes
- * nothing, when a value would not be finite (an imported head of extreme values). */
-static int imprint(mt_head_t *hd, uint32_t c, const float *f)
+/* Weight imprinting: row c = s d / |d| for a direction d around the feature mean (one
+ * example: d = f - mean; `head imprint`: d = the sum of its examples' unit vectors
+ * (f_i - mean) / |f_i - mean|), s = mean norm of the factory rows,
+ * b_c = mean over the factory rows of (b_r + W_r . mean) - W[c] . mean (with no feature mean:
+ * the mean factory bias; for a prototype head, whose b_r = -W_r . mean: -W[c] . mean, the
+ * factory rows' own form). The row's L2 pull target is set to W[c] (biases have no L2 term,
+ * so no bias target is kept). `sub_mean`: d = v - mean, else d = v. Returns MT_HEAD_ERANGE,
+ * and changes nothing, when a value would not be finite (an imported head of extreme
+ * values). */
+static int imprint_row(mt_head_t *hd, uint32_t c, const float *v, int sub_mean)
 {
     const float *mu = hd->factory->feature_mean;
     float s = 0.0f, bm = 0.0f;
     for (uint32_t r = 0; r < hd->c0; ++r) {
         const float *w = hd->w + (size_t)r * hd->h;
-        float ss = 0.0f;
-        for (uint32_t k = 0; k < hd->h; ++k)
+        float ss = 0.0f, wm = 0.0f;
+        for (uint32_t k = 0; k < hd->h; ++k) {
             ss += w[k] * w[k];
+            wm += w[k] * (mu ? mu[k] : 0.0f);
+        }
         s += sqrtf(ss);
-        bm += hd->b[r];
+        bm += hd->b[r] + wm;
     }
     s /= (float)hd->c0;
     bm /= (float)hd->c0;
     float nn = 0.0f;
     for (uint32_t k = 0; k < hd->h; ++k) {
-        float d = f[k] - (mu ? mu[k] : 0.0f);
+        float d = v[k] - (sub_mean && mu ? mu[k] : 0.0f);
         nn += d * d;
     }
     float n = sqrtf(nn);
     float *w = hd->w + (size_t)c * hd->h;
     float dot = 0.0f;
     for (uint32_t k = 0; k < hd->h; ++k) { /* dry run: the same values, checked */
-        float d = f[k] - (mu ? mu[k] : 0.0f);
+        float d = v[k] - (sub_mean && mu ? mu[k] : 0.0f);
         float x = n > 0.0f ? s * d / n : 0.0f;
         if (!isfinite(x))
             return MT_HEAD_ERANGE;
@@ -337,7 +344,7 @@ static int imprint(mt_head_t *hd, uint32_t c, const float *f)
         return MT_HEAD_ERANGE;
     dot = 0.0f;
     for (uint32_t k = 0; k < hd->h; ++k) {
-        float d = f[k] - (mu ? mu[k] : 0.0f);
+        float d = v[k] - (sub_mean && mu ? mu[k] : 0.0f);
         w[k] = n > 0.0f ? s * d / n : 0.0f;
         dot += w[k] * (mu ? mu[k] : 0.0f);
     }
@@ -345,6 +352,53 @@ static int imprint(mt_head_t *hd, uint32_t c, const float *f)
     uint32_t j = c - hd->c0;
     memcpy(hd->w0_new + (size_t)j * hd->h, w, sizeof(float) * hd->h);
     hd->flags[c] = MT_HEAD_ROW_ACTIVE;
+    return MT_HEAD_OK;
+}
+
+static int imprint(mt_head_t *hd, uint32_t c, const float *f)
+{
+    return imprint_row(hd, c, f, 1);
+}
+
+int mt_head_imprint_add(mt_head_t *hd, float *acc, const int8_t *q, float scale,
+                        int32_t zero_point)
+{
+    if (!hd || !acc || !q)
+        return MT_HEAD_EINVAL;
+    dequantize(hd, q, scale, zero_point);
+    const float *mu = hd->factory->feature_mean;
+    float nn = 0.0f;
+    for (uint32_t k = 0; k < hd->h; ++k) {
+        float d = hd->f[k] - (mu ? mu[k] : 0.0f);
+        nn += d * d;
+    }
+    const float n = sqrtf(nn);
+    if (!(n > 0.0f) || !isfinite(n))
+        return MT_HEAD_OK; /* at the mean: no direction to add */
+    for (uint32_t k = 0; k < hd->h; ++k)
+        acc[k] += (hd->f[k] - (mu ? mu[k] : 0.0f)) / n;
+    return MT_HEAD_OK;
+}
+
+int mt_head_imprint_mean(mt_head_t *hd, uint32_t c, const float *acc)
+{
+    if (!hd || !acc)
+        return MT_HEAD_EINVAL;
+    if (c < hd->c0 || c >= hd->c_max || !(hd->flags[c] & MT_HEAD_ROW_ACTIVE))
+        return MT_HEAD_ENOLABEL;
+    float nn = 0.0f;
+    for (uint32_t k = 0; k < hd->h; ++k)
+        nn += acc[k] * acc[k];
+    if (!(nn > 0.0f))
+        return MT_HEAD_EINVAL;
+    const int st = imprint_row(hd, c, acc, 0);
+    if (st != MT_HEAD_OK)
+        return st;
+#if MT_HEAD_MOMENTUM
+    memset(hd->v + (size_t)c * hd->h, 0, sizeof(float) * hd->h);
+    hd->vb[c] = 0.0f;
+#endif
+    hd->updates++;
     return MT_HEAD_OK;
 }
 

@@ -147,6 +147,17 @@ int mt_head_step(mt_head_t *hd, const int8_t *q, float scale, int32_t zero_point
                  uint32_t label, float *loss);
 int mt_head_step_f32(mt_head_t *hd, const float *f, uint32_t label, float *loss);
 
+/* Imprinting an added label from several examples (`head imprint`): zero an accumulator of
+ * H floats, mt_head_imprint_add each example's int8 features (adds the unit vector of
+ * f - feature mean; an example at the mean adds nothing), then mt_head_imprint_mean sets
+ * row `label` (an added, active row) as one example's imprint would with that direction,
+ * clears its momentum and counts one update. MT_HEAD_EINVAL for a zero accumulator,
+ * MT_HEAD_ENOLABEL for a factory or inactive row, MT_HEAD_ERANGE (nothing changed) for a
+ * value that would not be finite. */
+int mt_head_imprint_add(mt_head_t *hd, float *acc, const int8_t *q, float scale,
+                        int32_t zero_point);
+int mt_head_imprint_mean(mt_head_t *hd, uint32_t label, const float *acc);
+
 /* The cross-entropy of an example of row `label` under the current head, without a step
  * (*loss = -log(1e-12) for a row not scored yet); *best (may be NULL) = the argmax.
  * Leaves the probabilities in hd->z. */

@@ -191,6 +191,9 @@ def lib(tmp_path_factory):
         "mt_head_step": (ctypes.c_int, [P, ctypes.c_char_p, ctypes.c_float, ctypes.c_int32,
                                         ctypes.c_uint32, F]),
         "mt_head_blob_size": (ctypes.c_uint32, [P]),
+        "mt_head_imprint_add": (ctypes.c_int, [P, F, ctypes.c_char_p, ctypes.c_float,
+                                               ctypes.c_int32]),
+        "mt_head_imprint_mean": (ctypes.c_int, [P, ctypes.c_uint32, F]),
     }
     for name, (res, args) in sig.items():
         fn = getattr(L, name)
@@ -305,6 +308,51 @@ def script(sim, c, q, y):
     for i in range(150, 200):
         step(i, again if i % 5 == 0 else new[2] if i % 5 == 1 else int(y[i]))
     return np.array(ls), np.array(lc)
+
+
+def test_imprint_from_several_examples_agrees_with_simulator(lib, real):
+    """`head imprint`: an added label's row from the mean direction of its examples, then SGD
+    steps; C and simulator agree, the row is a unit direction times the mean factory norm, its
+    bias follows the rule, and the wrong rows or an empty accumulator are refused."""
+    bundle, q, y = real
+    sim, c = both_heads(lib, real)
+    F = ctypes.POINTER(ctypes.c_float)
+    rows = [sim.add_label(n) for n in ("greeting", "weather")]
+    assert [c.add_label(n) for n in ("greeting", "weather")] == rows
+    picks = {rows[0]: q[:7], rows[1]: q[7:12]}
+    for r, qs in picks.items():
+        acc = np.zeros(sim.h, np.float32)
+        for x in qs:
+            assert c.L.mt_head_imprint_add(c.p, acc.ctypes.data_as(F), x.tobytes(), c.scale,
+                                           c.zp) == OK
+        assert c.L.mt_head_imprint_mean(c.p, r, acc.ctypes.data_as(F)) == OK
+    Fk = np.concatenate([sim.dequantize(v) for v in picks.values()])
+    Yk = np.concatenate([[r] * len(v) for r, v in picks.items()])
+    assert sim.imprint_mean(Fk, Yk) == rows and sim.updates == 2
+    twin = HeadSimulator.from_bundle(bundle, sim.config, max_new_labels=MAX_NEW)
+    twin.mu = sim.mu
+    twin.load_blob(c.blob())
+    assert twin.updates == 2 and not twin._fresh
+    np.testing.assert_allclose(twin.W, sim.W, rtol=1e-4, atol=2e-5)
+    np.testing.assert_allclose(twin.b, sim.b, rtol=1e-4, atol=2e-5)
+    c0 = sim.factory_classes
+    s = np.linalg.norm(sim.W0[:c0], axis=1).mean()
+    np.testing.assert_allclose(np.linalg.norm(sim.W[rows], axis=1), s, rtol=1e-5)
+    bm = np.mean(sim.b0[:c0] + sim.W0[:c0] @ sim.mu)
+    np.testing.assert_allclose(sim.b[rows], bm - sim.W[rows] @ sim.mu, rtol=1e-5, atol=1e-6)
+    d = sim.dequantize(q[:7]) - sim.mu
+    u = (d / np.linalg.norm(d, axis=1, keepdims=True)).sum(0)
+    np.testing.assert_allclose(sim.W[rows[0]], s * u / np.linalg.norm(u), rtol=1e-4, atol=1e-6)
+    # then the same SGD steps on both
+    for i in range(12, 40):
+        lab = rows[i % 2] if i % 3 == 0 else int(y[i])
+        np.testing.assert_allclose(c.step(q[i], lab), sim.step(sim.dequantize(q[i]), lab),
+                                   rtol=1e-4, atol=1e-5)
+    # refused: a factory row, a free row, a zero accumulator
+    acc = np.zeros(sim.h, np.float32)
+    assert c.L.mt_head_imprint_mean(c.p, 0, acc.ctypes.data_as(F)) == ENOLABEL
+    assert c.L.mt_head_imprint_mean(c.p, rows[1] + 1, acc.ctypes.data_as(F)) == ENOLABEL
+    assert c.L.mt_head_imprint_mean(c.p, rows[0], acc.ctypes.data_as(F)) == EINVAL
 
 
 def test_c_head_agrees_with_simulator(lib, real):

@@ -229,3 +229,41 @@ def test_cli_personalize_and_head_files(firmware, dev_data, tmp_path, capsys):
         code = main(["personalize", str(data), "--port", url])   # greeting exists now: fine
         capsys.readouterr()
         assert code == 0
+
+
+def test_cli_teach_matches_the_simulator(firmware, bundle, dev_data, tmp_path, capsys):
+    """`mcutext teach`: new labels from a few examples each (`keep`, `head imprint`, `head
+    train`) on a fresh QEMU; the device's float head then scores sentences as the simulator
+    does after the same sequence on TFLite Micro's int8 features."""
+    from mcutext.cli import main
+    from mcutext.personalize import HeadSimulator, UpdateConfig
+    from mcutext.qemu import boot
+    texts, _y, _f, _l = dev_data
+    taught = [("greeting", "hello there"), ("weather", "will it rain tomorrow"),
+              ("greeting", "hi friend , good morning"), ("weather", "is it sunny outside"),
+              ("greeting", "hey hello")]
+    data = tmp_path / "new.tsv"
+    data.write_text("label\ttext\n" + "".join(f"{lab}\t{t}\n" for lab, t in taught))
+    with boot(firmware["elf"], BOARD) as url:
+        code = main(["teach", str(data), "--port", url, "--epochs", "2", "--lr", "0.1",
+                     "--momentum", "0.5", "--l2", "0.5"])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        assert "added 2 labels: greeting, weather" in out
+        assert "imprinted greeting (3), weather (2)" in out and "epoch 2: loss" in out
+        assert "12 updates on the device" in out      # 2 imprints + 2 epochs of 5 steps
+        with Device(url, timeout=30) as dev:
+            got = [dev.classify(t) for t in texts[:10]]
+    sim = HeadSimulator.from_bundle(bundle, UpdateConfig(0.1, 0.5, 0.5))
+    rows = [sim.add_label("greeting"), sim.add_label("weather")]
+    q = bundle.run_int8(bundle.tokenize([t for _, t in taught] + list(texts[:10])),
+                        "tflm")["features"].astype(np.int8)
+    F = sim.dequantize(q[:len(taught)])
+    Y = np.array([rows[0] if lab == "greeting" else rows[1] for lab, _ in taught])
+    sim.imprint_mean(F, Y)
+    sim.train(F, Y, 2)
+    for r, fq in zip(got, q[len(taught):]):
+        z = sim.scores(sim.dequantize(fq))
+        np.testing.assert_allclose(np.array(r["head_bits"], np.float32), z, rtol=1e-4,
+                                   atol=1e-5)
+        assert r["label_index"] == int(np.argmax(z))

@@ -124,7 +124,7 @@ def core(tmp_path_factory) -> Path:
 
 
 HEAD_USAGE = (b"error 4 usage: head state | head reset | head config ... | head export | "
-              b"head import ... | head save | head train EPOCHS")
+              b"head import ... | head save | head train EPOCHS | head imprint")
 
 
 def talk(core: Path, lines: list[bytes]) -> list[bytes]:
@@ -156,7 +156,7 @@ def bits(v: bytes) -> float:
 
 def test_help_and_state(core):
     out = talk(core, [b"help", b"head state"])
-    assert out[0] == b"commands ping info stats classify explain label learn eval head help"
+    assert out[0] == b"commands ping info stats classify explain label learn keep eval head help"
     assert out[2:] == [b"updates 0", b"personalized 0", b"rows 4", b"feature-dim 8",
                        b"new-labels 0 of 2", b"config lr 0.050 momentum 0.000 l2 0.000",
                        b"label 0 neg factory", b"label 1 pos factory", b"buffer 0 of 64",
@@ -436,3 +436,51 @@ def test_export_import_round_trip(core):
     other = HeadSimulator(W.T * 2, B, LABELS, N_NEW, FEAT_SCALE, 3).blob()
     out = talk(core, _import_lines(other))
     assert out[-1] == b"error 4 blob of another model or firmware build"
+
+
+def keep_line(label: str, text: str, crc_xor: int = 0) -> bytes:
+    payload = f"{label}\t{text}".encode()
+    return b"keep %08x " % (zlib.crc32(payload) ^ crc_xor) + payload
+
+
+def test_keep_imprint_and_train_agree_with_simulator(core):
+    """`keep` buffers an example without a step (CRC-framed like learn); `head imprint` sets
+    each added label's row from the mean direction of its kept examples (one update each);
+    `head train` then trains over them; the float head's scores equal the simulator's."""
+    from mcutext.personalize import UpdateConfig
+    kept = [("greet", "hello there"), ("greet", "hi hello morning"), ("bye", "see you later"),
+            ("greet", "good morning hi")]
+    checks = ["hello", "good film", "see you", "awful plot", "hi there morning"]
+    lines = [b"head imprint", b"label add greet", b"label add bye", b"head imprint",
+             keep_line("greet", "hello", crc_xor=1), keep_line("nosuch", "hello"),
+             b"keep 1234 greet\thello"]
+    lines += [keep_line(lab, t) for lab, t in kept]
+    lines += [b"head imprint", b"head config lr 0.2", b"head train 2"]
+    lines += [b"classify " + t.encode() for t in checks]
+    out = talk(core, lines)
+    f = finals(out)
+    assert f[:3] == [b"error 4 no buffered examples of added labels (keep some first)", b"ok",
+                     b"ok"]
+    assert f[3] == b"error 4 no buffered examples of added labels (keep some first)"
+    assert f[4] == b"error 8 CRC mismatch: example not kept"
+    assert f[5].startswith(b"error ") and f[6] == b"error 4 usage: keep <crc32 hex> LABEL<TAB>text"
+    assert f[7:] == [b"ok"] * (len(kept) + 3 + len(checks))
+    assert b"kept 2 greet" in out and b"buffer 4 of 64" in out
+    assert b"imprinted 2 greet examples 3" in out and b"imprinted 3 bye examples 1" in out
+    assert b"updates 2" in out          # one update per imprinted label, no learn step
+    sim = HeadSimulator(W.T, B, LABELS, N_NEW, FEAT_SCALE, 3, UpdateConfig(lr=0.05))
+    sim.add_label("greet")
+    sim.add_label("bye")
+    F = np.stack([sim.dequantize(features(t)) for _, t in kept])
+    Y = np.array([sim.index(lab) for lab, _ in kept])
+    assert sim.imprint_mean(F, Y) == [2, 3]
+    sim.config = UpdateConfig(lr=0.2)
+    losses = sim.train(F, Y, 2)
+    epochs = [ln.split() for ln in out if ln.startswith(b"epoch ")]
+    np.testing.assert_allclose([bits(e[4]) for e in epochs], losses, rtol=1e-5)
+    heads = [ln for ln in out if ln.startswith(b"head-bits ")]
+    assert len(heads) == len(checks)
+    for t, ln in zip(checks, heads):
+        z = sim.scores(sim.dequantize(features(t)))
+        got = np.array([bits(v) for v in ln.split()[1:]], np.float32)
+        np.testing.assert_allclose(got, z, rtol=1e-5, atol=1e-6)

@@ -2,9 +2,10 @@
 docs/results.md summarizes them.
 
     python -m mcutext.bench [--out build/bench]
-                            [--only pipeline,device,robustness,baselines,personalize]
+                            [--only pipeline,device,robustness,baselines,personalize,teach]
                             [--recipes sst2,sms_spam,ag_news,clinc150] [--reuse]
                             [--personalize-bundle build/sst2/bundle]
+                            [--teach-bundle build/clinc140/bundle]
 
 `--only ablation` (not in the default run) runs `mcutext ablate` for the recipes of
 ABLATION_RECIPES among --recipes: four students each (and the recipe's teacher first if it is
@@ -23,7 +24,7 @@ from . import progress
 from .errors import McutextError
 
 RECIPES = ("sst2", "sms_spam", "ag_news", "clinc150")
-SECTIONS = ("pipeline", "device", "robustness", "baselines", "personalize")
+SECTIONS = ("pipeline", "device", "robustness", "baselines", "personalize", "teach")
 OPT_IN = ("ablation",)          # run only when named in --only (trains 4 students per recipe)
 ABLATION_RECIPES = ("sst2", "sms_spam", "ag_news")
 
@@ -117,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--personalize-bundle", type=Path, default=None,
                     help="sst2 bundle of the personalization section (default: the pipeline's, "
                          "else build/sst2/bundle)")
+    ap.add_argument("--teach-bundle", type=Path, default=None,
+                    help="clinc140 bundle of the 'teach new commands' section (default: "
+                         "OUT/bundles/clinc140, trained first if missing)")
     args = ap.parse_args(argv)
     sections = [s for s in args.only.split(",") if s]
     recipes = [r for r in args.recipes.split(",") if r]
@@ -148,6 +152,15 @@ def main(argv: list[str] | None = None) -> int:
         if "personalize" in sections:
             from .bench_personalize import bench_personalize
             bench_personalize(args.out, args.personalize_bundle or bundles.get("sst2"))
+        if "teach" in sections:
+            from .bench_teach import bench_teach
+            path = args.teach_bundle or args.out / "bundles" / "clinc140"
+            if not (path / "manifest.json").is_file():
+                from .recipe import load_recipe
+                from .train import train
+                progress.log(f"teach: training clinc140 into {path}")
+                train(load_recipe("clinc140"), out=path)
+            bench_teach(args.out, path)
     except McutextError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

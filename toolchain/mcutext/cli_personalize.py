@@ -3,12 +3,17 @@
     mcutext personalize --port URL DATA.tsv [--epochs N] [--new-labels] [--holdout 0.2]
                         [--lr X] [--momentum X] [--l2 X] [--reset] [--json]
 
+    mcutext teach --port URL DATA.tsv [--epochs N] [--lr X] [--momentum X] [--l2 X] [--save]
+
     mcutext head state|reset|export FILE|import FILE --port URL
 
 The examples are split (fixed seed) into a part the device learns from, one `learn` line
 per example and epoch (an SGD step of the head on the device: docs/personalization.md), and a
 held-out part the device classifies before and after, without learning. Parsing and printing
 here; the work is `personalize_on_device`, which the tests call directly.
+
+`mcutext teach` is for new labels from a few examples each: `keep` every example, `head
+imprint` (each new label's row from the mean direction of its examples), `head train`.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import random
 from pathlib import Path
 
 import click
+
+from . import progress
 
 from .errors import McutextError
 
@@ -389,6 +396,73 @@ def register(cli: click.Group) -> None:
         else:
             click.echo(f"{rep['updates']} updates on the device; the head is in RAM (not "
                        "saved: at reset it returns to its last save or factory; --save)")
+
+    @cli.command()
+    @click.argument("data", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+    @click.option("--port", **PORT_OPTION)
+    @click.option("--epochs", type=click.IntRange(0, 100), default=3, show_default=True,
+                  help="head train epochs after the imprint (0: imprint only).")
+    @click.option("--lr", type=float, default=0.02, show_default=True)
+    @click.option("--momentum", type=float, default=0.9, show_default=True)
+    @click.option("--l2", type=float, default=1.0, show_default=True,
+                  help="Pull toward the factory weights and the imprints.")
+    @click.option("--reset", is_flag=True, help="Start from the factory head.")
+    @click.option("--log", **LOG_OPTION)
+    @click.option("--timeout", type=float, default=10.0, show_default=True)
+    @click.option("--save", is_flag=True,
+                  help="Then save the head to the device's storage (it loads it at boot).")
+    @click.option("--json", "as_json", is_flag=True)
+    def teach(data: Path, port: str | None, epochs: int, lr: float, momentum: float, l2: float,
+              reset: bool, log: Path | None, timeout: float, save: bool,
+              as_json: bool) -> None:
+        """Teach the device at --port new labels from a few examples each (DATA: .tsv/.csv/
+        .jsonl): labels it lacks are added, every example is kept (`keep`), each new label
+        is imprinted from the mean direction of its examples (`head imprint`), then `head
+        train` runs EPOCHS over them. Defaults: the settings the clinc150 scenario chose
+        (docs/personalization.md). Interrupted: run it again with --reset."""
+        from .data import load_file
+        from .device import Device
+        ds = load_file(data)
+        texts, labels = list(ds.texts), list(ds.labels)
+        say = (lambda m: None) if as_json else click.echo
+        with Device(_need_port(port), log=log, timeout=timeout) as dev:
+            if reset:
+                dev.reset_head()
+            st = dev.head_state()
+            have = {lab["name"] for lab in st["labels"]}
+            missing = sorted(set(labels) - have)
+            room = st["new_labels"]["budget"] - st["new_labels"]["used"]
+            if len(missing) > room:
+                raise McutextError(f"{data}: {len(missing)} new labels, the device has room for "
+                                   f"{room}", hint="remove labels or use fewer")
+            budget = st.get("buffer", {}).get("budget")
+            if budget is not None and len(texts) > budget:
+                raise McutextError(f"{data}: {len(texts)} examples, the device keeps "
+                                   f"{budget} for head imprint / head train",
+                                   hint="send fewer examples per label")
+            for name in missing:
+                dev.add_label(name)
+            say(f"added {len(missing)} labels: {', '.join(missing) or '-'}")
+            for t, lab in progress.track(list(zip(texts, labels)), len(texts), "keep"):
+                dev.keep(lab, t)
+            rep: dict = {"added": missing, "kept": len(texts), "imprinted": dev.imprint()}
+            say("imprinted " + ", ".join(f"{k} ({v})" for k, v in
+                                         rep["imprinted"]["imprinted"].items()))
+            dev.head_config(lr=lr, momentum=momentum, l2=l2)
+            if epochs:
+                t = dev.train_head(epochs, timeout=max(timeout, 600))
+                rep["epochs"] = t["epochs"]
+                for e in t["epochs"]:
+                    say(f"epoch {e['epoch']}: loss {e['loss']:.4f}, {e['correct']} of "
+                        f"{e['of']} right before their step")
+            rep["updates"] = dev.head_state()["updates"]
+            rep["saved"] = dev.save_head() if save else None
+        if as_json:
+            click.echo(json.dumps(rep, indent=2))
+        else:
+            click.echo(f"{rep['updates']} updates on the device" + (
+                f", saved to its storage (save {rep['saved']['seq']})" if save
+                else "; the head is in RAM (not saved: --save)"))
 
     @cli.group()
     def head() -> None:

@@ -1569,7 +1569,10 @@ def _emit_head(bundle, features: Tensor, g_sha: str, what: str) -> dict[str, str
            f"#ifndef MT_HEAD_MAX_FEATURES\n#define MT_HEAD_MAX_FEATURES {h}\n#endif\n"
            f"#ifndef MT_HEAD_MAX_NEW_LABELS\n#define MT_HEAD_MAX_NEW_LABELS {n_new}\n#endif\n"
            f"#ifndef MT_HEAD_MAX_CLASSES\n#define MT_HEAD_MAX_CLASSES ({c0} + "
-           "MT_HEAD_MAX_NEW_LABELS)\n#endif\n\n#endif\n")
+           "MT_HEAD_MAX_NEW_LABELS)\n#endif\n"
+           "/* examples kept for `head train` / `head imprint`: 16 per reserved row, >= 64 */\n"
+           f"#ifndef MT_TRAIN_BUFFER\n#define MT_TRAIN_BUFFER {train_buffer(n_new)}u\n#endif\n"
+           "\n#endif\n")
 
     def arr(name: str, vals) -> str:
         vals = np.asarray(vals, np.float32).reshape(-1)
@@ -1596,6 +1599,11 @@ def _emit_head(bundle, features: Tensor, g_sha: str, what: str) -> dict[str, str
            f"    .labels = {p}_labels,\n"
            "};\n")
     return {HEAD_HEADER: hdr, HEAD_SOURCE: src}
+
+
+def train_buffer(max_new_labels: int) -> int:
+    """Examples the firmware keeps for `head train` and `head imprint` (MT_TRAIN_BUFFER)."""
+    return max(64, 16 * max_new_labels)
 
 
 def generate_graph(tflite: bytes, out_dir: str | Path, prefix: str = "mt_graph",

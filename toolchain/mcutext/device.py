@@ -515,6 +515,34 @@ class Device:
     def eval_reset(self) -> None:
         self.command("eval reset")
 
+    def keep(self, label: str, text: str | bytes, retries: int = 2) -> dict:
+        """`keep`: the example's features go to the device's buffer, no step (for
+        `head imprint` / `head train`). Returns label_index and buffer {used, budget}."""
+        res: dict = {}
+        for ln in self._send_framed("keep", label, text, retries):
+            key, _, rest = ln.partition(b" ")
+            if key == b"kept":
+                res["label_index"] = int(rest.split(b" ")[0])
+            elif key == b"buffer":
+                a, _, b = rest.partition(b" of ")
+                res["buffer"] = {"used": int(a), "budget": int(b)}
+        if "label_index" not in res:
+            raise McutextError(f"{self.url}: incomplete keep answer", hint=_HINT)
+        return res
+
+    def imprint(self) -> dict:
+        """`head imprint`: each added label with kept examples gets the imprint of their mean
+        direction. Returns imprinted {label: examples} and updates."""
+        res: dict = {"imprinted": {}}
+        for ln in self.command("head imprint"):
+            key, _, rest = ln.partition(b" ")
+            if key == b"imprinted":
+                f = rest.split(b" ")
+                res["imprinted"][unescape(f[1]).decode("utf-8", "replace")] = int(f[3])
+            elif key == b"updates":
+                res["updates"] = int(rest)
+        return res
+
     def _send_framed(self, verb: str, label: str, text: str | bytes, retries: int) -> list:
         """`<verb> <crc32> LABEL<TAB>text`, sent again after a CRC error (error 8)."""
         if "\t" in label or "\n" in label or "\r" in label:

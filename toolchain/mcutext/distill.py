@@ -48,6 +48,8 @@ class TrainingSet:
     ce_weight: np.ndarray    # float32[n] 1 for original texts, 0 for augmented ones
     t_logits: np.ndarray     # float32[n, C]
     t_attr: np.ndarray       # float32[n, max_words]
+    # float32[n, 384] the encoder's sentence embeddings (objective.embed_weight), or None
+    t_sent: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.texts)

@@ -7,7 +7,7 @@ purpose: the converter then maps them one-to-one to the ops above, with no hidde
 
     ids int32[L*K] --GATHER--> [L*K, D] --AVG_POOL(K)--> [L, D]     (K hashed features per word)
       --CONV(width w, ReLU)--> h [L, F] --CONV 1x1--> logits [L] --SOFTMAX--> attention a [L]
-      --sum_t a_t h_t--> [F] --DENSE ReLU--> features [H] --DENSE--> class scores [C]
+      --sum_t a_t h_t--> [F] --DENSE (ReLU or linear)--> features [H] --DENSE--> class scores [C]
 
 The attention weights are the per-word explanation; the features are what the device's
 personalization fine-tunes the head on.
@@ -94,12 +94,40 @@ class AttentionSum(keras.layers.Layer):
         return tf.reduce_sum(h * a, axis=[1, 2])
 
 
+@keras.saving.register_keras_serializable(package="mcutext")
+class CosineHead(keras.layers.Layer):
+    """scale * cos(f - center, w_c) for every class c: the training form of model.head =
+    "prototype". It never reaches a bundle: after training, the head is replaced by a Dense
+    layer holding one prototype per class (mcutext.train.prototype_head), which has the same
+    argmax for every input, because all its rows have the same norm and the scores are
+    w_c . (f - center) scaled by a positive number that does not depend on c."""
+
+    def __init__(self, classes: int, scale: float, **kwargs):
+        super().__init__(**kwargs)
+        self.classes = classes
+        self.scale = scale
+
+    def build(self, input_shape):
+        h = int(input_shape[-1])
+        self.kernel = self.add_weight(shape=(h, self.classes), name="kernel",
+                                      initializer=keras.initializers.RandomNormal(stddev=0.05))
+        self.center = self.add_weight(shape=(h,), name="center", initializer="zeros")
+
+    def call(self, f):
+        u = tf.math.l2_normalize(f - self.center, axis=-1)
+        return self.scale * tf.matmul(u, tf.math.l2_normalize(self.kernel, axis=0))
+
+    def get_config(self):
+        return {**super().get_config(), "classes": self.classes, "scale": self.scale}
+
+
 class StudentLayers:
     """The student's layers, callable in two halves: `embed` (ids -> word embeddings) and
     `body` (word embeddings -> logits, attention, features). The functional model is built
     from the same two calls, and the training loop uses them to perturb embeddings (FGM)."""
 
-    def __init__(self, recipe: Recipe, n_classes: int, training_graph: bool = False):
+    def __init__(self, recipe: Recipe, n_classes: int, training_graph: bool = False,
+                 dense_head: bool = False):
         tok, cfg = recipe.tokenizer, recipe.model
         self.L, self.K, self.D = tok.max_words, tok.features_per_word, cfg.embed_dim
         self.word_dropout = (WordDropout(cfg.word_dropout, self.K, name="word_dropout")
@@ -116,9 +144,13 @@ class StudentLayers:
         self.attention = keras.layers.Softmax(name="attention")
         self.attention_nhwc = keras.layers.Reshape((self.L, 1, 1), name="attention_nhwc")
         self.pool = AttentionSum(name="attention_pool")
-        self.features = keras.layers.Dense(cfg.feature_dim, activation="relu", name="features")
+        self.features = keras.layers.Dense(
+            cfg.feature_dim, activation=None if cfg.feature_activation == "linear" else "relu",
+            name="features")
         self.feature_dropout = keras.layers.Dropout(cfg.dropout, name="feature_dropout")
-        self.head = keras.layers.Dense(n_classes, name="head")
+        self.head = (CosineHead(n_classes, cfg.head_scale, name="head")
+                     if cfg.head == "prototype" and not dense_head
+                     else keras.layers.Dense(n_classes, name="head"))
 
     def embed(self, ids, training=None):
         """ids [N, L*K] -> word embeddings [N, L, 1, D] (mean of each word's K features)."""
@@ -134,21 +166,26 @@ class StudentLayers:
         a = self.attention(self.attention_flat(self.attention_logits(h)))
         pooled = self.pool([h, self.attention_nhwc(a)])
         feats = self.features(pooled)
-        logits = self.head(self.feature_dropout(feats, training=training))
+        # a prototype head measures directions: dropout would move them, so it sees the
+        # features as they are
+        logits = self.head(feats if isinstance(self.head, CosineHead)
+                           else self.feature_dropout(feats, training=training))
         return logits, a, feats
 
 
 def build_student(recipe: Recipe, n_classes: int, batch_size: int | None = None,
-                  seed: int | None = None, training_graph: bool = False) -> keras.Model:
+                  seed: int | None = None, training_graph: bool = False,
+                  dense_head: bool = False) -> keras.Model:
     """Model with outputs (logits, attention, features). `training_graph` adds the
     training-only augmentation layers (no weights, so weights copy across). The recipe's
-    model.arch picks the mcutext student ("cnn") or a baseline (mcutext.baselines)."""
+    model.arch picks the mcutext student ("cnn") or a baseline (mcutext.baselines).
+    `dense_head`: a plain Dense head even when model.head is "prototype" (the exported form)."""
     if recipe.model.arch != "cnn":
         from .baselines import build_baseline
         return build_baseline(recipe, n_classes, batch_size, seed, training_graph)
     if seed is not None:
         keras.utils.set_random_seed(seed)
-    layers = StudentLayers(recipe, n_classes, training_graph)
+    layers = StudentLayers(recipe, n_classes, training_graph, dense_head)
     ids = keras.Input((layers.L * layers.K,), dtype="int32", batch_size=batch_size, name="ids")
     logits, a, feats = layers.body(layers.embed(ids))
     model = keras.Model(ids, [logits, a, feats], name=f"{recipe.name}_student")

@@ -57,6 +57,11 @@ class ObjectiveConfig:
     # worst of adv_candidates edits of each word kept before the next (as the attacks search)
     adv_search: str = "joint"
     teacher: str = ""             # teacher folder; default build/<recipe>/teacher
+    # d: sentence mapping. The features, through a training-only linear layer, follow the
+    # pretrained encoder's sentence embedding (cosine; mcutext.sentence), on the training
+    # texts and on the unlabelled texts of embed_texts (dataset names, or "vocab")
+    embed_weight: float = 0.0
+    embed_texts: tuple = ()
 
     def __post_init__(self) -> None:
         if self.kd_loss not in KD_LOSSES:
@@ -65,6 +70,10 @@ class ObjectiveConfig:
         if self.adv_search not in ADV_SEARCHES:
             raise McutextError(f"objective.adv_search must be one of {', '.join(ADV_SEARCHES)}, "
                                f"got '{self.adv_search}'")
+
+    @property
+    def uses_sentence(self) -> bool:
+        return self.embed_weight > 0
 
     @property
     def uses_teacher(self) -> bool:
@@ -92,6 +101,16 @@ class Trainer:
             raise McutextError("the objective needs a teacher (kd_weight or map_weight > 0)")
         self.opt = None  # made in fit(), when the number of steps is known
         self.L, self.K = recipe.tokenizer.max_words, recipe.tokenizer.features_per_word
+        # sentence mapping: a linear map from the features to the encoder's sentence space,
+        # used in training only (it is not part of the model)
+        self.proj = None
+        if self.cfg.uses_sentence:
+            import keras
+            from .sentence import DIM
+            self.proj = keras.layers.Dense(DIM, name="sentence_map")
+            self.proj.build((None, model.get_layer("features").units))
+        self.variables = list(model.trainable_variables) + (
+            list(self.proj.trainable_variables) if self.proj is not None else [])
         self._step = tf.function(self._train_step, reduce_retracing=True)
 
     def _optimizer(self, steps: int):
@@ -105,7 +124,7 @@ class Trainer:
         return keras.optimizers.Adam(lr)
 
     # --- one optimization step -----------------------------------------------------------
-    def _train_step(self, ids, y, w, t_logits, t_attr, adv_ids):
+    def _train_step(self, ids, y, w, t_logits, t_attr, adv_ids, t_sent):
         """y: labels (gold for original texts, the teacher's argmax for augmented ones); w: how
         much each example's cross-entropy counts (1 original, 0 augmented)."""
         import tensorflow as tf
@@ -128,10 +147,15 @@ class Trainer:
             with tf.GradientTape() as inner:
                 e = lay.embed(ids, training=True)
                 inner.watch(e)
-                logits, attn, _ = lay.body(e, training=True)
+                logits, attn, feats = lay.body(e, training=True)
                 ce = weighted(ce_fn(y, logits))
             loss = ce
             parts = {"ce": ce}
+            if self.proj is not None:
+                p = tf.math.l2_normalize(self.proj(feats), axis=-1)
+                sent = tf.reduce_mean(1.0 - tf.reduce_sum(p * t_sent, axis=-1))
+                loss = loss + cfg.embed_weight * sent
+                parts["sent"] = sent
             if cfg.kd_weight > 0:
                 if cfg.kd_loss == "mse":
                     kd = tf.reduce_mean(tf.reduce_sum(tf.square(logits - t_logits), axis=-1))
@@ -170,8 +194,8 @@ class Trainer:
                 loss = loss + cfg.adv_weight * 0.5 * (fgm + disc)
                 parts["fgm"] = fgm
                 parts["adv"] = disc
-        grads = tape.gradient(loss, self.model.trainable_variables)
-        self.opt.apply_gradients(zip(grads, self.model.trainable_variables))
+        grads = tape.gradient(loss, self.variables)
+        self.opt.apply_gradients(zip(grads, self.variables))
         if lay.embedding is not None:  # PRADO has no table
             # keep the padding row of the embedding table at exactly zero
             table = lay.embedding.table
@@ -299,6 +323,8 @@ class Trainer:
         bs = batch_size or self.recipe.train.batch_size
         self.opt = self._optimizer(epochs * -(-n // bs))
         rng = np.random.default_rng(self.recipe.train.seed)
+        t_sent = (data.t_sent if self.proj is not None
+                  else np.zeros((n, 1), np.float32))
         with progress.task(f"training {self.recipe.name}", total=epochs) as update:
             for epoch in range(epochs):
                 if schedule is not None:
@@ -316,7 +342,8 @@ class Trainer:
                     parts = self._step(tf.constant(x_tr[idx]), tf.constant(data.y[idx]),
                                        tf.constant(data.ce_weight[idx]),
                                        tf.constant(data.t_logits[idx]),
-                                       tf.constant(data.t_attr[idx]), tf.constant(adv[idx]))
+                                       tf.constant(data.t_attr[idx]), tf.constant(adv[idx]),
+                                       tf.constant(t_sent[idx]))
                     for key, v in parts.items():
                         totals[key] = totals.get(key, 0.0) + float(v)
                     steps += 1

@@ -171,16 +171,47 @@ class HeadSimulator:
         return self.scores(f).argmax(axis=-1)
 
     # --- learning ----------------------------------------------------------------------------
-    def _imprint(self, i: int, f: np.ndarray) -> None:
+    def _imprint(self, i: int, v: np.ndarray, sub_mean: bool = True) -> None:
+        """Row i = s d / |d|, d = v - mean (sub_mean) or v; s = the mean norm of the factory
+        rows; bias = mean over the factory rows of (b_r + W_r . mean) - W[i] . mean."""
         rows = [j for j in range(self.factory_classes) if self.active[j]]
         s = F32(np.mean(np.linalg.norm(self.W[rows], axis=1))) if rows else F32(1)
-        d = (f - self.mu).astype(F32)
+        bm = (F32(np.mean(self.b[rows] + self.W[rows] @ self.mu)) if rows else F32(0))
+        d = (v - self.mu).astype(F32) if sub_mean else np.asarray(v, F32)
         n = F32(np.sqrt(np.sum(d * d, dtype=F32)))
         self.W[i] = (s * d / n).astype(F32) if n > 0 else 0
-        self.b[i] = F32((np.mean(self.b[rows]) if rows else F32(0))
-                        - np.dot(self.W[i], self.mu).astype(F32))
+        self.b[i] = F32(bm - np.dot(self.W[i], self.mu).astype(F32))
         self.W0[i], self.b0[i] = self.W[i], self.b[i]
         self._fresh.discard(i)
+
+    def imprint_mean(self, F: np.ndarray, Y: np.ndarray) -> list[int]:
+        """`head imprint`: every added label with examples in (F, Y) gets the imprint of the
+        sum of its examples' unit vectors (f - mean) / |f - mean| (an example at the mean adds
+        nothing); its momentum restarts at zero; each imprint counts one update. Returns the
+        rows imprinted."""
+        F, Y = np.asarray(F, F32), np.asarray(Y)
+        done = []
+        for i in range(self.factory_classes, self.c_max):
+            if not self.active[i] or not np.any(Y == i):
+                continue
+            d = (F[Y == i] - self.mu).astype(F32)
+            n = np.sqrt(np.sum(d * d, axis=1, dtype=F32)).astype(F32)
+            keep = n > 0
+            acc = (d[keep] / n[keep, None]).sum(axis=0, dtype=F32).astype(F32)
+            if not np.any(acc != 0):
+                continue
+            saved = (self.W.copy(), self.b.copy(), self.W0.copy(), self.b0.copy(),
+                     set(self._fresh))
+            with np.errstate(over="ignore", invalid="ignore"):
+                self._imprint(i, acc, sub_mean=False)
+            if not (np.isfinite(self.W).all() and np.isfinite(self.b).all()):
+                (self.W, self.b, self.W0, self.b0, self._fresh) = saved
+                raise McutextError("the imprint would make the head overflow: not imprinted")
+            self.V[i] = 0
+            self.vb[i] = 0
+            self.updates += 1
+            done.append(i)
+        return done
 
     def step(self, f: np.ndarray, y: int) -> float:
         """One SGD step on one example; returns its loss before the step.

@@ -21,6 +21,7 @@ from .tokenizer import TokenizerSpec
 
 
 ARCHS = ("cnn", "fastgrnn", "prado")
+HEADS = ("dense", "prototype")
 LR_SCHEDULES = ("constant", "cosine")
 
 
@@ -36,11 +37,30 @@ class ModelConfig:
     dropout: float = 0.2
     # share of whole words dropped from each training example (augmentation)
     word_dropout: float = 0.0
+    # "dense": a trained linear head. "prototype": trained as a cosine classifier
+    # (head_scale * cos(features - center, row)), exported as one unit-norm prototype per
+    # class, head_scale * the mean direction of its training features around the center; the
+    # same rule the device imprints new labels with (docs/personalization.md)
+    head: str = "dense"
+    head_scale: float = 16.0
+    # activation of the features layer: "relu", or "linear" (keeps the directions a
+    # prototype head and the sentence mapping use; docs/personalization.md)
+    feature_activation: str = "relu"
+    # head rows the firmware reserves for labels the owner adds on the device
+    max_new_labels: int = 4
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
             raise McutextError(f"model.arch must be one of {', '.join(ARCHS)}, "
                                f"got '{self.arch}'")
+        if self.feature_activation not in ("relu", "linear"):
+            raise McutextError("model.feature_activation must be relu or linear, "
+                               f"got '{self.feature_activation}'")
+        if self.head not in HEADS:
+            raise McutextError(f"model.head must be one of {', '.join(HEADS)}, "
+                               f"got '{self.head}'")
+        if self.head != "dense" and self.arch != "cnn":
+            raise McutextError(f"model.head = '{self.head}' needs model.arch = 'cnn'")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,6 +209,7 @@ class Recipe:
         d["eval"]["exclude_labels"] = list(self.eval.exclude_labels)
         d["train"]["drop_labels"] = list(self.train.drop_labels)
         d["prado"]["ngram_widths"] = list(self.prado.ngram_widths)
+        d["objective"]["embed_texts"] = list(self.objective.embed_texts)
         return d
 
 
@@ -199,6 +220,8 @@ _RANGES = {
     ("model", "feature_dim"): (1, 512),
     ("model", "dropout"): (0.0, 0.9),
     ("model", "word_dropout"): (0.0, 0.9),
+    ("model", "head_scale"): (0.1, 1000.0),
+    ("model", "max_new_labels"): (0, 255),
     ("train", "epochs"): (1, 1000),
     ("train", "batch_size"): (1, 4096),
     ("train", "learning_rate"): (1e-6, 1.0),
@@ -214,6 +237,7 @@ _RANGES = {
     ("objective", "fgm_epsilon"): (0.0, 10.0),
     ("objective", "adv_candidates"): (1, 64),
     ("objective", "adv_words"): (1, 64),
+    ("objective", "embed_weight"): (0.0, 100.0),
     ("teacher", "tune_layers"): (0, 64),
     ("teacher", "rnn_units"): (1, 4096),
     ("teacher", "max_len"): (2, 512),
@@ -273,7 +297,7 @@ def _section(path: Path, raw: dict, name: str, cls):
         if rng and not rng[0] <= value <= rng[1]:
             raise McutextError(
                 f"{path}: '{name}.{key}' = {value} is out of range [{rng[0]}, {rng[1]}]")
-    for key in ("exclude_labels", "drop_labels", "ngram_widths"):
+    for key in ("exclude_labels", "drop_labels", "ngram_widths", "embed_texts"):
         if key in sec and isinstance(sec[key], list):
             sec = dict(sec, **{key: tuple(sec[key])})
     try:
@@ -374,7 +398,7 @@ def recipe_from_dict(r: dict) -> Recipe:
                       model=ModelConfig(**r["model"]),
                       train=TrainConfig(**tup(r["train"], "drop_labels")),
                       eval=EvalConfig(**tup(r.get("eval", {}), "exclude_labels")),
-                      objective=ObjectiveConfig(**r.get("objective", {})),
+                      objective=ObjectiveConfig(**tup(r.get("objective", {}), "embed_texts")),
                       teacher=TeacherConfig(**r.get("teacher", {})),
                       distill=DistillConfig(**r.get("distill", {})),
                       fastgrnn=FastGRNNConfig(**r.get("fastgrnn", {})),

@@ -86,11 +86,64 @@ def fit(recipe: Recipe, train: Dataset, dev: Dataset, labels: list[str],
             n_epochs = epochs or recipe.distill.epochs or recipe.train.epochs
     else:
         data = TrainingSet.plain(train.texts, y_tr, len(labels), recipe.tokenizer.max_words)
+    if recipe.objective.uses_sentence:
+        data = with_sentence_targets(recipe, data)
     model = build_student(recipe, len(labels), seed=recipe.train.seed, training_graph=True)
     trainer = Trainer(recipe, model, len(labels), teacher)
     history = trainer.fit(data, x_dv, y_dv, tok, n_epochs, batch_size)
     history["examples"] = len(data)
-    return plain_copy(recipe, model, len(labels)), history
+    model = plain_copy(recipe, model, len(labels))
+    if recipe.model.head == "prototype":
+        model, center = prototype_head(recipe, model, tok.encode_batch(train.texts), y_tr,
+                                       len(labels))
+        history["feature_center"] = center
+    return model, history
+
+
+def with_sentence_targets(recipe: Recipe, data):
+    """The training set plus objective.embed_texts as unlabelled examples (no cross-entropy),
+    every text with its sentence embedding (mcutext.sentence)."""
+    import dataclasses
+    from .sentence import embed, extra_texts
+    if recipe.objective.uses_teacher:
+        raise McutextError(f"recipe {recipe.name}: objective.embed_weight cannot be combined "
+                           "with a teacher's terms (kd_weight, map_weight) yet")
+    extra = extra_texts(recipe.objective.embed_texts)
+    n, m = len(data), len(extra)
+    data = dataclasses.replace(
+        data, texts=list(data.texts) + extra,
+        y=np.concatenate([data.y, np.zeros(m, np.int32)]),
+        ce_weight=np.concatenate([data.ce_weight, np.zeros(m, np.float32)]),
+        t_logits=np.concatenate([data.t_logits, np.zeros((m,) + data.t_logits.shape[1:],
+                                                         np.float32)]),
+        t_attr=np.concatenate([data.t_attr, np.zeros((m,) + data.t_attr.shape[1:],
+                                                     np.float32)]))
+    progress.log(f"sentence mapping: {n} training texts + {m} unlabelled texts")
+    return dataclasses.replace(data, t_sent=embed(data.texts))
+
+
+def prototype_head(recipe: Recipe, model, x_train: np.ndarray, y_train: np.ndarray,
+                   n_classes: int):
+    """model.head = "prototype": the trained cosine head replaced by a Dense head whose row c
+    is head_scale * the unit mean of the unit vectors (f - center) of class c's training
+    features, and whose bias is -row . center. Returns the model and the center (the manifest
+    head's feature_mean: the device imprints new labels around it the same way)."""
+    feats = model.predict(x_train, batch_size=1024, verbose=0)[2].astype(np.float64)
+    center = model.get_layer("head").center.numpy().astype(np.float64)
+    u = feats - center
+    u /= np.linalg.norm(u, axis=1, keepdims=True) + 1e-12
+    w = np.zeros((feats.shape[1], n_classes))
+    for c in range(n_classes):
+        if np.any(y_train == c):
+            m = u[y_train == c].mean(axis=0)
+            w[:, c] = recipe.model.head_scale * m / (np.linalg.norm(m) + 1e-12)
+    out = build_student(recipe, n_classes, dense_head=True)
+    for layer in out.layers:
+        if layer.weights and layer.name != "head":
+            layer.set_weights(model.get_layer(layer.name).get_weights())
+    out.get_layer("head").set_weights([w.astype(np.float32),
+                                       (-(center @ w)).astype(np.float32)])
+    return out, [float(v) for v in center.astype(np.float32)]
 
 
 def without_teacher(recipe: Recipe) -> Recipe:
@@ -159,7 +212,10 @@ def batch1_copy(recipe: Recipe, model, n_classes: int):
 
 def plain_copy(recipe: Recipe, model, n_classes: int, batch_size: int | None = None):
     """The same weights in the inference graph (no training-only layers)."""
-    m = build_student(recipe, n_classes, batch_size=batch_size)
+    import keras
+    dense = recipe.model.arch == "cnn" and isinstance(model.get_layer("head"),
+                                                      keras.layers.Dense)
+    m = build_student(recipe, n_classes, batch_size=batch_size, dense_head=dense)
     m.set_weights(model.get_weights())
     return m
 
@@ -202,11 +258,14 @@ def convert_model(recipe: Recipe, model, labels: list[str], calib_texts: list[st
     }
 
 
-def head_section(model, int8: dict) -> dict:
-    """The final layer, separable: float weights plus the int8 quantization of its input."""
+def head_section(model, int8: dict, feature_mean=None) -> dict:
+    """The final layer, separable: float weights plus the int8 quantization of its input
+    (and, for a prototype head, the center its rows are measured around)."""
     head = model.get_layer("head")
     w, b = head.get_weights()
+    extra = {"feature_mean": [round(float(v), 7) for v in feature_mean]} if feature_mean else {}
     return {
+        **extra,
         "layer": "head",
         "in_features": int(w.shape[0]),
         "classes": int(w.shape[1]),
@@ -288,7 +347,8 @@ def train(recipe: Recipe, out: Path | None = None, epochs: int | None = None,
             "sizes": {"params": count_params(model), "int8_weights_bytes": int8["weights_bytes"],
                       "int8_file_bytes": int8["file_bytes"]},
             "int8": int8,
-            "head": head_section(model, int8),
+            "head": {**head_section(model, int8, history.get("feature_center")),
+                     "max_new_labels": recipe.model.max_new_labels},
             "training": {"examples": len(train_ds), "dev_examples": len(dev_ds),
                          "transfer_examples": history["examples"],
                          "epochs": len(history["loss"]), "seconds": round(train_seconds, 1),
@@ -341,7 +401,11 @@ def reconvert(bundle_path: Path) -> dict:
     tmp = b.path / (TFLITE_FILE + ".tmp")
     tmp.write_bytes(tflite)
     os.replace(tmp, b.path / TFLITE_FILE)
-    manifest = dict(b.manifest, int8=int8, head=head_section(b.keras_model(), int8))
+    old = b.manifest.get("head", {})
+    head = head_section(b.keras_model(), int8, old.get("feature_mean"))
+    if "max_new_labels" in old:
+        head["max_new_labels"] = old["max_new_labels"]
+    manifest = dict(b.manifest, int8=int8, head=head)
     manifest["sizes"]["int8_weights_bytes"] = int8["weights_bytes"]
     manifest["sizes"]["int8_file_bytes"] = int8["file_bytes"]
     write_manifest(b.path, manifest)
