@@ -108,3 +108,25 @@ def test_shot_draw_is_fixed_and_interleaved():
     assert not np.array_equal(i1, shot_indices(labels, ["a", "c"], 5, 1))
     with pytest.raises(McutextError, match="fewer than 40"):
         shot_indices(labels, ["a"], 40, 0)
+
+
+def test_linear_features_convert_to_the_supported_ops(tiny_recipe):
+    """Linear features have no bias: with one, the converter folds it into the head and
+    computes the features output with an ADD, which the student's op set does not have."""
+    from mcutext.convert import SUPPORTED_OPS, check_ops, read_model, to_int8
+    from mcutext.model import build_student
+    from mcutext.train import batch1_copy
+    assert tiny_recipe.model.feature_activation == "linear"
+    dense = dataclasses.replace(tiny_recipe, model=dataclasses.replace(tiny_recipe.model,
+                                                                         head="dense"))
+    m = build_student(dense, 5, seed=1)
+    assert len(m.get_layer("features").get_weights()) == 1      # kernel only
+    rng = np.random.default_rng(1)
+    for layer in m.layers:
+        if layer.weights:
+            layer.set_weights([rng.normal(size=w.shape).astype(np.float32) * 0.3
+                               for w in layer.get_weights()])
+    L = tiny_recipe.tokenizer.max_words * tiny_recipe.tokenizer.features_per_word
+    x = rng.integers(1, 512, size=(50, L)).astype(np.int32)
+    ops = check_ops(read_model(to_int8(batch1_copy(dense, m, 5), x)))
+    assert set(ops) <= set(SUPPORTED_OPS) and "ADD" not in ops

@@ -404,7 +404,7 @@ def register(cli: click.Group) -> None:
                   help="head train epochs after the imprint (0: imprint only).")
     @click.option("--lr", type=float, default=0.02, show_default=True)
     @click.option("--momentum", type=float, default=0.9, show_default=True)
-    @click.option("--l2", type=float, default=1.0, show_default=True,
+    @click.option("--l2", type=float, default=0.3, show_default=True,
                   help="Pull toward the factory weights and the imprints.")
     @click.option("--reset", is_flag=True, help="Start from the factory head.")
     @click.option("--log", **LOG_OPTION)

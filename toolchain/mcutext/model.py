@@ -144,9 +144,11 @@ class StudentLayers:
         self.attention = keras.layers.Softmax(name="attention")
         self.attention_nhwc = keras.layers.Reshape((self.L, 1, 1), name="attention_nhwc")
         self.pool = AttentionSum(name="attention_pool")
-        self.features = keras.layers.Dense(
-            cfg.feature_dim, activation=None if cfg.feature_activation == "linear" else "relu",
-            name="features")
+        # linear features have no bias: the converter would fold it into the head and
+        # compute the features output with an ADD; a prototype head's center plays its part
+        linear = cfg.feature_activation == "linear"
+        self.features = keras.layers.Dense(cfg.feature_dim, activation=None if linear else "relu",
+                                           use_bias=not linear, name="features")
         self.feature_dropout = keras.layers.Dropout(cfg.dropout, name="feature_dropout")
         self.head = (CosineHead(n_classes, cfg.head_scale, name="head")
                      if cfg.head == "prototype" and not dense_head

@@ -4,6 +4,7 @@
       + a * KD(z_t, z_s)                                              knowledge distillation
       + b * KL(attr_t || attn_s)                                       explainable feature mapping
       + c * (CE_w(y, z_s(e + r_fgm)) + CE_w(y, z_s(x_adv))) / 2        adversarial robustness
+      + d * (1 - cos(P f_s, s_t))                                      sentence mapping
 
 - KD is T^2 * KL(softmax(z_t / T) || softmax(z_s / T)) (Hinton; kd_loss = "kl") or the squared
   error between the logits (Tang et al.; kd_loss = "mse").
@@ -23,6 +24,10 @@
   attends to most, worst of `adv_candidates` candidates per original text under the current
   student (all words at once, or word by word with adv_search = "greedy"), re-drawn every
   epoch.
+
+- P f_s, s_t: a training-only linear map of the student's features, and the pretrained
+  encoder's unit sentence embedding of the text (mcutext.sentence); unlabelled texts
+  (objective.embed_texts) take part in this term only.
 
 One loop serves every variant, so an ablation changes only the weights a, b, c.
 """
