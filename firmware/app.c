@@ -639,6 +639,25 @@ static int parse_labelled(const uint8_t *arg, uint32_t n, const char *verb, uint
     return 1;
 }
 
+/* The common part of learn, keep and eval: the framed example checked, its label found and
+ * the model run on its text. Returns 1 with the row in *y and the run in *r, otherwise
+ * answers the error and returns 0. */
+static int run_labelled(const uint8_t *arg, uint32_t n, const char *verb, uint32_t *y,
+                        run_result_t *r)
+{
+    const uint8_t *text = 0;
+    uint32_t tn = 0;
+    if (!parse_labelled(arg, n, verb, y, &text, &tn) || !model_input_ok()) {
+        return 0;
+    }
+    *r = run_model(text, tn);
+    if (r->status != 0) {
+        put_error(MT_ERR_MODEL, "model run failed");
+        return 0;
+    }
+    return 1;
+}
+
 /* learn <crc32 hex> LABEL<TAB>text: one SGD step of the head on the example. */
 static void cmd_learn(const uint8_t *arg, uint32_t n)
 {
@@ -646,17 +665,8 @@ static void cmd_learn(const uint8_t *arg, uint32_t n)
         return;
     }
     uint32_t y = 0;
-    const uint8_t *text = 0;
-    uint32_t tn = 0;
-    if (!parse_labelled(arg, n, "learn", &y, &text, &tn)) {
-        return;
-    }
-    if (!model_input_ok()) {
-        return;
-    }
-    const run_result_t r = run_model(text, tn);
-    if (r.status != 0) {
-        put_error(MT_ERR_MODEL, "model run failed");
+    run_result_t r;
+    if (!run_labelled(arg, n, "learn", &y, &r)) {
         return;
     }
     /* what classify would have answered before this step */
@@ -969,16 +979,10 @@ static void cmd_keep(const uint8_t *arg, uint32_t n)
     if (!head_available()) {
         return;
     }
-    uint32_t y = 0;
-    const uint8_t *text = 0;
-    uint32_t tn = 0;
-    if (!parse_labelled(arg, n, "keep", &y, &text, &tn) || !model_input_ok()) {
-        return;
-    }
 #if MT_TRAIN_BUFFER
-    const run_result_t r = run_model(text, tn);
-    if (r.status != 0) {
-        put_error(MT_ERR_MODEL, "model run failed");
+    uint32_t y = 0;
+    run_result_t r;
+    if (!run_labelled(arg, n, "keep", &y, &r)) {
         return;
     }
     buffer_add(mt_model_features(), y);
@@ -986,6 +990,8 @@ static void cmd_keep(const uint8_t *arg, uint32_t n)
     put_used_of("buffer", buffer_count(), MT_TRAIN_BUFFER);
     mt_put_ok();
 #else
+    (void)arg;
+    (void)n;
     put_error(MT_ERR_BAD_ARGUMENT, "built without a training buffer (MT_TRAIN_BUFFER 0)");
 #endif
 }
@@ -1128,16 +1134,11 @@ static void cmd_eval(const uint8_t *arg, uint32_t n)
         return;
     }
     uint32_t y = 0;
-    const uint8_t *text = 0;
-    uint32_t tn = 0;
-    if (!parse_labelled(arg, n, "eval", &y, &text, &tn) || !model_input_ok()) {
+    run_result_t r;
+    if (!run_labelled(arg, n, "eval", &y, &r)) {
         return;
     }
-    const run_result_t r = run_model(text, tn);
-    if (r.status != 0) {
-        put_error(MT_ERR_MODEL, "model run failed");
-        return;
-    }
+    (void)r;
     const mt_model_info_t *m = &mt_model_info;
     float loss = 0.0f;
     uint32_t fbest = 0;
