@@ -1337,11 +1337,16 @@ static void put_result(const run_result_t *r)
     const mt_model_info_t *m = &mt_model_info;
     const int8_t *logits = mt_model_logits();
     uint32_t best = int8_best();
+    uint32_t head_count = 0; /* the float head's scoring, when it decides */
+    int head_decides = 0;
 #if HAVE_HEAD
     if (head_personalized()) {
         /* the personalized float head decides; the `scores` and `logits` lines below stay
          * the int8 model's */
+        const uint32_t t0 = board_counter_ticks();
         best = head_best();
+        head_count = measure(t0);
+        head_decides = 1;
         mt_put("label ");
         mt_put_u32(best);
         mt_put_char(' ');
@@ -1377,6 +1382,10 @@ static void put_result(const run_result_t *r)
     mt_put_u32(r->tokenizer_count);
     mt_put(" model ");
     mt_put_u32(r->model_count);
+    if (head_decides) {
+        mt_put(" head ");
+        mt_put_u32(head_count);
+    }
     mt_put_eol();
 #if MT_PROFILE
     /* Per kernel call: the counter between consecutive marks, less one read's overhead. */

@@ -273,7 +273,26 @@ def costs(bundle_path: Path, out: Path) -> dict:
         res["storage"] = st["storage_info"]
         res["blob_bytes"] = r["bytes"]
         res["new_labels"] = st["new_labels"]["budget"]
+    res["classify_head"] = {b: head_classify_cost(res["boards"][b]["elf"], b, out)
+                            for b in (BOARD, "microbit")}
     return res
+
+
+def head_classify_cost(elf: str, board: str, out: Path, n: int = 20) -> dict:
+    """Instructions of a classification once the float head decides (after 5 `learn` steps):
+    medians over n sst2 test sentences of the model run and of the head's scoring (the
+    `cost` line's `model` and `head`)."""
+    from .data import load_split
+    from .device import Device
+    from .qemu import boot
+    d, t = load_split("sst2", "dev"), load_split("sst2", "test")
+    with boot(elf, board, log_path=out / f"qemu-head-{board}.log") as url, \
+            Device(url, timeout=120) as dev:
+        for lab, text in zip(d.labels[:5], d.texts[:5]):
+            dev.learn(lab, text)
+        runs = [dev.classify(text)["instructions"] for text in t.texts[:n]]
+    return {"model": int(np.median([r["model"] for r in runs])),
+            "head": int(np.median([r["head"] for r in runs]))}
 
 
 def bench_personalize(out: Path, bundle_path: Path | None = None) -> dict:
@@ -331,10 +350,15 @@ def bench_personalize(out: Path, bundle_path: Path | None = None) -> dict:
                      "head": r["symbols"].get("head", 0),
                      "buffer": r["symbols"].get("buf_q", 0) + r["symbols"].get("buf_y", 0),
                      "import": r["symbols"].get("import_buf", 0)})
+        ch = c["classify_head"].get(board)
+        crow[-1]["classify"] = (f"{ch['model']:,} + {ch['head']:,} "
+                                f"({100 * ch['head'] / (ch['model'] + ch['head']):.1f} %)"
+                                if ch else "")
     write_table(out.parent, "personalize_cost", crow, [
         ("board", "board"), ("ram", "RAM without -> with"), ("ram_added", "RAM added"),
         ("head", "of which head"), ("buffer", "example buffer"), ("import", "import buffer"),
-        ("flash", "flash without -> with"), ("flash_added", "flash added")],
+        ("flash", "flash without -> with"), ("flash_added", "flash added"),
+        ("classify", "classify instr.: model + float head (head's share)")],
         "Personalization cost (sst2 bundle, 4 reserved rows, momentum buffers, 64 buffered "
         "examples)",
         f"{BOARD} under QEMU -icount (instructions, not cycles): `learn` step median "

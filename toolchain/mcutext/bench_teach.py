@@ -176,8 +176,14 @@ def device_run(sc: Scenario, cfg: dict, elf: Path, out: Path) -> dict:
             rep["train_instructions_per_step"] = t["instructions"]["train"] / n
         rep["updates"] = dev.head_state()["updates"]
         pred = np.zeros(len(te["y"]), int)
+        heads, models = [], []
         for j in progress.track(range(len(te["y"])), len(te["y"]), "device: classify"):
-            pred[j] = dev.classify(te["texts"][j])["label_index"]
+            r = dev.classify(te["texts"][j])
+            pred[j] = r["label_index"]
+            heads.append(r["instructions"]["head"])
+            models.append(r["instructions"]["model"])
+    rep["classify_instructions"] = {"model": int(np.median(models)),
+                                    "head": int(np.median(heads))}
     simp = sim.predict(sim.dequantize(te["F"]))
     rep["seconds"] = round(time.time() - t0, 1)
     rep["agreement"] = float(np.mean(pred == simp))
