@@ -408,3 +408,57 @@ def test_device_refuses_bad_head_blobs_and_keeps_its_head(firmware, sst2_small_b
         code, out, err = run_cli(capsys, "head", "import", f, "--port", url, "--log", log)
         assert code == 0 and "head loaded (3 updates)" in out, err
         assert "> head import end " in log.read_text()
+
+
+def test_teach_after_the_port_vanishes(firmware, tmp_path, capsys):
+    """`mcutext teach` with QEMU killed part way through the `keep`s: one error line that says
+    how far it got and how to start over; the same command with --reset on a rebooted device
+    ends with exactly the head of an uninterrupted run."""
+    from mcutext.qemu import Qemu, boot
+    capsys.readouterr()
+    data = tmp_path / "new.tsv"
+    rows = [("greeting", f"{g} {w}") for g in ("hello", "hi", "hey") for w in
+            ("there", "friend", "you", "all")]
+    rows += [("weather", f"{w} {d}") for w in ("will it rain", "is it sunny", "cold")
+             for d in ("today", "tomorrow", "tonight", "this week")]     # 24 examples
+    data.write_text("label\ttext\n" + "".join(f"{lab}\t{t}\n" for lab, t in rows))
+    args = ["teach", data, "--epochs", "2", "--lr", "0.1", "--json"]
+
+    with boot(firmware["elf"], BOARD, log_path=tmp_path / "ref.log") as url:
+        code, out, err = run_cli(capsys, *args, "--port", url)
+        assert code == 0, err
+        assert main(["head", "export", str(tmp_path / "ref.bin"), "--port", url]) == 0
+    assert json.loads(out)["kept"] == 24
+
+    log = tmp_path / "session.log"
+    vm = Qemu(firmware["elf"], BOARD, log_path=tmp_path / "qemu1.log")
+    url = vm.start()
+
+    def watch():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and vm.running:
+            try:
+                if log.read_text().count("> keep ") >= 3:
+                    vm.process.kill()
+                    return
+            except OSError:
+                pass
+            time.sleep(0.005)
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    try:
+        code, _, err = run_cli(capsys, *args, "--port", url, "--log", log)
+        t.join()
+    finally:
+        vm.stop()
+    assert code == 2
+    line = one_error(err)
+    assert line.startswith(f"error: lost the connection to {url}"), line
+    m = re.search(r"\((\d+) of 24 examples kept\)$", line)
+    assert m and 2 <= int(m.group(1)) < 24, line
+    assert "run the same command again with --reset" in hint(err)
+    with boot(firmware["elf"], BOARD, log_path=tmp_path / "qemu2.log") as url:
+        code, out, err = run_cli(capsys, *args, "--port", url, "--reset")
+        assert code == 0, err
+        assert main(["head", "export", str(tmp_path / "again.bin"), "--port", url]) == 0
+    assert (tmp_path / "again.bin").read_bytes() == (tmp_path / "ref.bin").read_bytes()

@@ -421,7 +421,7 @@ def register(cli: click.Group) -> None:
         train` runs EPOCHS over them. Defaults: the settings the clinc150 scenario chose
         (docs/personalization.md). Interrupted: run it again with --reset."""
         from .data import load_file
-        from .device import Device
+        from .device import Device, DeviceError
         ds = load_file(data)
         texts, labels = list(ds.texts), list(ds.labels)
         say = (lambda m: None) if as_json else click.echo
@@ -440,23 +440,35 @@ def register(cli: click.Group) -> None:
                 raise McutextError(f"{data}: {len(texts)} examples, the device keeps "
                                    f"{budget} for head imprint / head train",
                                    hint="send fewer examples per label")
-            for name in missing:
-                dev.add_label(name)
-            say(f"added {len(missing)} labels: {', '.join(missing) or '-'}")
-            for t, lab in progress.track(list(zip(texts, labels)), len(texts), "keep"):
-                dev.keep(lab, t)
-            rep: dict = {"added": missing, "kept": len(texts), "imprinted": dev.imprint()}
-            say("imprinted " + ", ".join(f"{k} ({v})" for k, v in
-                                         rep["imprinted"]["imprinted"].items()))
-            dev.head_config(lr=lr, momentum=momentum, l2=l2)
-            if epochs:
-                t = dev.train_head(epochs, timeout=max(timeout, 600))
-                rep["epochs"] = t["epochs"]
-                for e in t["epochs"]:
-                    say(f"epoch {e['epoch']}: loss {e['loss']:.4f}, {e['correct']} of "
-                        f"{e['of']} right before their step")
-            rep["updates"] = dev.head_state()["updates"]
-            rep["saved"] = dev.save_head() if save else None
+            kept = 0
+            try:
+                for name in missing:
+                    dev.add_label(name)
+                say(f"added {len(missing)} labels: {', '.join(missing) or '-'}")
+                for t, lab in progress.track(list(zip(texts, labels)), len(texts), "keep"):
+                    dev.keep(lab, t)
+                    kept += 1
+                rep: dict = {"added": missing, "kept": kept, "imprinted": dev.imprint()}
+                say("imprinted " + ", ".join(f"{k} ({v})" for k, v in
+                                             rep["imprinted"]["imprinted"].items()))
+                dev.head_config(lr=lr, momentum=momentum, l2=l2)
+                if epochs:
+                    t = dev.train_head(epochs, timeout=max(timeout, 600))
+                    rep["epochs"] = t["epochs"]
+                    for e in t["epochs"]:
+                        say(f"epoch {e['epoch']}: loss {e['loss']:.4f}, {e['correct']} of "
+                            f"{e['of']} right before their step")
+                rep["updates"] = dev.head_state()["updates"]
+                rep["saved"] = dev.save_head() if save else None
+            except DeviceError:
+                raise          # the device refused something: its own message says what
+            except McutextError as e:
+                # the port vanished or the device stopped answering part way: DATA is
+                # untouched; the device may hold some of this session in RAM
+                raise McutextError(f"{e} ({kept} of {len(texts)} examples kept)",
+                                   hint="the device may hold part of this session (labels, "
+                                        "kept examples): run the same command again with "
+                                        "--reset") from None
         if as_json:
             click.echo(json.dumps(rep, indent=2))
         else:
