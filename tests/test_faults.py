@@ -44,14 +44,14 @@ def hint(err: str) -> str:
     return next((ln for ln in err.splitlines() if ln.startswith("hint: ")), "")
 
 
-def kill_when(vm, journal: Path, key: str, count: int, timeout: float = 300) -> threading.Thread:
-    """Kills QEMU (SIGKILL: the port vanishes mid-exchange) once `journal` holds `count`
-    entries with `key`."""
+def kill_when(vm, path: Path, needle: str, count: int, timeout: float = 300) -> threading.Thread:
+    """Kills QEMU (SIGKILL: the port vanishes mid-exchange) once the file at `path` (a
+    journal, a session log) holds `count` occurrences of `needle`."""
     def watch():
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and vm.running:
             try:
-                n = journal.read_text().count(f'"{key}"')
+                n = path.read_text().count(needle)
             except OSError:
                 n = 0
             if n >= count:
@@ -183,7 +183,7 @@ def test_personalize_resumes_after_the_port_vanishes(firmware, owner_data, refer
     vm = Qemu(firmware["elf"], BOARD, log_path=tmp_path / "qemu1.log")
     url = vm.start()
     try:
-        watcher = kill_when(vm, journal, "step", 25)     # past the checkpoint at step 20
+        watcher = kill_when(vm, journal, '"step"', 25)     # past the checkpoint at step 20
         code, _, err = run_cli(capsys, *args, "--port", url)
         watcher.join()
     finally:
@@ -284,7 +284,7 @@ def test_attack_on_the_device_resumes_after_the_port_vanishes(firmware, sst2_sma
     vm = Qemu(firmware["elf"], BOARD, log_path=tmp_path / "qemu1.log")
     url = vm.start()
     try:
-        watcher = kill_when(vm, journal, "record", 2)
+        watcher = kill_when(vm, journal, '"record"', 2)
         code, _, err = run_cli(capsys, *args, "--port", url, "--out", out_dir)
         watcher.join()
     finally:
@@ -433,22 +433,10 @@ def test_teach_after_the_port_vanishes(firmware, tmp_path, capsys):
     log = tmp_path / "session.log"
     vm = Qemu(firmware["elf"], BOARD, log_path=tmp_path / "qemu1.log")
     url = vm.start()
-
-    def watch():
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and vm.running:
-            try:
-                if log.read_text().count("> keep ") >= 3:
-                    vm.process.kill()
-                    return
-            except OSError:
-                pass
-            time.sleep(0.005)
-    t = threading.Thread(target=watch, daemon=True)
-    t.start()
     try:
+        watcher = kill_when(vm, log, "> keep ", 3)
         code, _, err = run_cli(capsys, *args, "--port", url, "--log", log)
-        t.join()
+        watcher.join()
     finally:
         vm.stop()
     assert code == 2
