@@ -300,6 +300,18 @@ int mt_head_scores(mt_head_t *hd, const int8_t *q, float scale, int32_t zero_poi
 }
 
 /* --- learning ------------------------------------------------------------------------------ */
+/* |v - feature mean| (sub_mean) or |v|, summed over h sequentially. */
+static float centered_norm(const mt_head_t *hd, const float *v, int sub_mean)
+{
+    const float *mu = hd->factory->feature_mean;
+    float nn = 0.0f;
+    for (uint32_t k = 0; k < hd->h; ++k) {
+        float d = v[k] - (sub_mean && mu ? mu[k] : 0.0f);
+        nn += d * d;
+    }
+    return sqrtf(nn);
+}
+
 /* Weight imprinting: row c = s d / |d| for a direction d around the feature mean (one
  * example: d = f - mean; `head imprint`: d = the sum of its examples' unit vectors
  * (f_i - mean) / |f_i - mean|), s = mean norm of the factory rows,
@@ -325,12 +337,7 @@ static int imprint_row(mt_head_t *hd, uint32_t c, const float *v, int sub_mean)
     }
     s /= (float)hd->c0;
     bm /= (float)hd->c0;
-    float nn = 0.0f;
-    for (uint32_t k = 0; k < hd->h; ++k) {
-        float d = v[k] - (sub_mean && mu ? mu[k] : 0.0f);
-        nn += d * d;
-    }
-    float n = sqrtf(nn);
+    const float n = centered_norm(hd, v, sub_mean);
     float *w = hd->w + (size_t)c * hd->h;
     float dot = 0.0f;
     for (uint32_t k = 0; k < hd->h; ++k) { /* dry run: the same values, checked */
@@ -367,12 +374,7 @@ int mt_head_imprint_add(mt_head_t *hd, float *acc, const int8_t *q, float scale,
         return MT_HEAD_EINVAL;
     dequantize(hd, q, scale, zero_point);
     const float *mu = hd->factory->feature_mean;
-    float nn = 0.0f;
-    for (uint32_t k = 0; k < hd->h; ++k) {
-        float d = hd->f[k] - (mu ? mu[k] : 0.0f);
-        nn += d * d;
-    }
-    const float n = sqrtf(nn);
+    const float n = centered_norm(hd, hd->f, 1);
     if (!(n > 0.0f) || !isfinite(n))
         return MT_HEAD_OK; /* at the mean: no direction to add */
     for (uint32_t k = 0; k < hd->h; ++k)

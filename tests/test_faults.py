@@ -63,6 +63,26 @@ def kill_when(vm, path: Path, needle: str, count: int, timeout: float = 300) -> 
     return t
 
 
+def cut_off(firmware, tmp_path: Path, capsys, args: list, path: Path, needle: str,
+            count: int) -> tuple[str, str]:
+    """Runs the CLI command `args` against a fresh QEMU that is killed (the port vanishes)
+    once `path` holds `count` occurrences of `needle`. Checks the command fails with exit 2
+    and one `lost the connection` line; returns that line and the whole stderr."""
+    from mcutext.qemu import Qemu
+    vm = Qemu(firmware["elf"], BOARD, log_path=tmp_path / "qemu1.log")
+    url = vm.start()
+    try:
+        watcher = kill_when(vm, path, needle, count)
+        code, _, err = run_cli(capsys, *args, "--port", url)
+        watcher.join()
+    finally:
+        vm.stop()
+    assert code == 2
+    line = one_error(err)
+    assert line.startswith(f"error: lost the connection to {url}"), line
+    return line, err
+
+
 # --- timeouts and refused ports (no QEMU needed) -------------------------------------------
 
 def test_timeout_gives_a_hint_and_the_log_records_it(tmp_path, capsys):
@@ -174,23 +194,14 @@ def reference(firmware, owner_data, tmp_path_factory) -> dict:
 
 def test_personalize_resumes_after_the_port_vanishes(firmware, owner_data, reference,
                                                      tmp_path, capsys):
-    from mcutext.qemu import Qemu, boot
+    from mcutext.qemu import boot
     capsys.readouterr()
     journal, log = tmp_path / "journal.jsonl", tmp_path / "session.log"
     args = ["personalize", owner_data, *PERSONALIZE, "--journal", journal, "--log", log]
     want = reference["report"]
 
-    vm = Qemu(firmware["elf"], BOARD, log_path=tmp_path / "qemu1.log")
-    url = vm.start()
-    try:
-        watcher = kill_when(vm, journal, '"step"', 25)     # past the checkpoint at step 20
-        code, _, err = run_cli(capsys, *args, "--port", url)
-        watcher.join()
-    finally:
-        vm.stop()
-    assert code == 2
-    line = one_error(err)
-    assert line.startswith(f"error: lost the connection to {url}"), line
+    # past the checkpoint at step 20
+    line, err = cut_off(firmware, tmp_path, capsys, args, journal, '"step"', 25)
     m = re.search(rf"; the work done is kept in {re.escape(str(journal))} \((\d+) of {STEPS} "
                   r"learning steps\)$", line)
     assert m and 25 <= int(m.group(1)) < STEPS, line
@@ -270,7 +281,7 @@ def test_personalize_resumes_after_a_device_reset(firmware, owner_data, referenc
 
 def test_attack_on_the_device_resumes_after_the_port_vanishes(firmware, sst2_small_bundle,
                                                                tmp_path, capsys):
-    from mcutext.qemu import Qemu, boot
+    from mcutext.qemu import boot
     args = ["attack", sst2_small_bundle, "--attack", "char", "--runtime", "device",
             "--n", "6", "--budget", "1", "--json"]
     with boot(firmware["elf"], BOARD) as url:
@@ -281,17 +292,8 @@ def test_attack_on_the_device_resumes_after_the_port_vanishes(firmware, sst2_sma
 
     out_dir = tmp_path / "run"
     journal = out_dir / "deepwordbug-device.journal.jsonl"
-    vm = Qemu(firmware["elf"], BOARD, log_path=tmp_path / "qemu1.log")
-    url = vm.start()
-    try:
-        watcher = kill_when(vm, journal, '"record"', 2)
-        code, _, err = run_cli(capsys, *args, "--port", url, "--out", out_dir)
-        watcher.join()
-    finally:
-        vm.stop()
-    assert code == 2
-    line = one_error(err)
-    assert line.startswith(f"error: lost the connection to {url}"), line
+    line, err = cut_off(firmware, tmp_path, capsys, [*args, "--out", out_dir], journal,
+                        '"record"', 2)
     m = re.search(rf"the work done is kept in {re.escape(str(journal))} \((\d) of 6 "
                   r"examples\)$", line)
     assert m and 2 <= int(m.group(1)) < 6, line
@@ -414,7 +416,7 @@ def test_teach_after_the_port_vanishes(firmware, tmp_path, capsys):
     """`mcutext teach` with QEMU killed part way through the `keep`s: one error line that says
     how far it got and how to start over; the same command with --reset on a rebooted device
     ends with exactly the head of an uninterrupted run."""
-    from mcutext.qemu import Qemu, boot
+    from mcutext.qemu import boot
     capsys.readouterr()
     data = tmp_path / "new.tsv"
     rows = [("greeting", f"{g} {w}") for g in ("hello", "hi", "hey") for w in
@@ -431,17 +433,7 @@ def test_teach_after_the_port_vanishes(firmware, tmp_path, capsys):
     assert json.loads(out)["kept"] == 24
 
     log = tmp_path / "session.log"
-    vm = Qemu(firmware["elf"], BOARD, log_path=tmp_path / "qemu1.log")
-    url = vm.start()
-    try:
-        watcher = kill_when(vm, log, "> keep ", 3)
-        code, _, err = run_cli(capsys, *args, "--port", url, "--log", log)
-        watcher.join()
-    finally:
-        vm.stop()
-    assert code == 2
-    line = one_error(err)
-    assert line.startswith(f"error: lost the connection to {url}"), line
+    line, err = cut_off(firmware, tmp_path, capsys, [*args, "--log", log], log, "> keep ", 3)
     m = re.search(r"\((\d+) of 24 examples kept\)$", line)
     assert m and 2 <= int(m.group(1)) < 24, line
     assert "run the same command again with --reset" in hint(err)

@@ -379,8 +379,7 @@ class Device:
                 f = rest.decode("ascii", "replace").split()
                 res["config"] = {a: float(b) for a, b in zip(f[::2], f[1::2])}
             elif b" of " in rest:
-                used, _, budget = rest.partition(b" of ")
-                res[k] = {"used": int(used), "budget": int(budget)}
+                res[k] = _used_of(rest, "used", "budget")
             elif rest.isdigit():
                 res[k] = int(rest)
             else:
@@ -506,8 +505,7 @@ class Device:
             elif key == b"loss":
                 res["loss"] = _f32_from_hex(rest.split()[1])
             elif key == b"tally":
-                a, _, b = rest.partition(b" of ")
-                res["tally"] = {"correct": int(a), "total": int(b)}
+                res["tally"] = _used_of(rest, "correct", "total")
         if "correct" not in res:
             raise McutextError(f"{self.url}: incomplete eval answer: {lines!r}", hint=_HINT)
         return res
@@ -524,8 +522,7 @@ class Device:
             if key == b"kept":
                 res["label_index"] = int(rest.split(b" ")[0])
             elif key == b"buffer":
-                a, _, b = rest.partition(b" of ")
-                res["buffer"] = {"used": int(a), "budget": int(b)}
+                res["buffer"] = _used_of(rest, "used", "budget")
         if "label_index" not in res:
             raise McutextError(f"{self.url}: incomplete keep answer", hint=_HINT)
         return res
@@ -597,6 +594,12 @@ class Device:
         if "loss" not in res or "updates" not in res:
             raise McutextError(f"{self.url}: incomplete learn answer: {lines!r}", hint=_HINT)
         return res
+
+
+def _used_of(rest: bytes, first: str, second: str) -> dict:
+    """`<a> of <b>` (a `used ... of ...` line of the protocol) -> {first: a, second: b}."""
+    a, _, b = rest.partition(b" of ")
+    return {first: int(a), second: int(b)}
 
 
 def parse_storage(value: str) -> dict:
