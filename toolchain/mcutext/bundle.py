@@ -3,6 +3,7 @@
     manifest.json       name, labels, tokenizer spec, sizes, metrics, head, tool versions
     model.keras         the float Keras model (outputs: logits, attention, features)
     model_int8.tflite   the full-integer model (int32 ids in; int8 logits, attention, features)
+    encoding.bin        the robust encoding's table (tokenizer spec version 2 only)
 
 `load_bundle(path)` gives a Bundle whose `predict_proba(texts, runtime=...)` runs any of the
 three runtimes on plain strings.
@@ -18,9 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from .errors import McutextError
-from .tokenizer import Tokenizer, TokenizerSpec
+from .tokenizer import RobustTable, TokenizerSpec, make_tokenizer, register_table
 
 MANIFEST = "manifest.json"
+ENCODING_FILE = "encoding.bin"
 KERAS_FILE = "model.keras"
 TFLITE_FILE = "model_int8.tflite"
 FORMAT_VERSION = 1
@@ -38,7 +40,9 @@ class Bundle:
         self.path = path
         self.manifest = manifest
         self.labels: list[str] = manifest["labels"]
-        self.tokenizer = Tokenizer(TokenizerSpec.from_dict(manifest["tokenizer"]))
+        spec = TokenizerSpec.from_dict(manifest["tokenizer"])
+        self.encoding_table = read_encoding_table(path, spec) if spec.robust else None
+        self.tokenizer = make_tokenizer(spec, self.encoding_table)
         self._keras = None
         self._litert = None
         self._tflm = None
@@ -174,6 +178,22 @@ class Bundle:
         words = self.tokenizer.display_words(text)
         att = self.run([text], runtime)["attention"][0]
         return list(zip(words, [float(a) for a in att[:len(words)]]))
+
+
+def read_encoding_table(path: Path, spec: TokenizerSpec) -> RobustTable:
+    """The robust encoding's table of a bundle, checked against the spec's sha256 and
+    registered (so that the bundle's recipe finds it too)."""
+    p = path / ENCODING_FILE
+    if not p.is_file():
+        raise McutextError(f"{p}: missing (the tokenizer spec uses the robust encoding)")
+    table = RobustTable.from_bytes(p.read_bytes(), where=str(p))
+    if table.sha256 != spec.table:
+        raise McutextError(f"{p}: sha256 {table.sha256[:12]}... is not the tokenizer spec's "
+                           f"{spec.table[:12]}...", hint="the bundle was edited or damaged")
+    if table.codes != spec.buckets:
+        raise McutextError(f"{p}: {table.codes} codes, the tokenizer spec says {spec.buckets}")
+    register_table(table)
+    return table
 
 
 def load_bundle(path: str | Path) -> Bundle:

@@ -201,8 +201,8 @@ def get_teacher(recipe: Recipe, labels: list[str]):
 
 
 def load_tokenizer(recipe: Recipe):
-    from .tokenizer import Tokenizer
-    return Tokenizer(recipe.tokenizer)
+    from .tokenizer import make_tokenizer
+    return make_tokenizer(recipe.tokenizer)
 
 
 def batch1_copy(recipe: Recipe, model, n_classes: int):
