@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from .recipe import Recipe  # noqa: E402
+from .tokenizer import CODE_FALLBACK  # noqa: E402
 
 OUTPUT_NAMES = ("logits", "attention", "features")
 
@@ -64,25 +65,33 @@ class HashEmbedding(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="mcutext")
 class WordDropout(keras.layers.Layer):
-    """Training-time augmentation: drops whole words (all K feature ids of a word -> padding)
-    with probability `rate`. Identity at inference; it has no weights and never reaches the
-    converted model (the batch-1 conversion graph is built without it)."""
+    """Training-time augmentation: drops whole words with probability `rate`: all K feature
+    ids of a word become padding, or with `fill` (the robust encoding's fallback code), a word
+    becomes that code, so that the model learns to discount it. Identity at inference; it has
+    no weights and never reaches the converted model (the batch-1 conversion graph is built
+    without it)."""
 
-    def __init__(self, rate: float, features_per_word: int, **kwargs):
+    def __init__(self, rate: float, features_per_word: int, fill: int = 0, **kwargs):
         super().__init__(**kwargs)
         self.rate = rate
         self.k = features_per_word
+        self.fill = fill
 
     def call(self, ids, training=None):
         if not training or self.rate <= 0:
             return ids
         shape = tf.shape(ids)
         words = tf.reshape(ids, (shape[0], -1, self.k))
-        keep = tf.random.uniform((shape[0], tf.shape(words)[1], 1)) >= self.rate
-        return tf.reshape(words * tf.cast(keep, ids.dtype), shape)
+        keep = tf.cast(tf.random.uniform((shape[0], tf.shape(words)[1], 1)) >= self.rate,
+                       ids.dtype)
+        out = words * keep
+        if self.fill:
+            out += (1 - keep) * self.fill * tf.cast(words > 0, ids.dtype)
+        return tf.reshape(out, shape)
 
     def get_config(self):
-        return {**super().get_config(), "rate": self.rate, "features_per_word": self.k}
+        return {**super().get_config(), "rate": self.rate, "features_per_word": self.k,
+                "fill": self.fill}
 
 
 @keras.saving.register_keras_serializable(package="mcutext")
@@ -130,7 +139,9 @@ class StudentLayers:
                  dense_head: bool = False):
         tok, cfg = recipe.tokenizer, recipe.model
         self.L, self.K, self.D = tok.max_words, tok.features_per_word, cfg.embed_dim
-        self.word_dropout = (WordDropout(cfg.word_dropout, self.K, name="word_dropout")
+        self.word_dropout = (WordDropout(cfg.word_dropout, self.K,
+                                         fill=CODE_FALLBACK if tok.robust else 0,
+                                         name="word_dropout")
                              if training_graph and cfg.word_dropout > 0 else None)
         self.embedding = HashEmbedding(tok.buckets, cfg.embed_dim, name="embedding")
         self.to_nhwc = keras.layers.Reshape((self.L * self.K, 1, self.D), name="to_nhwc")

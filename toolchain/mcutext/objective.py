@@ -45,7 +45,7 @@ from .errors import McutextError
 # attack suite uses for evaluation (small integers).
 TRAIN_ADVERSARY_SEED_OFFSET = 1_000_003
 KD_LOSSES = ("kl", "mse")
-ADV_SEARCHES = ("joint", "greedy")
+ADV_SEARCHES = ("joint", "greedy", "codes")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +59,9 @@ class ObjectiveConfig:
     adv_candidates: int = 4       # random perturbations per example; the worst one is kept
     adv_words: int = 2            # words edited per candidate (the attack budget we train for)
     # "joint": every candidate edits all adv_words words at once; "greedy": word by word, the
-    # worst of adv_candidates edits of each word kept before the next (as the attacks search)
+    # worst of adv_candidates edits of each word kept before the next (as the attacks search);
+    # "codes" (robust encoding only): word by word, the worst of every code any one-edit
+    # typo of any word reaches (exact, not sampled: the encoding makes the set small)
     adv_search: str = "joint"
     teacher: str = ""             # teacher folder; default build/<recipe>/teacher
     # d: sentence mapping. The features, through a training-only linear layer, follow the
@@ -234,6 +236,9 @@ class Trainer:
             sents.append(s)
             tops.append([words[j] for j in np.argsort(-a[words], kind="stable")[:cfg.adv_words]]
                         if words else [])
+        if cfg.adv_search == "codes":
+            ids = self._code_greedy(texts, y, tokenizer)
+            return (ids, None) if with_texts else ids
         if cfg.adv_search == "greedy":
             ids, done = self._greedy(sents, tops, y, tokenizer, rng)
             return (ids, [s.render(d) for s, d in zip(sents, done)]) if with_texts else ids
@@ -270,6 +275,65 @@ class Trainer:
             out.append(random_perturbation(s.render(done), rng, kind="word",
                                            max_words=self.cfg.adv_words))
         return out
+
+    def _code_greedy(self, texts: list[str], y: np.ndarray, tokenizer) -> np.ndarray:
+        """The robust encoding's worst case, word by word: each round, every (word, reachable
+        code) replacement of every text is scored and the worst one kept if it raises the
+        loss; adv_words rounds, a word changed at most once."""
+        if not getattr(tokenizer.spec, "robust", False):
+            raise McutextError('objective.adv_search = "codes" needs the robust encoding '
+                               '(tokenizer.encoding = "robust")')
+        alts = self._alternatives(texts, tokenizer)
+        cur = tokenizer.encode_batch(texts)
+        cur_loss = self._losses(cur, y)
+        changed = [set() for _ in texts]
+        for _ in range(self.cfg.adv_words):
+            rows, what = [], []
+            for j, opts in enumerate(alts):
+                for pos, codes in opts:
+                    if pos in changed[j]:
+                        continue
+                    for c in codes:
+                        rows.append(j)
+                        what.append((pos, c))
+            if not rows:
+                break
+            rows_a = np.array(rows)
+            cand = cur[rows_a].copy()
+            pos_a = np.array([p for p, _ in what])
+            cand[np.arange(len(rows)), pos_a] = [c for _, c in what]
+            loss = self._losses(cand, y[rows_a])
+            best = {}
+            for k, j in enumerate(rows):
+                if loss[k] > cur_loss[j] and (j not in best or loss[k] > loss[best[j]]):
+                    best[j] = k
+            if not best:
+                break
+            for j, k in best.items():
+                cur[j] = cand[k]
+                cur_loss[j] = loss[k]
+                changed[j].add(what[k][0])
+        return cur
+
+    def _alternatives(self, texts: list[str], tokenizer) -> list[list[tuple[int, tuple]]]:
+        """Per text, (word position, the other codes one edit of that word reaches) for its
+        editable words; computed once per training run (the table does not change)."""
+        from .encoding import reachable_codes
+        from .perturb import Sentence
+        cache = getattr(self, "_alt_cache", None)
+        if cache is None:
+            cache = self._alt_cache = {}
+        todo = [t for t in texts if t not in cache]
+        if todo:
+            visible = self.recipe.tokenizer.max_words
+            sents = {t: Sentence.parse(t) for t in todo}
+            # token i of a Sentence is word i of the tokenizer, lowered as it lowers
+            key = {t: {i: tokenizer.words(s.tokens[i])[0] for i in s.word_indices(visible)}
+                   for t, s in sents.items()}
+            reach = reachable_codes(tokenizer, {w for k in key.values() for w in k.values()})
+            for t, k in key.items():
+                cache[t] = [(i, reach[w]) for i, w in k.items() if reach[w]]
+        return [cache[t] for t in texts]
 
     def _losses(self, ids: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Cross-entropy of each row of ids against y under the current model."""

@@ -15,6 +15,7 @@ import dataclasses
 import tomllib
 from pathlib import Path
 
+from .encoding import EncodingConfig
 from .errors import McutextError
 from .objective import ObjectiveConfig
 from .tokenizer import TokenizerSpec
@@ -200,6 +201,7 @@ class Recipe:
     distill: DistillConfig = DistillConfig()
     fastgrnn: FastGRNNConfig = FastGRNNConfig()
     prado: PradoConfig = PradoConfig()
+    encoding: EncodingConfig = EncodingConfig()
     path: str = ""
     # the folder name of the cached teacher (build/teachers/<teacher_name>); "" = name
     teacher_name: str = ""
@@ -307,7 +309,7 @@ def _section(path: Path, raw: dict, name: str, cls):
 
 
 TABLES = ("tokenizer", "model", "train", "eval", "objective", "teacher", "distill", "fastgrnn",
-          "prado")
+          "prado", "encoding")
 MAX_BASE_DEPTH = 4
 
 
@@ -383,6 +385,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         distill=_section(path, raw, "distill", DistillConfig),
         fastgrnn=_section(path, raw, "fastgrnn", FastGRNNConfig),
         prado=_section(path, raw, "prado", PradoConfig),
+        encoding=_section(path, raw, "encoding", EncodingConfig),
         path=str(path),
         teacher_name=teacher_name if teacher_name != raw["name"] else "",
     )
@@ -403,6 +406,7 @@ def recipe_from_dict(r: dict) -> Recipe:
                       distill=DistillConfig(**r.get("distill", {})),
                       fastgrnn=FastGRNNConfig(**r.get("fastgrnn", {})),
                       prado=PradoConfig(**tup(r.get("prado", {}), "ngram_widths")),
+                      encoding=EncodingConfig(**r.get("encoding", {})),
                       path=r.get("path", ""), teacher_name=r.get("teacher_name", ""))
     except (KeyError, TypeError) as e:
         raise McutextError(f"the stored recipe is incomplete or unknown ({e})") from None

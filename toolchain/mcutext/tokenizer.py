@@ -118,6 +118,9 @@ class TokenizerSpec:
         if self.encoding not in SPEC_VERSIONS:
             raise McutextError(f"tokenizer.encoding must be one of {', '.join(SPEC_VERSIONS)}, "
                                f"got {self.encoding!r}")
+        if self.robust and self.version == SPEC_VERSION:
+            # a recipe names the encoding; its spec version follows from it
+            object.__setattr__(self, "version", ROBUST_SPEC_VERSION)
         if self.version != SPEC_VERSIONS[self.encoding]:
             raise McutextError(
                 f"tokenizer spec version {self.version} is not supported for the "
@@ -160,10 +163,6 @@ class TokenizerSpec:
         unknown = set(d) - known
         if unknown:
             raise McutextError(f"unknown tokenizer keys: {', '.join(sorted(unknown))}")
-        d = dict(d)
-        if d.get("encoding") == "robust":
-            d.setdefault("version", ROBUST_SPEC_VERSION)
-            d.setdefault("typo_features", False)
         return cls(**d)
 
 
@@ -418,3 +417,69 @@ def make_tokenizer(spec: TokenizerSpec, table: RobustTable | None = None) -> Tok
         if table is None:
             raise McutextError(f"robust encoding table {spec.table[:12]}... is not loaded")
     return RobustTokenizer(spec, table)
+
+
+def _hash_rows(rows: np.ndarray, lengths: np.ndarray, tag: int, seed: int) -> np.ndarray:
+    """feature_hash of many byte strings at once: rows[i, :lengths[i]] (uint8, zero padded)."""
+    h = np.full(len(rows), FNV_OFFSET ^ seed, np.uint32)
+    p = np.uint32(FNV_PRIME)
+    h = (h ^ np.uint32(tag)) * p
+    for j in range(rows.shape[1]):
+        on = j < lengths
+        if not on.any():
+            break
+        h = np.where(on, (h ^ rows[:, j].astype(np.uint32)) * p, h)
+    h ^= h >> np.uint32(16)
+    h *= np.uint32(0x85EBCA6B)
+    h ^= h >> np.uint32(13)
+    h *= np.uint32(0xC2B2AE35)
+    h ^= h >> np.uint32(16)
+    return h
+
+
+def _as_rows(words: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    n = max((len(w) for w in words), default=0)
+    rows = np.zeros((len(words), max(n, 1)), np.uint8)
+    lengths = np.array([len(w) for w in words], np.int64)
+    for i, w in enumerate(words):
+        rows[i, :len(w)] = np.frombuffer(w, np.uint8)
+    return rows, lengths
+
+
+def robust_codes(tok: "RobustTokenizer", words: Sequence[bytes]) -> np.ndarray:
+    """RobustTokenizer.code for many words at once (numpy; the same rule, checked by the
+    tests against the one-word function)."""
+    t, seed = tok.table, tok.spec.seed
+    words = list(words)
+    out = np.full(len(words), CODE_FALLBACK, np.int64)
+    if not words or len(t.keys) == 0:
+        return out
+    rows, lengths = _as_rows(words)
+    keys = t.keys
+
+    def find(h):
+        i = np.minimum(np.searchsorted(keys, h), len(keys) - 1)
+        hit = keys[i] == h
+        return (np.where(hit, t.exact[i], CODE_NONE).astype(np.int64),
+                np.where(hit, t.near[i], CODE_NONE).astype(np.int64))
+
+    ex, nr = find(_hash_rows(rows, lengths, TAG_KEY, seed))
+    cands = [nr]
+    m = rows.shape[1]
+    for i in range(m):
+        # delete byte i: the rows' bytes i+1.. shift left by one
+        live = (lengths >= 2) & (i < lengths)
+        if not live.any():
+            continue
+        drows = np.concatenate([rows[:, :i], rows[:, i + 1:], np.zeros((len(rows), 1),
+                                                                        np.uint8)], axis=1)
+        de, dn = find(_hash_rows(drows, lengths - 1, TAG_KEY, seed))
+        cands += [np.where(live, de, CODE_NONE), np.where(live, dn, CODE_NONE)]
+    c = np.stack(cands, axis=1)                              # [N, 1 + 2m]
+    amb = np.any(c == CODE_AMBIGUOUS, axis=1)
+    real = np.where(c == CODE_NONE, -1, c)
+    hi = real.max(axis=1)
+    lo = np.where(real < 0, np.iinfo(np.int64).max, real).min(axis=1)
+    single = (hi >= 0) & (hi == lo) & ~amb
+    out = np.where(single, hi, CODE_FALLBACK)
+    return np.where(ex != CODE_NONE, ex, out)

@@ -14,7 +14,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from . import __version__, progress  # noqa: E402
-from .bundle import FORMAT_VERSION, KERAS_FILE, TFLITE_FILE, load_bundle, publish, write_manifest  # noqa: E402,E501
+from .bundle import (ENCODING_FILE, FORMAT_VERSION, KERAS_FILE, TFLITE_FILE, load_bundle,  # noqa: E402
+                     publish, write_manifest)
 from .convert import (check_ops, output_order, read_model, tensor_quant, tflm_interpreter,  # noqa: E402
                       to_int8, weights_bytes)
 from .data import Dataset, has_split, load_split  # noqa: E402
@@ -200,6 +201,25 @@ def get_teacher(recipe: Recipe, labels: list[str]):
     return teacher
 
 
+def resolve_encoding(recipe: Recipe, train_ds: Dataset, labels: list[str]):
+    """A robust tokenizer's table, built from the training split (mcutext.encoding) and
+    registered; returns the recipe with the resolved spec (codes, table sha256) and
+    (table, summary), or the recipe unchanged and None for the hashed encoding."""
+    if not recipe.tokenizer.robust:
+        return recipe, None
+    import dataclasses
+    from .encoding import build_table
+    from .tokenizer import register_table
+    index = {lab: i for i, lab in enumerate(labels)}
+    y = np.array([index[v] for v in train_ds.labels], np.int32)
+    table, summary = build_table(train_ds.texts, y, len(labels), recipe.tokenizer,
+                                 recipe.encoding)
+    spec = dataclasses.replace(recipe.tokenizer, buckets=table.codes, table=register_table(table))
+    progress.log(f"robust encoding: {summary['codes']} codes for {summary['vocabulary']} words, "
+                 f"{summary['keys']} table keys ({summary['table_bytes']} bytes)")
+    return dataclasses.replace(recipe, tokenizer=spec), (table, summary)
+
+
 def load_tokenizer(recipe: Recipe):
     from .tokenizer import make_tokenizer
     return make_tokenizer(recipe.tokenizer)
@@ -307,6 +327,7 @@ def train(recipe: Recipe, out: Path | None = None, epochs: int | None = None,
     use_teacher = (limit is None) if teacher is None else teacher
     if not use_teacher:
         recipe = without_teacher(recipe)
+    recipe, encoding = resolve_encoding(recipe, train_ds, labels)
     t_teacher = 0.0
     teacher_info = None
     teacher_obj = None
@@ -332,6 +353,8 @@ def train(recipe: Recipe, out: Path | None = None, epochs: int | None = None,
     try:
         model.save(staging / KERAS_FILE)
         (staging / TFLITE_FILE).write_bytes(tflite)
+        if encoding is not None:
+            (staging / ENCODING_FILE).write_bytes(encoding[0].to_bytes())
         manifest = {
             "format": FORMAT_VERSION,
             "name": recipe.name,
@@ -341,6 +364,7 @@ def train(recipe: Recipe, out: Path | None = None, epochs: int | None = None,
             "tokenizer": recipe.tokenizer.to_dict(),
             "max_words": recipe.tokenizer.max_words,
             "seq_len": recipe.tokenizer.seq_len,
+            **({"encoding": encoding[1]} if encoding is not None else {}),
             "recipe": recipe.to_dict(),
             "eval": {"exclude_labels": list(recipe.eval.exclude_labels),
                      "dropped_labels": list(recipe.train.drop_labels)},
