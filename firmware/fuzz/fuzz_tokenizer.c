@@ -36,6 +36,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     spec.features_per_word = 1u + data[4] % 4u; /* 1 or 4 in the recipes; 2, 3 legal */
     spec.seed = get(data + 5, 4);
     spec.max_word_bytes = data[9] % 70u; /* 0 and > 64 are clamped to 64 by the tokenizer */
+    spec.robust = 0;
     const uint8_t *text = data + 12;
     const uint32_t len = (uint32_t)(size - 12u);
     /* The text in its own block, so that a read past its end is a report too. */

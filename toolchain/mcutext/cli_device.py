@@ -42,6 +42,8 @@ def _print_build(res: dict) -> None:
     model = []
     if res.get("weights_bytes") is not None:
         model.append(f"int8 weights {res['weights_bytes']} bytes")
+    if res.get("encoding_bytes"):
+        model.append(f"encoding table {res['encoding_bytes']} bytes")
     if res.get("arena_bytes") is not None:
         model.append(f"activation arena {res['arena_bytes']} bytes")
     if res.get("macs") is not None:
