@@ -221,7 +221,8 @@ uint32_t mt_tokenize(const mt_tokenizer_spec_t *spec, const uint8_t *text, uint3
     for (uint32_t i = 0; i < total; i++) {
         ids[i] = 0;
     }
-    if (spec->buckets < 2u || f == 0u || text == 0 || (spec->robust != 0 && f != 1u)) {
+    if (spec->buckets < 2u || f == 0u || text == 0 ||
+        (spec->robust != 0 && (f != 1u || spec->robust->codes != spec->buckets))) {
         return 0;
     }
     uint32_t max_bytes = spec->max_word_bytes;

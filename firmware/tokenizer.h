@@ -20,6 +20,7 @@
  * the code of the known word with that key (`exact`) and of the known words one deletion away
  * from it (`near`), each MT_CODE_NONE if none. */
 typedef struct {
+    uint32_t codes;        /* codes lie in [1, codes); the spec's buckets must equal it */
     uint32_t count;        /* keys */
     const uint32_t *keys;  /* [count], strictly ascending */
     const uint16_t *exact; /* [count] */
@@ -33,7 +34,8 @@ typedef struct {
     uint32_t seed;              /* xor-ed into the FNV-1a offset basis */
     uint32_t max_word_bytes;    /* longer words are truncated to this many bytes */
     /* NULL: the hashed encoding. Otherwise the robust encoding: one code per word from this
-     * table (features_per_word must be 1; codes lie in [1, buckets)). */
+     * table (features_per_word must be 1 and buckets the table's codes; a spec that breaks
+     * either gives no words, like the other invalid specs). */
     const mt_robust_table_t *robust;
 } mt_tokenizer_spec_t;
 

@@ -2,7 +2,7 @@
 
 A small sst2 model is trained through the ordinary train path on a recipe whose tokenizer is
 robust: its table is built with RobustTable.build from the training vocabulary (one code per
-frequent word, their one-deletion typos sharing it). The firmware built from the bundle
+frequent word, their one-deletion typos sharing it: mcutext.bench_encoder.frequency_table). The firmware built from the bundle
 carries the table in flash (gen/encoding.c); on netduinoplus2 (Cortex-M4F) and microbit
 (Cortex-M0), real test sentences and one-edit typos of them give the ids' label and int8
 scores byte-identical to TFLite Micro fed the Python encoder's ids.
@@ -10,39 +10,20 @@ scores byte-identical to TFLite Micro fed the Python encoder's ids.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 
 import numpy as np
 import pytest
 
+from mcutext.bench_encoder import frequency_table, robust_recipe
 from mcutext.device import Device
 
 pytestmark = pytest.mark.qemu
 
 BOARDS = ["netduinoplus2", "microbit"]
-CODES = 1200        # codes of the table: 1198 words, padding and the fallback
+WORDS = 1198        # words of the table (codes: these, padding and the fallback)
 TRAIN_SENTENCES = 2000
 N_SENTENCES = 60
-
-
-def robust_recipe(recipe, texts: list[str], codes: int):
-    """The recipe with a robust tokenizer whose table holds the `codes - 2` most frequent
-    words of `texts` (code 2 the most frequent), the words of 3 bytes or more taking their
-    typos; the table is registered so that the recipe finds it."""
-    from mcutext.tokenizer import (ROBUST_SPEC_VERSION, RobustTable, register_table,
-                                   split_words)
-    spec = recipe.tokenizer
-    counts = collections.Counter(w for t in texts
-                                 for w in split_words(t.encode("utf-8"), spec.max_word_bytes))
-    ranked = sorted(counts, key=lambda w: (-counts[w], w))[:codes - 2]
-    word_codes = {w: 2 + i for i, w in enumerate(ranked)}
-    table = RobustTable.build(codes, word_codes, [w for w in ranked if len(w) >= 3],
-                              spec.seed)
-    robust = dataclasses.replace(spec, encoding="robust", version=ROBUST_SPEC_VERSION,
-                                 typo_features=False, buckets=codes,
-                                 table=register_table(table))
-    return dataclasses.replace(recipe, name="sst2_robust", tokenizer=robust)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +36,9 @@ def robust_bundle(tmp_path_factory):
     recipe = dataclasses.replace(recipe, objective=dataclasses.replace(
         recipe.objective, kd_weight=0.0, map_weight=0.0, adv_weight=0.0))
     texts = load_split("sst2", "train").texts[:TRAIN_SENTENCES]
-    recipe = robust_recipe(recipe, texts, CODES)
+    table = frequency_table(texts, WORDS, recipe.tokenizer.max_word_bytes,
+                            recipe.tokenizer.seed)
+    recipe = robust_recipe(recipe, table, "sst2_robust")
     out = tmp_path_factory.mktemp("bundle_sst2_robust") / "bundle"
     path = train(recipe, out=out, limit=TRAIN_SENTENCES, epochs=3, test_limit=200)
     return load_bundle(path)
@@ -96,7 +79,7 @@ def builds(robust_bundle, tmp_path_factory) -> dict:
 def test_build_reports_the_table(builds, robust_bundle):
     n = len(robust_bundle.encoding_table.keys)
     for rep in builds.values():
-        assert rep["encoding_bytes"] == 8 * n + 16
+        assert rep["encoding_bytes"] == 8 * n + 20
         assert rep["flash_bytes"] > rep["weights_bytes"] + rep["encoding_bytes"]
         assert rep["stack_worst_case"] <= rep["stack_reserve"]
         # the table's arrays are in the image, in flash

@@ -15,6 +15,7 @@ exactly its size, so an over-read of the table is a sanitizer report too.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import struct
@@ -51,12 +52,13 @@ static void *read_array(FILE *f, size_t n, size_t size) {
 }
 
 int main(int argc, char **argv) {
-    mt_robust_table_t table = {0, 0, 0, 0};
+    mt_robust_table_t table = {0, 0, 0, 0, 0};
     if (argc > 1) {
         FILE *f = fopen(argv[1], "rb");
         uint32_t head[4];
         if (!f || fread(head, sizeof head, 1, f) != 1 || memcmp(head, "MTRE", 4)) return 3;
         table.count = head[2];
+        table.codes = head[3];
         table.keys = read_array(f, table.count, sizeof *table.keys);
         table.exact = read_array(f, table.count, sizeof *table.exact);
         table.near = read_array(f, table.count, sizeof *table.near);
@@ -427,3 +429,41 @@ def test_robust_real_test_split_matches_python(tokenizer_c_default, robust_table
     assert sum(a != b for a, b in zip(texts, typos)) > len(texts) // 2
     table, seed, _ = robust_tables[dataset]
     assert_same(tokenizer_c_default, robust_spec(table, seed), texts + typos, table)
+
+
+def test_robust_spec_that_breaks_its_table_gives_no_words(tokenizer_c, robust_tables):
+    """buckets other than the table's codes: no words, all padding (Python refuses the spec;
+    the firmware never gets one, as codegen takes both from the bundle)."""
+    table, seed, words = robust_tables["rule"]
+    spec = TokenizerSpec(encoding="robust", version=2, typo_features=False,
+                         buckets=table.codes + 1, seed=seed, max_words=4)
+    n, ids = run_c(tokenizer_c, spec, [b"the thee tho"], table)
+    assert n.tolist() == [0] and not ids.any()
+    right = dataclasses.replace(spec, buckets=table.codes)
+    assert run_c(tokenizer_c, right, [b"the thee tho"], table)[0].tolist() == [3]
+
+
+def test_generated_table_c_encodes_like_python(robust_tables, tmp_path):
+    """The table as codegen emits it into the firmware (gen/encoding.c) gives the Python codes:
+    the driver built against the generated arrays instead of encoding.bin."""
+    from mcutext.codegen import robust_table_c
+    table, seed, words = robust_tables["clinc150"]
+    (tmp_path / "encoding.c").write_text(robust_table_c(table, "mt_test_table", "a test"))
+    driver = DRIVER.replace('#include "tokenizer.h"',
+                            '#include "tokenizer.h"\nextern const mt_robust_table_t '
+                            'mt_test_table;').replace(
+        "argc > 1 ? &table : 0", "&mt_test_table")
+    (tmp_path / "driver.c").write_text(driver)
+    exe = tmp_path / "tokenize"
+    subprocess.run([shutil.which("gcc") or "cc", "-std=c11", "-O1", "-Wall", "-Wextra",
+                    "-Werror", "-Wno-unused-parameter", "-fsanitize=address,undefined",
+                    "-fno-sanitize-recover=all", f"-I{FIRMWARE}", str(FIRMWARE / "tokenizer.c"),
+                    str(tmp_path / "encoding.c"), str(tmp_path / "driver.c"), "-o", str(exe)],
+                   check=True)
+    from mcutext.data import load_split
+    texts = load_split("clinc150", "test").texts[:500]
+    spec = robust_spec(table, seed)
+    tok = make_tokenizer(spec, table)
+    n, ids = run_c(exe, spec, [t.encode("utf-8") for t in texts])
+    assert np.array_equal(ids, tok.encode_batch(texts))
+    assert (ids[:, 0] != 1).sum() > len(texts) // 2  # known words: the table is really used

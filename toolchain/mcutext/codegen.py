@@ -1234,7 +1234,7 @@ def robust_table_c(table, name: str, what: str) -> str:
     n = len(table.keys)
     out = [_banner(what, table.sha256), '#include <stdint.h>\n\n#include "tokenizer.h"\n\n']
     if n == 0:
-        out.append(f"const mt_robust_table_t {name} = {{0u, 0, 0, 0}};\n")
+        out.append(f"const mt_robust_table_t {name} = {{{table.codes}u, 0u, 0, 0, 0}};\n")
         return "".join(out)
 
     def rows(vals, fmt: str, per: int) -> str:
@@ -1246,15 +1246,15 @@ def robust_table_c(table, name: str, what: str) -> str:
     for col in ("exact", "near"):
         out.append(f"static const uint16_t {name}_{col}[{n}] = {{\n"
                    f"{rows(getattr(table, col), '{}u', 16)}\n}};\n")
-    out.append(f"\nconst mt_robust_table_t {name} = {{{n}u, {name}_keys, {name}_exact, "
-               f"{name}_near}};\n")
+    out.append(f"\nconst mt_robust_table_t {name} = {{{table.codes}u, {n}u, {name}_keys, "
+               f"{name}_exact, {name}_near}};\n")
     return "".join(out)
 
 
 def robust_table_bytes(table) -> int:
-    """Flash of a table in the firmware: 4 + 2 + 2 bytes per key and the 16-byte descriptor
+    """Flash of a table in the firmware: 4 + 2 + 2 bytes per key and the 20-byte descriptor
     (on a 32-bit core)."""
-    return 8 * len(table.keys) + 16
+    return 8 * len(table.keys) + 20
 
 
 def _c_int(v: int) -> str:
