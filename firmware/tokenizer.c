@@ -213,6 +213,79 @@ static void sort_bytes(uint8_t *b, uint32_t n)
     }
 }
 
+/* The next word at or after *pos, lower-cased into buf: its length (>= 1), or 0 when no word
+ * is left. */
+static inline __attribute__((always_inline)) uint32_t next_word_lowered(
+    const uint8_t *text, uint32_t len, uint32_t max_bytes, uint32_t *pos, uint8_t *buf)
+{
+    mt_word_t w;
+    if (!mt_next_word(text, len, max_bytes, pos, &w)) {
+        return 0;
+    }
+    for (uint32_t i = 0; i < w.len; i++) {
+        buf[i] = mt_lower(text[w.start + i]);
+    }
+    return w.len;
+}
+
+/* Bytes kept of a word: a max_word_bytes of 0 or above the buffer is the buffer's size. */
+static uint32_t word_limit(const mt_tokenizer_spec_t *spec)
+{
+    const uint32_t m = spec->max_word_bytes;
+    return (m == 0u || m > MT_TOKENIZER_MAX_WORD_BYTES) ? MT_TOKENIZER_MAX_WORD_BYTES : m;
+}
+
+/* The two encodings' word loops are separate functions, never inlined into mt_tokenize: each
+ * has its own word buffer, and only one of them is ever on the stack. */
+static __attribute__((noinline)) uint32_t hashed_words(const mt_tokenizer_spec_t *spec,
+                                                       const uint8_t *text, uint32_t len,
+                                                       int32_t *ids)
+{
+    const uint32_t f = spec->features_per_word;
+    hasher_t k;
+    k.seed = spec->seed;
+    k.m = spec->buckets - 1u;
+    k.inv = MT_TOKENIZER_SOFT_DIVIDE ? 0xFFFFFFFFu / k.m : 0u;
+    uint8_t buf[MT_TOKENIZER_MAX_WORD_BYTES];
+    const uint32_t max_bytes = word_limit(spec);
+    uint32_t pos = 0, nwords = 0, n;
+    while (nwords < spec->max_words &&
+           (n = next_word_lowered(text, len, max_bytes, &pos, buf)) != 0u) {
+        int32_t *out = ids + nwords * f;
+        out[0] = feature_id(&k, TAG_WORD, buf, n);
+        if (f > 1u) {
+            uint32_t a = n < AFFIX_BYTES ? n : AFFIX_BYTES;
+            if (f > 2u) {
+                out[2] = feature_id(&k, TAG_PREFIX, buf, a);
+            }
+            if (f > 3u) {
+                out[3] = feature_id(&k, TAG_SUFFIX, buf + n - a, a);
+            }
+            /* Sorted-inner key last: it reorders buf in place. */
+            if (n >= 3u) {
+                sort_bytes(buf + 1, n - 2u);
+            }
+            out[1] = feature_id(&k, TAG_SORTED, buf, n);
+        }
+        nwords++;
+    }
+    return nwords;
+}
+
+static __attribute__((noinline)) uint32_t robust_words(const mt_tokenizer_spec_t *spec,
+                                                       const uint8_t *text, uint32_t len,
+                                                       int32_t *ids)
+{
+    uint8_t buf[MT_TOKENIZER_MAX_WORD_BYTES];
+    const uint32_t max_bytes = word_limit(spec);
+    uint32_t pos = 0, nwords = 0, n;
+    while (nwords < spec->max_words &&
+           (n = next_word_lowered(text, len, max_bytes, &pos, buf)) != 0u) {
+        ids[nwords++] = robust_code(spec->robust, spec->seed, buf, n);
+    }
+    return nwords;
+}
+
 uint32_t mt_tokenize(const mt_tokenizer_spec_t *spec, const uint8_t *text, uint32_t len,
                      int32_t *ids)
 {
@@ -225,44 +298,6 @@ uint32_t mt_tokenize(const mt_tokenizer_spec_t *spec, const uint8_t *text, uint3
         (spec->robust != 0 && (f != 1u || spec->robust->codes != spec->buckets))) {
         return 0;
     }
-    uint32_t max_bytes = spec->max_word_bytes;
-    if (max_bytes == 0u || max_bytes > MT_TOKENIZER_MAX_WORD_BYTES) {
-        max_bytes = MT_TOKENIZER_MAX_WORD_BYTES;
-    }
-
-    hasher_t k;
-    k.seed = spec->seed;
-    k.m = spec->buckets - 1u;
-    k.inv = (MT_TOKENIZER_SOFT_DIVIDE && spec->robust == 0) ? 0xFFFFFFFFu / k.m : 0u;
-    uint8_t buf[MT_TOKENIZER_MAX_WORD_BYTES];
-    uint32_t pos = 0, nwords = 0;
-    mt_word_t w;
-    while (nwords < spec->max_words && mt_next_word(text, len, max_bytes, &pos, &w)) {
-        for (uint32_t k = 0; k < w.len; k++) {
-            buf[k] = mt_lower(text[w.start + k]);
-        }
-        int32_t *out = ids + nwords * f;
-        if (spec->robust != 0) {
-            out[0] = robust_code(spec->robust, spec->seed, buf, w.len);
-            nwords++;
-            continue;
-        }
-        out[0] = feature_id(&k, TAG_WORD, buf, w.len);
-        if (f > 1u) {
-            uint32_t a = w.len < AFFIX_BYTES ? w.len : AFFIX_BYTES;
-            if (f > 2u) {
-                out[2] = feature_id(&k, TAG_PREFIX, buf, a);
-            }
-            if (f > 3u) {
-                out[3] = feature_id(&k, TAG_SUFFIX, buf + w.len - a, a);
-            }
-            /* Sorted-inner key last: it reorders buf in place. */
-            if (w.len >= 3u) {
-                sort_bytes(buf + 1, w.len - 2u);
-            }
-            out[1] = feature_id(&k, TAG_SORTED, buf, w.len);
-        }
-        nwords++;
-    }
-    return nwords;
+    return spec->robust != 0 ? robust_words(spec, text, len, ids)
+                             : hashed_words(spec, text, len, ids);
 }
