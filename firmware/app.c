@@ -293,7 +293,7 @@ static void cmd_info(void)
         mt_put_eol();
     }
     mt_put("tokenizer version ");
-    mt_put_u32(MT_TOKENIZER_SPEC_VERSION);
+    mt_put_u32(mt_tokenizer_version(t));
     mt_put(" buckets ");
     mt_put_u32(t->buckets);
     mt_put(" max-words ");
@@ -304,6 +304,10 @@ static void cmd_info(void)
     mt_put_u32(t->seed);
     mt_put(" max-word-bytes ");
     mt_put_u32(t->max_word_bytes);
+    if (t->robust != 0) {
+        mt_put(" keys ");
+        mt_put_u32(t->robust->count);
+    }
     mt_put_eol();
     put_kv("seq-len", m->seq_len);
     put_kv("feature-dim", m->feature_dim);

@@ -1,5 +1,6 @@
-/* Vocabulary-free feature hashing; the bytes-to-ids function of toolchain/mcutext/tokenizer.py.
- * Spec: docs/tokenizer.md. Works on bytes: invalid UTF-8, NUL and any length are just input. */
+/* The bytes-to-ids function of toolchain/mcutext/tokenizer.py: vocabulary-free feature hashing
+ * (spec version 1) and the robust word encoding (version 2). Spec: docs/tokenizer.md. Works on
+ * bytes: invalid UTF-8, NUL and any length are just input. */
 #include "tokenizer.h"
 
 #include "words.h"
@@ -10,6 +11,7 @@
 #define TAG_SORTED 0x53u /* 'S' */
 #define TAG_PREFIX 0x50u /* 'P' */
 #define TAG_SUFFIX 0x58u /* 'X' */
+#define TAG_KEY 0x4Bu    /* 'K': the robust table's keys */
 #define AFFIX_BYTES 3u
 
 enum { CLASS_SEPARATOR = 0, CLASS_WORD = 1, CLASS_PUNCT = 2 };
@@ -117,14 +119,84 @@ static uint32_t mod(const hasher_t *k, uint32_t h)
 }
 #endif
 
-static int32_t feature_id(const hasher_t *k, uint32_t tag, const uint8_t *data, uint32_t n)
+/* FNV-1a-32 over [tag] + data[0, n), from the seeded offset basis, before fmix32. */
+static uint32_t fnv_start(uint32_t seed, uint32_t tag)
 {
-    uint32_t h = FNV_OFFSET ^ k->seed;
-    h = (h ^ tag) * FNV_PRIME;
+    return ((FNV_OFFSET ^ seed) ^ tag) * FNV_PRIME;
+}
+
+static uint32_t fnv_bytes(uint32_t h, const uint8_t *data, uint32_t n)
+{
     for (uint32_t i = 0; i < n; i++) {
         h = (h ^ data[i]) * FNV_PRIME;
     }
-    return (int32_t)(1u + mod(k, fmix32(h)));
+    return h;
+}
+
+static int32_t feature_id(const hasher_t *k, uint32_t tag, const uint8_t *data, uint32_t n)
+{
+    return (int32_t)(1u + mod(k, fmix32(fnv_bytes(fnv_start(k->seed, tag), data, n))));
+}
+
+/* --- the robust encoding (spec version 2) ------------------------------------------------- */
+
+/* The index of `key` in the table (binary search: shifts and compares only, so the same on
+ * every core), or t->count if it is not there. */
+static uint32_t find_key(const mt_robust_table_t *t, uint32_t key)
+{
+    uint32_t lo = 0, hi = t->count;
+    while (lo < hi) {
+        const uint32_t mid = lo + ((hi - lo) >> 1);
+        if (t->keys[mid] < key) {
+            lo = mid + 1u;
+        } else {
+            hi = mid;
+        }
+    }
+    return (lo < t->count && t->keys[lo] == key) ? lo : t->count;
+}
+
+/* One more code seen for a word that is not a known word: 0 once the answer is the fallback
+ * (an ambiguous key, or a second code). */
+static int see(uint32_t *found, uint32_t c)
+{
+    if (c == MT_CODE_NONE) {
+        return 1;
+    }
+    if (c == MT_CODE_AMBIGUOUS || (*found != MT_CODE_NONE && c != *found)) {
+        return 0;
+    }
+    *found = c;
+    return 1;
+}
+
+/* RobustTokenizer.code: a known word's own code; else the one code found at the word's key
+ * (near) and at the keys of its one-byte deletions (exact and near); none or several: the
+ * fallback. A deletion's key continues the FNV state of the bytes before the deleted one, so
+ * no copy of the deletion is made. */
+static int32_t robust_code(const mt_robust_table_t *t, uint32_t seed, const uint8_t *w,
+                           uint32_t n)
+{
+    const uint32_t start = fnv_start(seed, TAG_KEY);
+    const uint32_t i = find_key(t, fmix32(fnv_bytes(start, w, n)));
+    if (i < t->count && t->exact[i] != MT_CODE_NONE) {
+        return (int32_t)t->exact[i];
+    }
+    uint32_t found = MT_CODE_NONE;
+    if (i < t->count && !see(&found, t->near[i])) {
+        return (int32_t)MT_CODE_FALLBACK;
+    }
+    if (n >= 2u) {
+        uint32_t before = start; /* the state after w[0, d) */
+        for (uint32_t d = 0; d < n; d++) {
+            const uint32_t j = find_key(t, fmix32(fnv_bytes(before, w + d + 1u, n - d - 1u)));
+            if (j < t->count && !(see(&found, t->exact[j]) && see(&found, t->near[j]))) {
+                return (int32_t)MT_CODE_FALLBACK;
+            }
+            before = (before ^ w[d]) * FNV_PRIME;
+        }
+    }
+    return (int32_t)(found == MT_CODE_NONE ? MT_CODE_FALLBACK : found);
 }
 
 /* Insertion sort: words are at most MT_TOKENIZER_MAX_WORD_BYTES long, no scratch needed. */
@@ -141,6 +213,79 @@ static void sort_bytes(uint8_t *b, uint32_t n)
     }
 }
 
+/* The next word at or after *pos, lower-cased into buf: its length (>= 1), or 0 when no word
+ * is left. */
+static inline __attribute__((always_inline)) uint32_t next_word_lowered(
+    const uint8_t *text, uint32_t len, uint32_t max_bytes, uint32_t *pos, uint8_t *buf)
+{
+    mt_word_t w;
+    if (!mt_next_word(text, len, max_bytes, pos, &w)) {
+        return 0;
+    }
+    for (uint32_t i = 0; i < w.len; i++) {
+        buf[i] = mt_lower(text[w.start + i]);
+    }
+    return w.len;
+}
+
+/* Bytes kept of a word: a max_word_bytes of 0 or above the buffer is the buffer's size. */
+static uint32_t word_limit(const mt_tokenizer_spec_t *spec)
+{
+    const uint32_t m = spec->max_word_bytes;
+    return (m == 0u || m > MT_TOKENIZER_MAX_WORD_BYTES) ? MT_TOKENIZER_MAX_WORD_BYTES : m;
+}
+
+/* The two encodings' word loops are separate functions, never inlined into mt_tokenize: each
+ * has its own word buffer, and only one of them is ever on the stack. */
+static __attribute__((noinline)) uint32_t hashed_words(const mt_tokenizer_spec_t *spec,
+                                                       const uint8_t *text, uint32_t len,
+                                                       int32_t *ids)
+{
+    const uint32_t f = spec->features_per_word;
+    hasher_t k;
+    k.seed = spec->seed;
+    k.m = spec->buckets - 1u;
+    k.inv = MT_TOKENIZER_SOFT_DIVIDE ? 0xFFFFFFFFu / k.m : 0u;
+    uint8_t buf[MT_TOKENIZER_MAX_WORD_BYTES];
+    const uint32_t max_bytes = word_limit(spec);
+    uint32_t pos = 0, nwords = 0, n;
+    while (nwords < spec->max_words &&
+           (n = next_word_lowered(text, len, max_bytes, &pos, buf)) != 0u) {
+        int32_t *out = ids + nwords * f;
+        out[0] = feature_id(&k, TAG_WORD, buf, n);
+        if (f > 1u) {
+            uint32_t a = n < AFFIX_BYTES ? n : AFFIX_BYTES;
+            if (f > 2u) {
+                out[2] = feature_id(&k, TAG_PREFIX, buf, a);
+            }
+            if (f > 3u) {
+                out[3] = feature_id(&k, TAG_SUFFIX, buf + n - a, a);
+            }
+            /* Sorted-inner key last: it reorders buf in place. */
+            if (n >= 3u) {
+                sort_bytes(buf + 1, n - 2u);
+            }
+            out[1] = feature_id(&k, TAG_SORTED, buf, n);
+        }
+        nwords++;
+    }
+    return nwords;
+}
+
+static __attribute__((noinline)) uint32_t robust_words(const mt_tokenizer_spec_t *spec,
+                                                       const uint8_t *text, uint32_t len,
+                                                       int32_t *ids)
+{
+    uint8_t buf[MT_TOKENIZER_MAX_WORD_BYTES];
+    const uint32_t max_bytes = word_limit(spec);
+    uint32_t pos = 0, nwords = 0, n;
+    while (nwords < spec->max_words &&
+           (n = next_word_lowered(text, len, max_bytes, &pos, buf)) != 0u) {
+        ids[nwords++] = robust_code(spec->robust, spec->seed, buf, n);
+    }
+    return nwords;
+}
+
 uint32_t mt_tokenize(const mt_tokenizer_spec_t *spec, const uint8_t *text, uint32_t len,
                      int32_t *ids)
 {
@@ -149,42 +294,10 @@ uint32_t mt_tokenize(const mt_tokenizer_spec_t *spec, const uint8_t *text, uint3
     for (uint32_t i = 0; i < total; i++) {
         ids[i] = 0;
     }
-    if (spec->buckets < 2u || f == 0u || text == 0) {
+    if (spec->buckets < 2u || f == 0u || text == 0 ||
+        (spec->robust != 0 && (f != 1u || spec->robust->codes != spec->buckets))) {
         return 0;
     }
-    uint32_t max_bytes = spec->max_word_bytes;
-    if (max_bytes == 0u || max_bytes > MT_TOKENIZER_MAX_WORD_BYTES) {
-        max_bytes = MT_TOKENIZER_MAX_WORD_BYTES;
-    }
-
-    hasher_t k;
-    k.seed = spec->seed;
-    k.m = spec->buckets - 1u;
-    k.inv = MT_TOKENIZER_SOFT_DIVIDE ? 0xFFFFFFFFu / k.m : 0u;
-    uint8_t buf[MT_TOKENIZER_MAX_WORD_BYTES];
-    uint32_t pos = 0, nwords = 0;
-    mt_word_t w;
-    while (nwords < spec->max_words && mt_next_word(text, len, max_bytes, &pos, &w)) {
-        for (uint32_t k = 0; k < w.len; k++) {
-            buf[k] = mt_lower(text[w.start + k]);
-        }
-        int32_t *out = ids + nwords * f;
-        out[0] = feature_id(&k, TAG_WORD, buf, w.len);
-        if (f > 1u) {
-            uint32_t a = w.len < AFFIX_BYTES ? w.len : AFFIX_BYTES;
-            if (f > 2u) {
-                out[2] = feature_id(&k, TAG_PREFIX, buf, a);
-            }
-            if (f > 3u) {
-                out[3] = feature_id(&k, TAG_SUFFIX, buf + w.len - a, a);
-            }
-            /* Sorted-inner key last: it reorders buf in place. */
-            if (w.len >= 3u) {
-                sort_bytes(buf + 1, w.len - 2u);
-            }
-            out[1] = feature_id(&k, TAG_SORTED, buf, w.len);
-        }
-        nwords++;
-    }
-    return nwords;
+    return spec->robust != 0 ? robust_words(spec, text, len, ids)
+                             : hashed_words(spec, text, len, ids);
 }

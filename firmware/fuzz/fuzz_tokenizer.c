@@ -3,7 +3,9 @@
  * max_word_bytes) followed by the text. The division-free path of cores without a divide
  * instruction (tokenizer_soft.c) must give the same ids as the `%` path; ids lie in
  * [1, buckets) for the words kept and are 0 after them; the output array is allocated at
- * exactly max_words * features_per_word entries, so a write past it is an ASan report. */
+ * exactly max_words * features_per_word entries, so a write past it is an ASan report.
+ * Byte 10's low bit selects the robust encoding (spec version 2) on mt_fuzz_table, the table
+ * toolchain/mcutext/fuzz.py generates (seed 0, its codes as buckets, one code per word). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +16,7 @@
 uint32_t mt_tokenize_soft(const mt_tokenizer_spec_t *spec, const uint8_t *text, uint32_t len,
                           int32_t *ids);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+extern const mt_robust_table_t mt_fuzz_table;
 
 static uint32_t get(const uint8_t *p, uint32_t n)
 {
@@ -36,6 +39,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     spec.features_per_word = 1u + data[4] % 4u; /* 1 or 4 in the recipes; 2, 3 legal */
     spec.seed = get(data + 5, 4);
     spec.max_word_bytes = data[9] % 70u; /* 0 and > 64 are clamped to 64 by the tokenizer */
+    spec.robust = 0;
+    if (data[10] & 1u) {
+        spec.robust = &mt_fuzz_table;
+        spec.buckets = mt_fuzz_table.codes;
+        spec.features_per_word = 1u;
+        spec.seed = 0u; /* the table's keys are hashed with seed 0 */
+    }
     const uint8_t *text = data + 12;
     const uint32_t len = (uint32_t)(size - 12u);
     /* The text in its own block, so that a read past its end is a report too. */

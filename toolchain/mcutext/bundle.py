@@ -196,6 +196,14 @@ def read_encoding_table(path: Path, spec: TokenizerSpec) -> RobustTable:
     return table
 
 
+def write_encoding(path: Path, tokenizer) -> None:
+    """Writes the robust encoding's table (encoding.bin) into a bundle being built, when the
+    tokenizer uses one; nothing for the hashed encoding."""
+    table = getattr(tokenizer, "table", None)
+    if tokenizer.spec.robust and table is not None:
+        (path / ENCODING_FILE).write_bytes(table.to_bytes())
+
+
 def load_bundle(path: str | Path) -> Bundle:
     """Reads and checks a bundle: the manifest's own consistency (labels, tokenizer, lengths,
     head) and that model_int8.tflite is the file the manifest describes (size, SHA-256).

@@ -42,6 +42,8 @@ def _print_build(res: dict) -> None:
     model = []
     if res.get("weights_bytes") is not None:
         model.append(f"int8 weights {res['weights_bytes']} bytes")
+    if res.get("encoding_bytes"):
+        model.append(f"encoding table {res['encoding_bytes']} bytes")
     if res.get("arena_bytes") is not None:
         model.append(f"activation arena {res['arena_bytes']} bytes")
     if res.get("macs") is not None:
@@ -49,8 +51,9 @@ def _print_build(res: dict) -> None:
     if model:
         click.echo("model:    " + ", ".join(model))
     if res.get("runtime_flash_bytes") is not None:
-        click.echo(f"runtime:  {res['runtime_flash_bytes']} bytes of flash besides the weights "
-                   f"and the protocol's text (kernels: {res.get('kernels', 'default')})")
+        table = ", the encoding table" if res.get("encoding_bytes") else ""
+        click.echo(f"runtime:  {res['runtime_flash_bytes']} bytes of flash besides the weights"
+                   f"{table} and the protocol's text (kernels: {res.get('kernels', 'default')})")
     if res.get("personalization_flash_bytes"):
         click.echo(f"personalization: {res['personalization_flash_bytes']} bytes of flash "
                    "(on-device learning of the head)")

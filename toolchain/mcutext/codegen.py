@@ -38,6 +38,7 @@ ALIGN = 8                 # arena offsets and const arrays (LDRD needs 4; 8 for 
 HEADER = "model_gen.h"
 SOURCE = "model.c"
 WEIGHTS = "weights.c"
+ENCODING = "encoding.c"  # the robust encoding's table (tokenizer spec version 2 only)
 HEAD_HEADER = "model_head.h"   # personalization sizes (firmware/personalize.h includes it)
 HEAD_SOURCE = "head.c"         # the factory head for firmware/personalize.c
 _INT8_MIN, _INT8_MAX = -128, 127
@@ -1227,6 +1228,35 @@ def _array_len(a: Array) -> int:
     return a.values.size // 3 if a.ctype == "mt_requant_t" else a.values.size
 
 
+def robust_table_c(table, name: str, what: str) -> str:
+    """C source of a RobustTable as `const mt_robust_table_t name` (firmware/tokenizer.h): the
+    keys and both code columns as const arrays in flash."""
+    n = len(table.keys)
+    out = [_banner(what, table.sha256), '#include <stdint.h>\n\n#include "tokenizer.h"\n\n']
+    if n == 0:
+        out.append(f"const mt_robust_table_t {name} = {{{table.codes}u, 0u, 0, 0, 0}};\n")
+        return "".join(out)
+
+    def rows(vals, fmt: str, per: int) -> str:
+        return "\n".join("    " + ", ".join(fmt.format(int(v)) for v in vals[i:i + per]) + ","
+                         for i in range(0, len(vals), per))
+
+    out.append(f"static const uint32_t {name}_keys[{n}] = {{\n"
+               f"{rows(table.keys, '0x{:08X}u', 8)}\n}};\n")
+    for col in ("exact", "near"):
+        out.append(f"static const uint16_t {name}_{col}[{n}] = {{\n"
+                   f"{rows(getattr(table, col), '{}u', 16)}\n}};\n")
+    out.append(f"\nconst mt_robust_table_t {name} = {{{table.codes}u, {n}u, {name}_keys, "
+               f"{name}_exact, {name}_near}};\n")
+    return "".join(out)
+
+
+def robust_table_bytes(table) -> int:
+    """Flash of a table in the firmware: 4 + 2 + 2 bytes per key and the 20-byte descriptor
+    (on a 32-bit core)."""
+    return 8 * len(table.keys) + 20
+
+
 def _c_int(v: int) -> str:
     return "(-2147483647 - 1)" if v == -2**31 else str(v)
 
@@ -1494,7 +1524,9 @@ def generate(bundle_path: str | Path, out_dir: str | Path, dsp: bool = True,
 
     label_list = ",\n".join(f"    {_c_string(lbl)}" for lbl in labels)
     api = (
-        f"static const char *const {p}_labels[{len(labels)}] = {{\n{label_list},\n}};\n\n"
+        (f"extern const mt_robust_table_t {p}_encoding; /* {ENCODING} */\n\n"
+         if spec.robust else "")
+        + f"static const char *const {p}_labels[{len(labels)}] = {{\n{label_list},\n}};\n\n"
         "const mt_model_info_t mt_model_info = {\n"
         f"    .name = {_c_string(bundle.name)},\n"
         f"    .num_classes = {len(labels)}u,\n"
@@ -1502,7 +1534,8 @@ def generate(bundle_path: str | Path, out_dir: str | Path, dsp: bool = True,
         f"    .tokenizer = {{.buckets = {spec.buckets}u, .max_words = {spec.max_words}u,\n"
         f"                  .features_per_word = {spec.features_per_word}u, "
         f".seed = {spec.seed}u,\n"
-        f"                  .max_word_bytes = {spec.max_word_bytes}u}},\n"
+        f"                  .max_word_bytes = {spec.max_word_bytes}u"
+        + (f",\n                  .robust = &{p}_encoding" if spec.robust else "") + "},\n"
         f"    .seq_len = {spec.seq_len}u,\n"
         f"    .feature_dim = {outs['features'].size}u,\n"
         + "".join(f"    .{n}_q = {{.scale = {outs[n].scale!r}f, .zero_point = {outs[n].zp}}},\n"
@@ -1518,10 +1551,16 @@ def generate(bundle_path: str | Path, out_dir: str | Path, dsp: bool = True,
     what = f"{Path(bundle_path).name}/model_int8.tflite"
     src = _emit_sources(prog, what, HEADER, api, lambda r: "ids", ["model_api.h"])
     files = {HEADER: src["header"], SOURCE: src["source"], WEIGHTS: src["weights"]}
+    if spec.robust:
+        from .bundle import ENCODING_FILE
+        files[ENCODING] = robust_table_c(bundle.encoding_table, f"{p}_encoding",
+                                         f"{Path(bundle_path).name}/{ENCODING_FILE}")
     head = _emit_head(bundle, outs["features"], g_sha=graph.sha256, what=what)
     files.update(head)
     paths = _write(Path(out_dir), files)
-    return _summary(prog, paths)
+    summary = _summary(prog, paths)
+    summary["encoding_bytes"] = robust_table_bytes(bundle.encoding_table) if spec.robust else 0
+    return summary
 
 
 def _c_float(x) -> str:

@@ -267,13 +267,15 @@ def flash_breakdown(map_file: Path) -> dict:
 
 
 def runtime_overhead(report: dict) -> int:
-    """Flash of the classification runtime that is neither the model's weights nor the
-    protocol's text: code of every group, the model's non-weight constants, tables, .data.
+    """Flash of the classification runtime that is neither the model's weights, the robust
+    encoding's table nor the protocol's text: code of every group, the model's non-weight
+    constants, tables, .data.
     Personalization (its code, the factory head in float, libm) is counted apart:
     personalization_flash()."""
     b = report["flash_breakdown"]
     strings = b["core"]["strings"] + b["board"]["strings"]
-    return (report["flash_bytes"] - int(report.get("weights_bytes") or 0) - strings
+    return (report["flash_bytes"] - int(report.get("weights_bytes") or 0)
+            - int(report.get("encoding_bytes") or 0) - strings
             - personalization_flash(report))
 
 
@@ -363,7 +365,9 @@ def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | Non
         if not over:  # alignment padding only the real link sees
             over = [m.group(0) for m in _OVERFLOW.finditer(p.stderr)]
         sizes = (f"int8 weights {gen.get('weights_bytes')} bytes, activation arena "
-                 f"{gen.get('arena_bytes')} bytes")
+                 f"{gen.get('arena_bytes')} bytes"
+                 + (f", encoding table {gen['encoding_bytes']} bytes"
+                    if gen.get("encoding_bytes") else ""))
         raise McutextError(f"model '{bundle.name}' does not fit on {board.name}: "
                            + "; ".join(over) + f" ({sizes})",
                            hint="use a smaller recipe (fewer buckets, smaller embeddings) "
@@ -401,6 +405,8 @@ def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | Non
         "sections": usage["sections"],
         "arena_bytes": gen.get("arena_bytes"),
         "weights_bytes": gen.get("weights_bytes"),
+        # the robust encoding's table in flash (tokenizer spec version 2; 0 when hashed)
+        "encoding_bytes": gen.get("encoding_bytes", 0),
         "macs": gen.get("macs"),
         "flash_breakdown": flash_breakdown(map_file),
         "largest_stack_frames": frames[:5],

@@ -5,7 +5,8 @@ UndefinedBehaviorSanitizer around the real firmware sources and a real generated
 
     protocol      the whole UART receive path: line framing, UTF-8 check, every command
     tokenizer     mt_tokenize on any bytes and spec; the Cortex-M0 division-free path
-                  against the `%` path
+                  against the `%` path; the robust encoding on a table (the bundle's, or
+                  one of FUZZ_WORDS for a hashed bundle)
     learn         the CRC-framed `learn` upload, through the label lookup, model and SGD step
     head_import   `head import` lines and the blob validation of mt_head_load
 
@@ -48,6 +49,11 @@ CFLAGS = ["-std=gnu11", "-g", "-O1", "-Wall", "-Wextra", "-Werror",
           "-DMT_FIRMWARE_VERSION=\"fuzz\""]
 # The app's core (protocol, tokenizer, personalization) around the generated model.
 CORE_SOURCES = ("protocol.c", "tokenizer.c", "personalize.c", "slots.c")
+# The robust table of the tokenizer target when the bundle's encoding is hashed: these words,
+# in 6 clusters, all taking their typos (deletions shared by two clusters: ambiguous keys).
+FUZZ_WORDS = (b"the", b"then", b"than", b"a", b"an", b"and", b"good", b"goods", b"bad",
+              b"band", b"movie", b"movies", b"film", b"films", b"not", b"note", b"it's",
+              b"caf\xc3\xa9", b"great", b"grate", b"x" * 24)
 MAX_LEN = {"protocol": 8192, "tokenizer": 2048, "learn": 4096, "head_import": 4096}
 _EXECS = re.compile(r"stat::number_of_executed_units:\s*(\d+)")
 _DONE = re.compile(r"Done (\d+) runs")
@@ -66,6 +72,17 @@ def _run(cmd: list[str], what: str) -> None:
     if p.returncode != 0:
         tail = "\n".join((p.stderr or p.stdout).strip().splitlines()[-30:])
         raise McutextError(f"{what} failed:\n{tail}")
+
+
+def _fuzz_table(bundle_path: str | Path):
+    """The robust table the tokenizer target runs: the bundle's own, or one of FUZZ_WORDS."""
+    from .bundle import load_bundle
+    from .tokenizer import RobustTable
+    b = load_bundle(bundle_path)
+    if b.encoding_table is not None:
+        return b.encoding_table
+    return RobustTable.build(8, {w: 2 + i % 6 for i, w in enumerate(FUZZ_WORDS)}, FUZZ_WORDS,
+                             0)
 
 
 def build_targets(bundle_path: str | Path, out_dir: str | Path,
@@ -99,8 +116,11 @@ def build_targets(bundle_path: str | Path, out_dir: str | Path,
     exes = {}
     for t in targets:
         if t == "tokenizer":
+            table_c = gen_dir / "fuzz_table.c"
+            table_c.write_text(codegen.robust_table_c(_fuzz_table(bundle_path), "mt_fuzz_table",
+                                                      "the tokenizer fuzz target's table"))
             objs = [obj(FUZZ_DIR / "fuzz_tokenizer.c"), obj(FUZZ_DIR / "tokenizer_soft.c"),
-                    obj_dir / "tokenizer.o"]
+                    obj_dir / "tokenizer.o", obj(table_c)]
         elif t in TARGETS:
             objs = [obj(FUZZ_DIR / f"fuzz_{t}.c"), *model_objs]
         else:
@@ -224,6 +244,11 @@ def write_seeds(bundle_path: str | Path, exes: dict[str, Path], out_dir: str | P
         put("tokenizer", f"text_{i:02d}", base + t)
     put("tokenizer", "m0_spec", spec_bytes(3, 8, 1, 7, 3) + texts[0][1])
     put("tokenizer", "wide", spec_bytes(0xFFFFFF, 64, 4, 0xFFFFFFFF, 64) + texts[1][1])
+    robust = bytearray(base)
+    robust[10] = 1  # the robust encoding (fuzz_tokenizer.c)
+    for i, (_, t) in enumerate(texts[:10]):
+        put("tokenizer", f"robust_{i:02d}", bytes(robust) + t)
+    put("tokenizer", "robust_typos", bytes(robust) + b"teh thne gdoo moive flim nto " * 4)
 
     # learn: frames of LABEL<TAB>text with their CRC (mode 1), a new label (mode 3)
     for i in range(0, min(len(texts), 40), 4):

@@ -159,7 +159,8 @@ class HostModel:
 
 class _Spec(ctypes.Structure):
     _fields_ = [(n, ctypes.c_uint32) for n in
-                ("buckets", "max_words", "features_per_word", "seed", "max_word_bytes")]
+                ("buckets", "max_words", "features_per_word", "seed", "max_word_bytes")] + [
+        ("robust", ctypes.c_void_p)]
 
 
 class _Quant(ctypes.Structure):

@@ -208,6 +208,7 @@ class Recipe:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
+        d["tokenizer"] = self.tokenizer.to_dict()  # a hashed spec without encoding/table keys
         d["eval"]["exclude_labels"] = list(self.eval.exclude_labels)
         d["train"]["drop_labels"] = list(self.train.drop_labels)
         d["prado"]["ngram_widths"] = list(self.prado.ngram_widths)

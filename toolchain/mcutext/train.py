@@ -14,8 +14,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from . import __version__, progress  # noqa: E402
-from .bundle import (ENCODING_FILE, FORMAT_VERSION, KERAS_FILE, TFLITE_FILE, load_bundle,  # noqa: E402
-                     publish, write_manifest)
+from .bundle import (FORMAT_VERSION, KERAS_FILE, TFLITE_FILE, load_bundle, publish,  # noqa: E402
+                     write_encoding, write_manifest)
 from .convert import (check_ops, output_order, read_model, tensor_quant, tflm_interpreter,  # noqa: E402
                       to_int8, weights_bytes)
 from .data import Dataset, has_split, load_split  # noqa: E402
@@ -353,8 +353,7 @@ def train(recipe: Recipe, out: Path | None = None, epochs: int | None = None,
     try:
         model.save(staging / KERAS_FILE)
         (staging / TFLITE_FILE).write_bytes(tflite)
-        if encoding is not None:
-            (staging / ENCODING_FILE).write_bytes(encoding[0].to_bytes())
+        write_encoding(staging, load_tokenizer(recipe))
         manifest = {
             "format": FORMAT_VERSION,
             "name": recipe.name,
