@@ -12,6 +12,12 @@ that does not fit is refused with the overshoot in bytes, and so is one whose wo
 uses no heap: a build that links malloc (or any other allocator or stdio entry point) is
 refused too. The report splits the flash by group (core, kernels, model, board, libc) from the
 linker map, and gives the worst-case stack with its deepest call chain.
+
+A build is written to a hidden staging folder beside its output folder and published by
+renaming its files into place only when every check passed: a build that fails (a model that
+does not fit, a stack that cannot be bounded, a compiler error, Ctrl-C) leaves the output
+folder as it was. Publishing replaces the files of an older build (gen/, obj/, firmware.*,
+memory.ld) and nothing else in the folder.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import re
 import shutil
 import struct
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -305,10 +312,46 @@ def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | Non
     cc = _toolchain()
     out = Path(out_dir) if out_dir else default_out_dir(bundle.name, board.name, portable,
                                                         profile)
-    gen_dir, obj_dir = out / "gen", out / "obj"
+    if out.exists() and not out.is_dir():
+        raise McutextError(f"{out} is a file, not a folder", hint="choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+    try:
+        report = _build_in(work, out, bundle_path, bundle, board, cc, portable, profile,
+                           personalize, defines, t0)
+        _publish(work, out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return report
+
+
+def _publish(work: Path, out: Path) -> None:
+    """Moves the files of a finished build from `work` into `out`, each by a rename (the ELF
+    last); an older build's gen/ and obj/ are moved aside first and deleted after."""
+    if not out.exists():
+        os.replace(work, out)
+        return
+    aside = work / ".old"
+    aside.mkdir()
+    entries = sorted((e for e in work.iterdir() if e != aside),
+                     key=lambda e: e.name == "firmware.elf")
+    for e in entries:
+        dest = out / e.name
+        if dest.is_dir() and not dest.is_symlink():
+            os.replace(dest, aside / e.name)
+        os.replace(e, dest)
+    shutil.rmtree(work)
+
+
+def _build_in(work: Path, out: Path, bundle_path: Path, bundle, board: Board, cc: str,
+              portable: bool, profile: bool, personalize: bool,
+              defines: dict[str, str] | None, t0: float) -> dict:
+    """The build, written to `work`; paths in the report (and in the debug information) are
+    those `out` will have."""
+    gen_dir, obj_dir = work / "gen", work / "obj"
     for d in (gen_dir, obj_dir):
-        shutil.rmtree(d, ignore_errors=True)
-        d.mkdir(parents=True)
+        d.mkdir()
 
     # DSP-layout weights only where the kernels' DSP path runs (they would be dead flash
     # on a Cortex-M0 or in a portable build).
@@ -327,6 +370,7 @@ def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | Non
     if not personalize:
         defines = {**(defines or {}), "MT_NO_PERSONALIZE": "1"}
     cflags = compile_flags(board, seq_len, include_dirs, portable, profile, defines)
+    cflags.append(f"-ffile-prefix-map={work}={out}")
 
     def compile_one(item):
         i, (group, src) = item
@@ -339,20 +383,19 @@ def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | Non
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         objects = list(pool.map(compile_one, enumerate(sources)))
 
-    elf, map_file = out / "firmware.elf", out / "firmware.map"
+    elf, map_file = work / "firmware.elf", work / "firmware.map"
     link = [cc, *board.cpu_flags(), "-nostartfiles", "--specs=nano.specs",
-            "-Wl,--gc-sections", f"-Wl,-Map={map_file}", f"-L{out}",
+            "-Wl,--gc-sections", f"-Wl,-Map={map_file}", f"-L{work}",
             f"-T{board.linker_script}", *map(str, objects), "-lm", "-lgcc", "-o", str(elf)]
-    (out / "memory.ld").write_text(_memory_ld(board, board.flash_bytes, board.ram_bytes))
+    (work / "memory.ld").write_text(_memory_ld(board, board.flash_bytes, board.ram_bytes))
     p = _run(link, "")
     if p.returncode != 0:
         if not _OVERFLOW.search(p.stderr):
             raise McutextError("linking failed:\n" + "\n".join(p.stderr.strip().splitlines()[-25:]))
         # Link again with roomy regions, only to measure by how much the model is too large.
-        (out / "memory.ld").write_text(_memory_ld(board, _MEASURE_BYTES, _MEASURE_BYTES))
+        (work / "memory.ld").write_text(_memory_ld(board, _MEASURE_BYTES, _MEASURE_BYTES))
         _run(link, "linking (to measure the overshoot)")
         usage = memory_usage(elf)
-        elf.unlink()
         over = []
         if usage["flash"] > board.flash_bytes:
             over.append(f"flash needs {usage['flash']} bytes of {board.flash_bytes} "
@@ -375,14 +418,10 @@ def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | Non
         raise McutextError(f"{elf}: links {', '.join(linked)}; the firmware must not use the "
                            "heap or stdio")
     frames = _stack_frames(obj_dir)
-    # Worst-case stack from the .su files and the call graph, against the stack reserve;
-    # an image that may overflow it is not left behind.
-    try:
-        stack_report = stack.analyze(elf, obj_dir, fpu=board.fpu != "none")
-        stack.check_budget(stack_report, board.stack_bytes, board.name)
-    except McutextError:
-        elf.unlink(missing_ok=True)
-        raise
+    # Worst-case stack from the .su files and the call graph, against the stack reserve
+    # (an image that may overflow it is not published).
+    stack_report = stack.analyze(elf, obj_dir, fpu=board.fpu != "none")
+    stack.check_budget(stack_report, board.stack_bytes, board.name)
     report = {
         "bundle": bundle.name,
         "bundle_path": str(bundle_path),
@@ -391,8 +430,8 @@ def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | Non
         "kernels": "dsp" if board.dsp and not portable else "portable",
         "profile": profile,
         "ops": gen.get("ops"),
-        "elf": str(elf),
-        "map": str(map_file),
+        "elf": str(out / elf.name),
+        "map": str(out / map_file.name),
         "flash_bytes": usage["flash"],
         "flash_budget": board.flash_bytes,
         "ram_bytes": usage["ram"],
@@ -406,7 +445,7 @@ def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | Non
         "largest_stack_frames": frames[:5],
         "stack_worst_case": stack_report["worst_case"],
         "stack": stack_report,
-        "generated": [str(f) for f in gen_files],
+        "generated": [str(out / f.relative_to(work)) for f in gen_files],
         "qemu_machine": board.qemu_machine,
         "icount_shift": board.icount_shift,
         "personalize": personalize,
@@ -414,5 +453,5 @@ def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | Non
     }
     report["runtime_flash_bytes"] = runtime_overhead(report)
     report["personalization_flash_bytes"] = personalization_flash(report)
-    (out / "firmware.json").write_text(json.dumps(report, indent=2) + "\n")
+    (work / "firmware.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
