@@ -725,9 +725,10 @@ static void cmd_learn(const uint8_t *arg, uint32_t n)
 }
 
 /* A decimal of at most 7 significant digits and 9 decimals, without exponent ("0.05",
- * "2", ".9"; leading zeros do not count, so its length has no limit): *out = digits / 10^decimals, one correctly rounded float division, so the
- * value is the float nearest to the decimal (numpy.float32("0.05") on the host).
- * Returns 1 if s is such a number. */
+ * "2", ".9"; leading zeros do not count, so its length has no limit): *out =
+ * digits / 10^decimals, one correctly rounded float division, so the value is the float
+ * nearest to the decimal (numpy.float32("0.05") on the host). Returns 1 if s[0..n) is such
+ * a number. */
 static int parse_decimal(const uint8_t *s, uint32_t n, float *out)
 {
     uint32_t m = 0, digits = 0, decimals = 0, seen = 0;
