@@ -73,12 +73,13 @@ def test_a_stack_budget_too_small_fails_the_build(built, sst2_small_bundle, tmp_
     toml.write_text(text)
     monkeypatch.setenv("MCUTEXT_BOARDS_DIR", str(d))
     with pytest.raises(McutextError) as e:
-        firmware.build(sst2_small_bundle, "microbit", tmp_path / "out")
+        firmware.build(sst2_small_bundle, "microbit", tmp_path / "new" / "out")
     msg = str(e.value)
     assert (f"stack on microbit: the worst case needs {need} bytes, the budget (stack_bytes) "
             f"is {budget} bytes: {need - budget} bytes too many") in msg
     assert "Reset_Handler -> main" in msg and "stack_bytes" in e.value.hint
-    # the failed build left nothing: no output folder, no staging folder beside it
+    # the failed build left nothing: no output folder (nor its parent, new too), no staging
+    # folder beside it
     assert sorted(p.name for p in tmp_path.iterdir()) == ["boards"]
     # over an earlier build and a file of the user's: both stay as they were
     old = tmp_path / "old"

@@ -314,6 +314,7 @@ def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | Non
                                                         profile)
     if out.exists() and not out.is_dir():
         raise McutextError(f"{out} is a file, not a folder", hint="choose another --out")
+    made = [p for p in out.parents if not p.exists()]   # removed again if the build fails
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
     try:
@@ -322,6 +323,11 @@ def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | Non
         _publish(work, out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
+        for p in made:
+            try:
+                p.rmdir()
+            except OSError:
+                break
         raise
     return report
 
