@@ -496,11 +496,11 @@ def exports(out: list[bytes]) -> list[bytes]:
     blobs, cur = [], None
     for ln in out:
         if ln.startswith(b"blob "):
-            cur = []
+            cur = [ln]
         elif ln.startswith(b"data ") and cur is not None:
             cur.append(ln)
         elif ln == b"ok" and cur is not None:
-            blobs.append(_blob([b"blob %d" % sum(len(c.split()[2]) // 2 for c in cur)] + cur))
+            blobs.append(_blob(cur))
             cur = None
     return blobs
 
