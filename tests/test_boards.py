@@ -252,3 +252,43 @@ def test_big_model_is_refused_with_the_overshoot(big_bundle, tmp_path, capsys):
     assert f"({over} bytes too many)" in capsys.readouterr().err
     # a board with room builds it
     assert firmware.build(big_bundle, "netduinoplus2", tmp_path / "nd")["flash_bytes"] > 40960 * 8
+
+
+@pytest.mark.slow
+def test_build_goes_beside_the_bundle_and_reuses_an_up_to_date_elf(sst2_small_bundle, tmp_path):
+    """Without --out the firmware goes beside the bundle (x/bundle -> x/microbit/; another
+    folder name -> <name>-microbit/). reuse=True (what `mcutext run` does) keeps an ELF whose
+    stamp matches; a changed bundle or other options rebuild it."""
+    import json
+    import shutil
+    bundle = tmp_path / "x" / "bundle"
+    shutil.copytree(sst2_small_bundle, bundle)
+    first = firmware.build(bundle, "microbit", reuse=True)
+    elf, stamp = tmp_path / "x" / "microbit" / "firmware.elf", tmp_path / "x" / "microbit" / \
+        firmware.STAMP_FILE
+    assert first["elf"] == str(elf) and not first["reused"] and stamp.is_file()
+    before = (elf.stat().st_mtime_ns, stamp.read_text())
+    again = firmware.build(bundle, "microbit", reuse=True)
+    assert again["reused"] and again["elf"] == str(elf)
+    assert (elf.stat().st_mtime_ns, stamp.read_text()) == before
+    assert {k: v for k, v in again.items() if k != "reused"} == json.loads(
+        (elf.parent / "firmware.json").read_text())
+    # other build options: a different ELF, built again
+    other = firmware.build(bundle, "microbit", elf.parent, personalize=False, reuse=True)
+    assert not other["reused"] and stamp.read_text() != before[1]
+    firmware.build(bundle, "microbit", reuse=True)          # back to the defaults: rebuilt
+    before = (elf.stat().st_mtime_ns, stamp.read_text())
+    # a changed bundle (here: its manifest's version) is rebuilt
+    m = json.loads((bundle / "manifest.json").read_text())
+    (bundle / "manifest.json").write_text(json.dumps({**m, "version": m["version"] + 1}))
+    changed = firmware.build(bundle, "microbit", reuse=True)
+    assert not changed["reused"] and stamp.read_text() != before[1]
+    assert elf.stat().st_mtime_ns != before[0]
+    # without reuse (`mcutext build`) it always builds
+    assert not firmware.build(bundle, "microbit")["reused"]
+    # a bundle folder of another name: <name>-<board>/ beside it
+    mine = tmp_path / "y" / "mine"
+    shutil.copytree(sst2_small_bundle, mine)
+    assert firmware.default_out_dir(mine, "microbit") == tmp_path / "y" / "mine-microbit"
+    assert firmware.default_out_dir(bundle, "microbit", portable=True) == \
+        tmp_path / "x" / "microbit-portable"

@@ -1,9 +1,14 @@
 """Firmware: bundle + board -> one ELF (arm-none-eabi-gcc), with flash and RAM against the budget.
 
-    build/<bundle-name>/<board>/gen/           the generated model (mcutext.codegen)
-    build/<bundle-name>/<board>/obj/           objects and -fstack-usage reports
-    build/<bundle-name>/<board>/memory.ld      MEMORY from board.toml (INCLUDEd by link.ld)
-    build/<bundle-name>/<board>/firmware.elf   (+ firmware.map, firmware.json: the build report)
+The output folder is beside the bundle: for build/sst2/bundle (what `mcutext train` writes)
+it is build/sst2/<board>/; for a bundle folder of another name, <its folder>-<board>/ next to
+it (default_out_dir):
+
+    build/sst2/<board>/gen/           the generated model (mcutext.codegen)
+    build/sst2/<board>/obj/           objects and -fstack-usage reports
+    build/sst2/<board>/memory.ld      MEMORY from board.toml (INCLUDEd by link.ld)
+    build/sst2/<board>/firmware.elf   (+ firmware.map, firmware.json: the build report)
+    build/sst2/<board>/build.stamp    what the ELF was built from (build(reuse=True))
 
 (<board>-portable/, <board>-profile/ for the variants.) Flash = the loadable sections (vector
 table, code, read-only data, the .data image); RAM = .data + .bss + the stack reserve. A model
@@ -17,6 +22,7 @@ linker map, and gives the worst-case stack with its deepest call chain.
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import json
 import math
 import os
@@ -217,10 +223,48 @@ def _stack_frames(obj_dir: Path) -> list[tuple[str, int]]:
     return sorted(frames, key=lambda f: -f[1])
 
 
-def default_out_dir(bundle_name: str, board_name: str, portable: bool = False,
+def default_out_dir(bundle_path: Path, board_name: str, portable: bool = False,
                     profile: bool = False) -> Path:
+    """Beside the bundle: <parent>/<board>/ for a folder named `bundle` (build/sst2/bundle ->
+    build/sst2/<board>/), else <parent>/<bundle folder>-<board>/."""
     variant = ("-portable" if portable else "") + ("-profile" if profile else "")
-    return PROJECT_ROOT / "build" / bundle_name / (board_name + variant)
+    bundle_path = Path(bundle_path).absolute()
+    prefix = "" if bundle_path.name == "bundle" else f"{bundle_path.name}-"
+    return bundle_path.parent / (prefix + board_name + variant)
+
+
+STAMP_FILE = "build.stamp"
+
+
+def build_key(bundle_path: Path, board: Board, cc: str, options: dict) -> str:
+    """sha256 of everything an ELF is made from: the bundle's files, the board's folder (and
+    boards/common), the firmware sources, the code generator, the compiler and the build
+    options. Equal keys: the same ELF would be built again."""
+    h = hashlib.sha256(json.dumps({"mcutext": __version__, "options": options},
+                                  sort_keys=True, default=str).encode())
+    h.update(_run([cc, "--version"], "").stdout.encode())
+    package = Path(__file__).parent
+    trees = [("bundle", Path(bundle_path)), ("board", board.path),
+             ("common", board.path.parent / "common"), ("firmware", FIRMWARE_DIR)]
+    files = [(tag, root, f) for tag, root in trees if root.is_dir()
+             for f in sorted(root.rglob("*")) if f.is_file()]
+    files += [("package", package, package / n) for n in ("codegen.py", "firmware.py",
+                                                          "stack.py")]
+    for tag, root, f in files:
+        h.update(f"{tag}:{f.relative_to(root)}:{f.stat().st_size}\n".encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _reusable(out: Path, key: str) -> dict | None:
+    """The build report of the ELF in `out` if its stamp says it was built from `key`."""
+    try:
+        if (out / STAMP_FILE).read_text().strip() != key:
+            return None
+        report = json.loads((out / "firmware.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return report if Path(report.get("elf", "")).is_file() else None
 
 
 # --- where the flash goes (from the linker map) -------------------------------------------------
@@ -284,7 +328,7 @@ def personalization_flash(report: dict) -> int:
 
 def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | None = None, *,
           portable: bool = False, profile: bool = False, personalize: bool = True,
-          defines: dict[str, str] | None = None) -> dict:
+          defines: dict[str, str] | None = None, reuse: bool = False) -> dict:
     """Generate the model, compile core + kernels + model + board, link, check the budget.
 
     portable=True compiles the kernels' portable C path even on a core with the DSP
@@ -294,6 +338,9 @@ def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | Non
     personalize=False leaves on-device learning out (-DMT_NO_PERSONALIZE): the
     classification-only firmware.
     defines: extra -D macros for every file (tests: MT_FAULT_COMMAND=1 adds a `fault` command).
+    reuse=True returns the report of the ELF already in the output folder, without building,
+    when its stamp (build_key) matches: same bundle, board, sources, compiler and options
+    (report["reused"] is then True).
     Returns the build report (also written next to the ELF as firmware.json)."""
     from .bundle import load_bundle
 
@@ -303,8 +350,14 @@ def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | Non
     bundle = load_bundle(bundle_path)
     bundle.tflite_bytes  # a model that disagrees with its manifest: refused before out/ is touched
     cc = _toolchain()
-    out = Path(out_dir) if out_dir else default_out_dir(bundle.name, board.name, portable,
+    out = Path(out_dir) if out_dir else default_out_dir(bundle_path, board.name, portable,
                                                         profile)
+    key = build_key(bundle_path, board, cc, {"portable": portable, "profile": profile,
+                                             "personalize": personalize,
+                                             "defines": defines or {}})
+    if reuse and (report := _reusable(out, key)) is not None:
+        return {**report, "reused": True}
+    (out / STAMP_FILE).unlink(missing_ok=True)
     gen_dir, obj_dir = out / "gen", out / "obj"
     for d in (gen_dir, obj_dir):
         shutil.rmtree(d, ignore_errors=True)
@@ -415,4 +468,5 @@ def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | Non
     report["runtime_flash_bytes"] = runtime_overhead(report)
     report["personalization_flash_bytes"] = personalization_flash(report)
     (out / "firmware.json").write_text(json.dumps(report, indent=2) + "\n")
-    return report
+    (out / STAMP_FILE).write_text(key + "\n")
+    return {**report, "reused": False}
