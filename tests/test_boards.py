@@ -254,6 +254,50 @@ def test_big_model_is_refused_with_the_overshoot(big_bundle, tmp_path, capsys):
     assert firmware.build(big_bundle, "netduinoplus2", tmp_path / "nd")["flash_bytes"] > 40960 * 8
 
 
+@pytest.fixture(scope="module")
+def roomy_head_bundle(tmp_path_factory) -> Path:
+    """The sst2 recipe reserving head rows for 16 labels learned on the device: its
+    personalization state (head, example buffers) alone is more than the micro:bit's 16 KB of
+    RAM, while the classification-only firmware fits."""
+    from mcutext.recipe import load_recipe
+    from mcutext.train import train
+    d = tmp_path_factory.mktemp("roomy")
+    (d / "roomy.toml").write_text('name = "roomy"\nbase = "sst2"\n[model]\n'
+                                  'max_new_labels = 16\n')
+    return train(load_recipe(d / "roomy.toml"), out=d / "bundle", limit=300, epochs=1,
+                 test_limit=50)
+
+
+@pytest.mark.slow
+def test_ram_overflow_names_what_uses_it_and_suggests_no_personalize(roomy_head_bundle,
+                                                                     tmp_path, capsys):
+    """The error splits the RAM (personalization, arena, stack, the rest: they add up to the
+    total) and the hint gives the --no-personalize figures, which a real build confirms."""
+    with pytest.raises(firmware.DoesNotFit) as e:
+        firmware.build(roomy_head_bundle, "microbit", tmp_path / "mb")
+    msg, hint = str(e.value), e.value.hint
+    m = re.search(r"RAM needs (\d+) bytes of 16384 \((\d+) bytes too many\)\. RAM: "
+                  r"personalization (\d+) \((.*?)\), activation arena (\d+), stack reserve "
+                  r"2048 \(worst case \d+\), the rest (\d+) \(", msg)
+    assert m, msg
+    need, pers, arena, rest = (int(m.group(i)) for i in (1, 3, 5, 6))
+    assert need - 16384 == int(m.group(2)) and pers + arena + 2048 + rest == need
+    assert "head " in m.group(4) and pers > 16384 - arena - 2048 - rest
+    h = re.match(r"`--no-personalize` fits \(flash (\d+) of 262144, RAM (\d+) of 16384 "
+                 r"bytes\)", hint)
+    assert h, hint
+    lean = firmware.build(roomy_head_bundle, "microbit", tmp_path / "lean", personalize=False)
+    assert (lean["flash_bytes"], lean["ram_bytes"]) == (int(h.group(1)), int(h.group(2)))
+    assert need - lean["ram_bytes"] == pers
+    assert not (tmp_path / "mb" / "no-personalize").exists()   # the measuring build is gone
+    from mcutext.cli import main
+    assert main(["build", str(roomy_head_bundle), "--board", "microbit", "--out",
+                 str(tmp_path / "cli")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("error: model 'roomy' does not fit on microbit: RAM needs")
+    assert err[1].startswith("hint: `--no-personalize` fits")
+
+
 @pytest.mark.slow
 def test_build_goes_beside_the_bundle_and_reuses_an_up_to_date_elf(sst2_small_bundle, tmp_path):
     """Without --out the firmware goes beside the bundle (x/bundle -> x/microbit/; another

@@ -326,6 +326,117 @@ def personalization_flash(report: dict) -> int:
     return sum(report["flash_breakdown"].get("personalize", {}).values())
 
 
+class DoesNotFit(McutextError):
+    """A model too large for the board, with what the measuring link found (`usage`: flash
+    and RAM bytes; `ram_vars`: RAM per variable, ram_variables())."""
+
+    def __init__(self, message: str, hint: str, usage: dict, ram_vars: dict):
+        super().__init__(message, hint)
+        self.usage, self.ram_vars = usage, ram_vars
+
+
+def ram_variables(map_file: Path) -> dict[tuple[str, str], int]:
+    """Bytes of RAM (.data and .bss) per (group, variable), read from the linker map
+    (-fdata-sections gives every variable a section of its own: .bss.<name>)."""
+    text = Path(map_file).read_text(errors="replace")
+    text = text[text.find("Linker script and memory map"):]
+    out: dict[tuple[str, str], int] = {}
+    for m in _MAP_INPUT.finditer(text):
+        name, addr, size, origin = m.group(1), int(m.group(2), 16), int(m.group(3), 16), m.group(4)
+        if size == 0 or addr == 0 or not name.startswith((".bss", ".data")):
+            continue
+        obj = Path(origin.strip()).name
+        group = "libc" if ".a(" in origin else obj.split("_", 1)[0]
+        var = re.sub(r"\.\d+$", "", name.split(".", 2)[2]) if name.count(".") >= 2 else obj
+        out[(group, var)] = out.get((group, var), 0) + size
+    return out
+
+
+def _without_personalization(bundle_path: Path, board: Board, out: Path, portable: bool,
+                             profile: bool, defines: dict | None) -> dict | None:
+    """Flash and RAM of the same build with personalization left out, and whether it fits
+    (None if that build fails for another reason). Built in a scratch folder, then removed."""
+    scratch = out / "no-personalize"
+    try:
+        rep = build(bundle_path, board, scratch, portable=portable, profile=profile,
+                    personalize=False, defines=defines)
+        return {"fits": True, "flash": rep["flash_bytes"], "ram": rep["ram_bytes"],
+                "ram_vars": ram_variables(Path(rep["map"]))}
+    except DoesNotFit as e:
+        return {"fits": False, "flash": e.usage["flash"], "ram": e.usage["ram"],
+                "ram_vars": e.ram_vars}
+    except McutextError:
+        return None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _largest(vars_: dict[tuple[str, str], int], n: int = 3) -> str:
+    top = sorted(vars_.items(), key=lambda kv: (-kv[1], kv[0]))
+    names = ", ".join(f"{var} {size}" for (_, var), size in top[:n])
+    return f" ({names}{', ...' if len(top) > n else ''})" if names else ""
+
+
+def _fit_report(name: str, board: Board, usage: dict, ram_vars: dict, map_file: Path, gen: dict,
+                worst: int | None, lean: dict | None, link_stderr: str) -> tuple[str, str]:
+    """The error and the hint for a model that does not fit: what uses the RAM or flash
+    that is short, and what would make it fit."""
+    flash_over, ram_over = usage["flash"] > board.flash_bytes, usage["ram"] > board.ram_bytes
+    over, parts, hints = [], [], []
+    if flash_over:
+        over.append(f"flash needs {usage['flash']} bytes of {board.flash_bytes} "
+                    f"({usage['flash'] - board.flash_bytes} bytes too many)")
+    if ram_over:
+        over.append(f"RAM needs {usage['ram']} bytes of {board.ram_bytes} "
+                    f"({usage['ram'] - board.ram_bytes} bytes too many)")
+    if not over:  # alignment padding only the real link sees
+        over = [m.group(0) for m in _OVERFLOW.finditer(link_stderr)]
+    if flash_over:
+        groups = {g: sum(k.values()) for g, k in flash_breakdown(map_file).items()}
+        weights = int(gen.get("weights_bytes") or 0)
+        parts.append(f"flash: int8 weights {weights}, the model's code and other constants "
+                     f"{groups['model'] - weights}, kernels {groups['kernels']}, core "
+                     f"{groups['core']}, board {groups['board']}, personalization "
+                     f"{groups['personalize']}, libc {groups['libc']}")
+        hints.append("fewer tokenizer.buckets or a smaller model.embed_dim shrink the int8 "
+                     "weights (the embedding table is buckets x embed_dim bytes)")
+    if ram_over:
+        arena = {k: v for k, v in ram_vars.items() if k[0] == "model"}
+        if lean is not None:   # what the build without personalization does not have
+            pers = {k: v - lean["ram_vars"].get(k, 0) for k, v in ram_vars.items()
+                    if k[0] != "model" and v > lean["ram_vars"].get(k, 0)}
+            n_pers = usage["ram"] - lean["ram"]
+        else:
+            pers = {k: v for k, v in ram_vars.items() if k[0] == "personalize"}
+            n_pers = sum(pers.values())
+        rest = {k: v for k, v in ram_vars.items() if k not in arena and k not in pers}
+        n_rest = usage["ram"] - board.stack_bytes - sum(arena.values()) - n_pers
+        stack_part = f"stack reserve {board.stack_bytes}" + (
+            f" (worst case {worst})" if worst is not None else "")
+        items = sorted([(n_pers, f"personalization {n_pers}{_largest(pers)}"),
+                        (sum(arena.values()), f"activation arena {sum(arena.values())}"),
+                        (board.stack_bytes, stack_part),
+                        (n_rest, f"the rest {n_rest}{_largest(rest)}")], key=lambda x: -x[0])
+        parts.append("RAM: " + ", ".join(text for n, text in items if n > 0))
+        biggest = items[0][1]
+        if biggest.startswith("activation arena"):
+            hints.append("fewer tokenizer.max_words or model.conv_filters shrink the activation "
+                         "arena")
+        elif biggest.startswith("personalization"):
+            hints.append("the personalization head and its buffers grow with "
+                         "model.feature_dim and model.max_new_labels")
+    if lean is not None and lean["fits"]:
+        hints.insert(0, f"`--no-personalize` fits (flash {lean['flash']} of "
+                        f"{board.flash_bytes}, RAM {lean['ram']} of {board.ram_bytes} bytes): "
+                        "classification only, no learning on the device")
+    elif lean is not None:
+        hints.append(f"even with `--no-personalize` it needs flash {lean['flash']} and RAM "
+                     f"{lean['ram']} bytes")
+    hints.append("or a board with more memory (`mcutext boards`)")
+    return (f"model '{name}' does not fit on {board.name}: " + "; ".join(over)
+            + (". " + "; ".join(parts) if parts else ""), "; ".join(hints))
+
+
 def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | None = None, *,
           portable: bool = False, profile: bool = False, personalize: bool = True,
           defines: dict[str, str] | None = None, reuse: bool = False) -> dict:
@@ -405,22 +516,18 @@ def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | Non
         (out / "memory.ld").write_text(_memory_ld(board, _MEASURE_BYTES, _MEASURE_BYTES))
         _run(link, "linking (to measure the overshoot)")
         usage = memory_usage(elf)
+        try:
+            worst = stack.analyze(elf, obj_dir, fpu=board.fpu != "none")["worst_case"]
+        except McutextError:
+            worst = None
         elf.unlink()
-        over = []
-        if usage["flash"] > board.flash_bytes:
-            over.append(f"flash needs {usage['flash']} bytes of {board.flash_bytes} "
-                        f"({usage['flash'] - board.flash_bytes} bytes too many)")
-        if usage["ram"] > board.ram_bytes:
-            over.append(f"RAM needs {usage['ram']} bytes of {board.ram_bytes} "
-                        f"({usage['ram'] - board.ram_bytes} bytes too many)")
-        if not over:  # alignment padding only the real link sees
-            over = [m.group(0) for m in _OVERFLOW.finditer(p.stderr)]
-        sizes = (f"int8 weights {gen.get('weights_bytes')} bytes, activation arena "
-                 f"{gen.get('arena_bytes')} bytes")
-        raise McutextError(f"model '{bundle.name}' does not fit on {board.name}: "
-                           + "; ".join(over) + f" ({sizes})",
-                           hint="use a smaller recipe (fewer buckets, smaller embeddings) "
-                                "or a board with more memory (`mcutext boards`)")
+        ram_vars = ram_variables(map_file)
+        # what the same build without personalization would need: measured, not estimated
+        lean = (_without_personalization(bundle_path, board, out, portable, profile, defines)
+                if personalize else None)
+        message, hint = _fit_report(bundle.name, board, usage, ram_vars, map_file, gen, worst,
+                                    lean, p.stderr)
+        raise DoesNotFit(message, hint, usage, ram_vars)
 
     usage = memory_usage(elf)
     linked = sorted(s for s in FORBIDDEN_SYMBOLS if s in usage["symbols"])
