@@ -25,7 +25,8 @@ def _emit_json(obj) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mcutext")
-@click.option("--verbose", is_flag=True, help="Show tracebacks on errors.")
+@click.option("--verbose", is_flag=True,
+              help="Show tracebacks on errors, and the libraries' warnings and log lines.")
 @click.pass_context
 def cli(ctx: click.Context, verbose: bool) -> None:
     """Robust, explainable text classifiers for Cortex-M microcontrollers."""
@@ -180,6 +181,9 @@ cli_explain.register(cli)
 
 def main(argv: list[str] | None = None) -> int:
     verbose = "--verbose" in (argv if argv is not None else sys.argv[1:])
+    if not verbose:  # library warnings and log lines only with --verbose
+        from . import quiet
+        quiet.setup()
     try:
         cli.main(args=argv, prog_name="mcutext", standalone_mode=False)
     except click.exceptions.Abort:
