@@ -63,3 +63,29 @@ def test_stderr_has_the_projects_progress_and_nothing_else(tmp_path):
     v = _mcutext(tmp_path, "--verbose", "explain", "tmp", "a gripping , funny film")
     assert v.returncode == 0 and v.stdout == q.stdout
     assert v.stderr.strip(), "--verbose shows the libraries' lines (TensorFlow's, at least)"
+
+
+def test_without_a_terminal_a_task_writes_plain_progress_lines(monkeypatch, capsys):
+    """stderr not a terminal (pytest captures it): a line every MCUTEXT_PROGRESS_EVERY
+    seconds (0 here: every step) with the count, the status and the time left; none when
+    MCUTEXT_QUIET is set."""
+    from mcutext import progress
+    monkeypatch.delenv("MCUTEXT_QUIET", raising=False)
+    monkeypatch.setenv("MCUTEXT_PROGRESS_EVERY", "0")
+    with progress.task("teacher sst2", total=4) as update:
+        for step in range(4):
+            update(status=f"epoch {step // 2 + 1}/2")
+            update(advance=1)
+    assert list(progress.track(["a", "b"], 2, "classifying")) == ["a", "b"]
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 6
+    for line, (n, tot, what) in zip(lines, [(1, 4, " epoch 1/2"), (2, 4, " epoch 1/2"),
+                                            (3, 4, " epoch 2/2"), (4, 4, " epoch 2/2"),
+                                            (1, 2, ""), (2, 2, "")]):
+        name = "teacher sst2" if tot == 4 else "classifying"
+        assert re.fullmatch(rf"{name}: {n}/{tot}{what} \(\d+:\d\d:\d\d elapsed, about "
+                            r"\d+:\d\d:\d\d left\)", line), line
+    monkeypatch.setenv("MCUTEXT_QUIET", "1")
+    with progress.task("quiet", total=2) as update:
+        update(advance=2)
+    assert capsys.readouterr().err == ""
