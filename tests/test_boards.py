@@ -336,3 +336,39 @@ def test_build_goes_beside_the_bundle_and_reuses_an_up_to_date_elf(sst2_small_bu
     assert firmware.default_out_dir(mine, "microbit") == tmp_path / "y" / "mine-microbit"
     assert firmware.default_out_dir(bundle, "microbit", portable=True) == \
         tmp_path / "x" / "microbit-portable"
+
+
+@pytest.mark.qemu
+def test_run_builds_a_bundle_once_then_boots_the_same_elf(sst2_small_bundle, tmp_path):
+    """`mcutext run BUNDLE` twice: the first builds beside the bundle, the second finds the
+    stamp up to date and boots the same ELF (file and stamp untouched)."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    bundle = tmp_path / "x" / "bundle"
+    shutil.copytree(sst2_small_bundle, bundle)
+    elf = tmp_path / "x" / "microbit" / "firmware.elf"
+    seen = []
+    for _ in range(2):
+        p = subprocess.Popen([sys.executable, "-m", "mcutext.cli", "run", "--board", "microbit",
+                              str(bundle)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+        try:
+            lines = []
+            while not (lines and lines[-1].startswith("serial: ")):
+                line = p.stdout.readline()
+                assert line, f"run ended early: {lines} {p.stderr.read()}"
+                lines.append(line.rstrip("\n"))
+            seen.append((lines[0], elf.stat().st_mtime_ns,
+                         (elf.parent / firmware.STAMP_FILE).read_text()))
+            p.send_signal(signal.SIGINT)
+            assert p.wait(timeout=30) == 0
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert seen[0][0] == f"firmware: {elf}"
+    assert seen[1][0] == (f"firmware: {elf} (up to date: same bundle, board, sources and "
+                          "options; not rebuilt)")
+    assert seen[0][1:] == seen[1][1:]
