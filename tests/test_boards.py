@@ -276,7 +276,7 @@ def test_ram_overflow_names_what_uses_it_and_suggests_no_personalize(roomy_head_
     with pytest.raises(firmware.DoesNotFit) as e:
         firmware.build(roomy_head_bundle, "microbit", tmp_path / "mb")
     msg, hint = str(e.value), e.value.hint
-    m = re.search(r"RAM needs (\d+) bytes of 16384 \((\d+) bytes too many\)\. RAM: "
+    m = re.search(r"RAM needs (\d+) bytes of 16384 \((\d+) bytes too many\)\. RAM \(bytes\): "
                   r"personalization (\d+) \((.*?)\), activation arena (\d+), stack reserve "
                   r"2048 \(worst case \d+\), the rest (\d+) \(", msg)
     assert m, msg

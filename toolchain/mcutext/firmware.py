@@ -394,8 +394,8 @@ def _fit_report(name: str, board: Board, usage: dict, ram_vars: dict, map_file: 
     if flash_over:
         groups = {g: sum(k.values()) for g, k in flash_breakdown(map_file).items()}
         weights = int(gen.get("weights_bytes") or 0)
-        parts.append(f"flash: int8 weights {weights}, the model's code and other constants "
-                     f"{groups['model'] - weights}, kernels {groups['kernels']}, core "
+        parts.append(f"flash (bytes): int8 weights {weights}, the model's code and other "
+                     f"constants {groups['model'] - weights}, kernels {groups['kernels']}, core "
                      f"{groups['core']}, board {groups['board']}, personalization "
                      f"{groups['personalize']}, libc {groups['libc']}")
         hints.append("fewer tokenizer.buckets or a smaller model.embed_dim shrink the int8 "
@@ -417,7 +417,7 @@ def _fit_report(name: str, board: Board, usage: dict, ram_vars: dict, map_file: 
                         (sum(arena.values()), f"activation arena {sum(arena.values())}"),
                         (board.stack_bytes, stack_part),
                         (n_rest, f"the rest {n_rest}{_largest(rest)}")], key=lambda x: -x[0])
-        parts.append("RAM: " + ", ".join(text for n, text in items if n > 0))
+        parts.append("RAM (bytes): " + ", ".join(text for n, text in items if n > 0))
         biggest = items[0][1]
         if biggest.startswith("activation arena"):
             hints.append("fewer tokenizer.max_words or model.conv_filters shrink the activation "
