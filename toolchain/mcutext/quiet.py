@@ -70,8 +70,14 @@ def library_stderr():
 
 
 class _QuietLoader(importlib.abc.Loader):
+    """The package's own loader (everything else it offers, e.g. resource readers, passes
+    through), executing the module with file descriptor 2 pointed at /dev/null."""
+
     def __init__(self, loader):
         self._loader = loader
+
+    def __getattr__(self, name):
+        return getattr(self._loader, name)
 
     def create_module(self, spec):
         return self._loader.create_module(spec)
