@@ -35,8 +35,10 @@ def test_recipe_errors_name_the_file(tmp_path, body, msg):
 
 
 def test_unknown_recipe_lists_known():
-    with pytest.raises(McutextError, match=r"unknown recipe 'imdb' \(known: .*sst2"):
+    with pytest.raises(McutextError, match=r"unknown recipe 'imdb': no .*/models/imdb.toml "
+                                           r"\(known: .*sst2") as e:
         load_recipe("imdb")
+    assert ".toml" in e.value.hint
 
 
 @pytest.mark.parametrize("name", ["sst2", "sms_spam", "ag_news", "ag_news_96k", "clinc150_96k"])

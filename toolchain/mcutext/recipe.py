@@ -325,7 +325,9 @@ def _recipe_path(name_or_path: str | Path, relative_to: Path | None = None) -> P
         path = models_dir() / f"{name_or_path}.toml"
         if not path.is_file():
             known = ", ".join(sorted(p.stem for p in models_dir().glob("*.toml")))
-            raise McutextError(f"unknown recipe '{name_or_path}' (known: {known})")
+            raise McutextError(f"unknown recipe '{name_or_path}': no {path} (known: {known})",
+                               hint="a recipe file of your own is named by its path, "
+                                    "ending in .toml")
     elif relative_to is not None:
         path = _beside(relative_to, str(path))
     if not path.is_file():
