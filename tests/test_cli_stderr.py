@@ -26,7 +26,8 @@ def _mcutext_on_a_terminal(cwd, *args) -> tuple[int, str, str]:
     """Run with stderr on a pseudo-terminal (so the progress bars draw); returns the exit
     code, stdout and what the terminal received."""
     master, slave = pty.openpty()
-    p = subprocess.Popen([sys.executable, "-m", "mcutext.cli", *args], cwd=cwd, env=_env(),
+    env = {**_env(), "TERM": "xterm", "COLUMNS": "120"}   # a terminal of a known kind and width
+    p = subprocess.Popen([sys.executable, "-m", "mcutext.cli", *args], cwd=cwd, env=env,
                          stdout=subprocess.PIPE, stderr=slave)
     os.close(slave)
     seen = b""
