@@ -121,7 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--teach-bundle", type=Path, default=None,
                     help="clinc140 bundle of the 'teach new commands' section (default: "
                          "OUT/bundles/clinc140, trained first if missing)")
+    ap.add_argument("--verbose", action="store_true",
+                    help="Show the libraries' warnings and log lines.")
     args = ap.parse_args(argv)
+    if not args.verbose:
+        from . import quiet
+        quiet.setup()
     sections = [s for s in args.only.split(",") if s]
     recipes = [r for r in args.recipes.split(",") if r]
     unknown = set(sections) - set(SECTIONS) - set(OPT_IN)

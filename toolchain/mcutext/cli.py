@@ -25,7 +25,8 @@ def _emit_json(obj) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mcutext")
-@click.option("--verbose", is_flag=True, help="Show tracebacks on errors.")
+@click.option("--verbose", is_flag=True,
+              help="Show tracebacks on errors, and the libraries' warnings and log lines.")
 @click.pass_context
 def cli(ctx: click.Context, verbose: bool) -> None:
     """Robust, explainable text classifiers for Cortex-M microcontrollers."""
@@ -39,7 +40,8 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 @click.option("--epochs", type=click.IntRange(1, 1000), default=None,
               help="Override the recipe's number of epochs.")
 @click.option("--limit", type=click.IntRange(10, None), default=None,
-              help="Train on a random subset of this many examples (quick runs).")
+              help="Train on a random subset of this many examples (quick runs; it keeps "
+                   "every class).")
 @click.option("--json", "as_json", is_flag=True, help="Print the bundle summary as JSON.")
 def train(recipe: str, out: Path | None, epochs: int | None, limit: int | None,
           as_json: bool) -> None:
@@ -58,10 +60,23 @@ def train(recipe: str, out: Path | None, epochs: int | None, limit: int | None,
     click.echo(f"bundle: {path}")
     click.echo(f"trained {m['training']['examples']} examples, {m['training']['epochs']} epochs "
                f"in {m['training']['seconds']} s")
+    click.echo(f"dev: {_dev_origin(m)}")
     click.echo(f"test accuracy: float {t['keras']['accuracy']:.4f}  "
                f"int8 (TFLite Micro) {t['tflm']['accuracy']:.4f}  "
                f"agreement {t['int8_float_agreement']:.4f}")
     click.echo(f"int8 weights: {m['sizes']['int8_weights_bytes']} bytes")
+
+
+def _dev_origin(manifest: dict) -> str:
+    """Where the dev examples (best-epoch choice) came from, in words."""
+    from .data import has_split
+    n = manifest["training"]["dev_examples"]
+    if has_split(manifest["dataset"], "dev"):
+        return f"{n} examples of the dataset's dev split"
+    share = manifest.get("recipe", {}).get("train", {}).get("dev_fraction")
+    of = f" ({share:g} of it, train.dev_fraction)" if share else ""
+    return (f"{n} examples held out from train{of}: the dataset has no dev split; "
+            "they are not trained on")
 
 
 @cli.command()
@@ -166,6 +181,9 @@ cli_explain.register(cli)
 
 def main(argv: list[str] | None = None) -> int:
     verbose = "--verbose" in (argv if argv is not None else sys.argv[1:])
+    if not verbose:  # library warnings and log lines only with --verbose
+        from . import quiet
+        quiet.setup()
     try:
         cli.main(args=argv, prog_name="mcutext", standalone_mode=False)
     except click.exceptions.Abort:

@@ -31,7 +31,9 @@ def _pct(used: int, budget: int) -> str:
 
 
 def _print_build(res: dict) -> None:
-    click.echo(f"firmware: {res['elf']}")
+    click.echo(f"firmware: {res['elf']}"
+               + (" (up to date: same bundle, board, sources and options; not rebuilt)"
+                  if res.get("reused") else ""))
     click.echo(f"board:    {res['board']} ({res['cpu']})")
     click.echo(f"flash:    {_pct(res['flash_bytes'], res['flash_budget'])}")
     click.echo(f"RAM:      {_pct(res['ram_bytes'], res['ram_budget'])} "
@@ -130,7 +132,8 @@ def register(cli: click.Group) -> None:
     @click.argument("bundle", type=click.Path(path_type=Path))
     @click.option("--board", **BOARD_OPTION)
     @click.option("--out", type=click.Path(path_type=Path), default=None,
-                  help="Output folder (default: build/<bundle>/<board>/).")
+                  help="Output folder (default: beside the bundle, <bundle>/../<board>/ "
+                       "for a folder named bundle, else <bundle>-<board>/).")
     @click.option("--portable", is_flag=True,
                   help="Portable C kernels even on a core with the DSP extension.")
     @click.option("--profile", is_flag=True,
@@ -157,14 +160,17 @@ def register(cli: click.Group) -> None:
     @click.option("--storage", type=click.Path(dir_okay=False, path_type=Path), default=None,
                   help="Host file of the board's storage (`head save` survives a restart); "
                        "created blank if missing. Default: no storage.")
-    def run(target: Path, board: str, storage: Path | None) -> None:
+    @click.option("--out", type=click.Path(path_type=Path), default=None,
+                  help="Firmware folder for a BUNDLE (default: as `mcutext build`).")
+    def run(target: Path, board: str, storage: Path | None, out: Path | None) -> None:
         """Boot firmware in QEMU with the UART on a local TCP port (Ctrl-C stops it).
 
-        Given a bundle folder, builds the firmware first."""
+        Given a bundle folder, builds the firmware first, unless the ELF in the output
+        folder was built from the same bundle, board, sources and options."""
         from .qemu import Qemu
         if target.is_dir():
             from .firmware import build as run_build
-            res = run_build(target, board)
+            res = run_build(target, board, out, reuse=True)
             _print_build(res)
             target = Path(res["elf"])
         vm = Qemu(target, board, storage=storage)

@@ -830,21 +830,26 @@ class _Trainer:
         rng = np.random.default_rng(self.cfg.seed)
         hist: dict[str, list] = {"loss": [], "dev_accuracy": [], "seconds": []}
         best, best_w = -1.0, None
-        with progress.task(f"teacher {name}", total=epochs) as update:
-            for _ in range(epochs):
+        # the bar counts steps (batches), so its time estimate shows within the first epoch
+        per_epoch = -(-len(y_tr) // self.cfg.batch_size)
+        with progress.task(f"teacher {name}", total=epochs * per_epoch) as update:
+            for epoch in range(epochs):
                 t0 = time.time()
                 total, steps = 0.0, 0
+                update(status=f"epoch {epoch + 1}/{epochs}")
                 for b in _length_batches(tr.lengths(), self.cfg.batch_size, rng):
                     x, ids, mask = tr.batch(b)
                     total += float(self._step(x, mask, pool_mask(ids, self.wp), y_tr[b]))
                     steps += 1
+                    update(advance=1)
                 acc = float(np.mean(self.predict(dv)[0].argmax(1) == y_dv))
                 hist["loss"].append(total / max(steps, 1))
                 hist["dev_accuracy"].append(acc)
                 hist["seconds"].append(round(time.time() - t0, 1))
                 if acc > best:
                     best, best_w = acc, self.trained_weights()
-                update(advance=1, status=f"loss {total / max(steps, 1):.3f} dev_acc {acc:.3f}")
+                update(status=f"epoch {epoch + 1}/{epochs} loss {total / max(steps, 1):.3f} "
+                              f"dev_acc {acc:.3f}")
         self._set(best_w)
         return hist
 

@@ -17,7 +17,7 @@ from . import __version__, progress  # noqa: E402
 from .bundle import FORMAT_VERSION, KERAS_FILE, TFLITE_FILE, load_bundle, publish, write_manifest  # noqa: E402,E501
 from .convert import (check_ops, output_order, read_model, tensor_quant, tflm_interpreter,  # noqa: E402
                       to_int8, weights_bytes)
-from .data import Dataset, has_split, load_split  # noqa: E402
+from .data import Dataset, has_split, limited, load_split  # noqa: E402
 from .errors import McutextError  # noqa: E402
 from .evaluate import check_labels, evaluate  # noqa: E402
 from .model import build_student, count_params  # noqa: E402
@@ -49,7 +49,7 @@ def split_train_dev(recipe: Recipe, limit: int | None = None) -> tuple[Dataset, 
     if recipe.train.drop_labels:
         train, dev = (drop_labels(d, recipe.train.drop_labels) for d in (train, dev))
     if limit is not None:
-        train = train.subset(rng.permutation(len(train))[:limit])
+        train = limited(train, limit, rng)
         dev = dev.subset(range(min(len(dev), max(100, limit // 5))))
     return train, dev
 
