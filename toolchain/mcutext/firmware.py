@@ -30,6 +30,7 @@ from pathlib import Path
 from . import __version__, stack
 from .boards import PROJECT_ROOT, Board, get_board
 from .errors import McutextError
+from .outputs import staging
 
 FIRMWARE_DIR = PROJECT_ROOT / "firmware"
 KERNELS_DIR = FIRMWARE_DIR / "kernels"
@@ -52,8 +53,15 @@ SHF_WRITE, SHF_ALLOC = 0x1, 0x2
 def read_elf(path: Path) -> tuple[list[dict], dict[str, int]]:
     """(sections, global/weak symbols by name) of a 32-bit little-endian ELF."""
     data = Path(path).read_bytes()
-    if data[:4] != b"\x7fELF" or data[4] != 1 or data[5] != 1:
+    if len(data) < 0x34 or data[:4] != b"\x7fELF" or data[4] != 1 or data[5] != 1:
         raise McutextError(f"{path}: not a 32-bit little-endian ELF file")
+    try:
+        return _read_elf(data)
+    except (struct.error, IndexError, ValueError):
+        raise McutextError(f"{path}: a damaged ELF file (cut short?)") from None
+
+
+def _read_elf(data: bytes) -> tuple[list[dict], dict[str, int]]:
     shoff, = struct.unpack_from("<I", data, 0x20)
     shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x2E)
     raw = [struct.unpack_from("<IIIIIIIIII", data, shoff + i * shentsize) for i in range(shnum)]
@@ -284,7 +292,7 @@ def personalization_flash(report: dict) -> int:
 
 def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | None = None, *,
           portable: bool = False, profile: bool = False, personalize: bool = True,
-          defines: dict[str, str] | None = None) -> dict:
+          defines: dict[str, str] | None = None, force: bool = False) -> dict:
     """Generate the model, compile core + kernels + model + board, link, check the budget.
 
     portable=True compiles the kernels' portable C path even on a core with the DSP
@@ -294,6 +302,8 @@ def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | Non
     personalize=False leaves on-device learning out (-DMT_NO_PERSONALIZE): the
     classification-only firmware.
     defines: extra -D macros for every file (tests: MT_FAULT_COMMAND=1 adds a `fault` command).
+    out_dir may be absent, empty or an earlier firmware folder (replaced whole when the build
+    succeeds); anything else only with force=True (mcutext.outputs.check_out).
     Returns the build report (also written next to the ELF as firmware.json)."""
     from .bundle import load_bundle
 
@@ -305,10 +315,21 @@ def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | Non
     cc = _toolchain()
     out = Path(out_dir) if out_dir else default_out_dir(bundle.name, board.name, portable,
                                                         profile)
-    gen_dir, obj_dir = out / "gen", out / "obj"
+    # built in a staging folder beside `out` and swapped in whole: a failed or interrupted
+    # build leaves `out` as it was
+    with staging(out, "firmware", force) as work:
+        report = _build_in(work, out, board, bundle, bundle_path, cc, portable=portable,
+                           profile=profile, personalize=personalize, defines=defines, t0=t0)
+    return report
+
+
+def _build_in(work: Path, out: Path, board: Board, bundle, bundle_path: Path, cc: str, *,
+              portable: bool, profile: bool, personalize: bool,
+              defines: dict[str, str] | None, t0: float) -> dict:
+    """build() in the staging folder `work`; the report names the files at `out`."""
+    gen_dir, obj_dir = work / "gen", work / "obj"
     for d in (gen_dir, obj_dir):
-        shutil.rmtree(d, ignore_errors=True)
-        d.mkdir(parents=True)
+        d.mkdir()
 
     # DSP-layout weights only where the kernels' DSP path runs (they would be dead flash
     # on a Cortex-M0 or in a portable build).
@@ -326,7 +347,9 @@ def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | Non
     seq_len = int(bundle.manifest.get("seq_len") or bundle.tokenizer.spec.seq_len)
     if not personalize:
         defines = {**(defines or {}), "MT_NO_PERSONALIZE": "1"}
-    cflags = compile_flags(board, seq_len, include_dirs, portable, profile, defines)
+    # debug info and __FILE__ name the files where they end up, not the staging folder
+    cflags = compile_flags(board, seq_len, include_dirs, portable, profile, defines) + [
+        f"-ffile-prefix-map={work}={out}"]
 
     def compile_one(item):
         i, (group, src) = item
@@ -339,17 +362,17 @@ def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | Non
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         objects = list(pool.map(compile_one, enumerate(sources)))
 
-    elf, map_file = out / "firmware.elf", out / "firmware.map"
+    elf, map_file = work / "firmware.elf", work / "firmware.map"
     link = [cc, *board.cpu_flags(), "-nostartfiles", "--specs=nano.specs",
-            "-Wl,--gc-sections", f"-Wl,-Map={map_file}", f"-L{out}",
+            "-Wl,--gc-sections", f"-Wl,-Map={map_file}", f"-L{work}",
             f"-T{board.linker_script}", *map(str, objects), "-lm", "-lgcc", "-o", str(elf)]
-    (out / "memory.ld").write_text(_memory_ld(board, board.flash_bytes, board.ram_bytes))
+    (work / "memory.ld").write_text(_memory_ld(board, board.flash_bytes, board.ram_bytes))
     p = _run(link, "")
     if p.returncode != 0:
         if not _OVERFLOW.search(p.stderr):
             raise McutextError("linking failed:\n" + "\n".join(p.stderr.strip().splitlines()[-25:]))
         # Link again with roomy regions, only to measure by how much the model is too large.
-        (out / "memory.ld").write_text(_memory_ld(board, _MEASURE_BYTES, _MEASURE_BYTES))
+        (work / "memory.ld").write_text(_memory_ld(board, _MEASURE_BYTES, _MEASURE_BYTES))
         _run(link, "linking (to measure the overshoot)")
         usage = memory_usage(elf)
         elf.unlink()
@@ -375,14 +398,12 @@ def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | Non
         raise McutextError(f"{elf}: links {', '.join(linked)}; the firmware must not use the "
                            "heap or stdio")
     frames = _stack_frames(obj_dir)
-    # Worst-case stack from the .su files and the call graph, against the stack reserve;
-    # an image that may overflow it is not left behind.
-    try:
-        stack_report = stack.analyze(elf, obj_dir, fpu=board.fpu != "none")
-        stack.check_budget(stack_report, board.stack_bytes, board.name)
-    except McutextError:
-        elf.unlink(missing_ok=True)
-        raise
+    # Worst-case stack from the .su files and the call graph, against the stack reserve (an
+    # image that may overflow it is not published: the staging folder is dropped)
+    stack_report = stack.analyze(elf, obj_dir, fpu=board.fpu != "none")
+    stack.check_budget(stack_report, board.stack_bytes, board.name)
+    # the map names the objects where they end up, as the debug info does
+    map_file.write_text(map_file.read_text(errors="replace").replace(str(work), str(out)))
     report = {
         "bundle": bundle.name,
         "bundle_path": str(bundle_path),
@@ -391,8 +412,8 @@ def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | Non
         "kernels": "dsp" if board.dsp and not portable else "portable",
         "profile": profile,
         "ops": gen.get("ops"),
-        "elf": str(elf),
-        "map": str(map_file),
+        "elf": str(out / elf.name),
+        "map": str(out / map_file.name),
         "flash_bytes": usage["flash"],
         "flash_budget": board.flash_bytes,
         "ram_bytes": usage["ram"],
@@ -406,7 +427,7 @@ def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | Non
         "largest_stack_frames": frames[:5],
         "stack_worst_case": stack_report["worst_case"],
         "stack": stack_report,
-        "generated": [str(f) for f in gen_files],
+        "generated": [str(out / f.relative_to(work)) for f in gen_files],
         "qemu_machine": board.qemu_machine,
         "icount_shift": board.icount_shift,
         "personalize": personalize,
@@ -414,5 +435,5 @@ def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | Non
     }
     report["runtime_flash_bytes"] = runtime_overhead(report)
     report["personalization_flash_bytes"] = personalization_flash(report)
-    (out / "firmware.json").write_text(json.dumps(report, indent=2) + "\n")
+    (work / "firmware.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
