@@ -209,3 +209,45 @@ def test_run_prints_the_url_and_stops_on_ctrl_c(sst2_small_bundle, tmp_path):
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+@pytest.fixture(scope="module")
+def microbit_elf(sst2_small_bundle, tmp_path_factory) -> Path:
+    from mcutext.firmware import build
+    return Path(build(sst2_small_bundle, "microbit", tmp_path_factory.mktemp("fw") / "mb")["elf"])
+
+
+def _gone(pid: str) -> bool:
+    """The process has ended (a zombie waiting for its new parent to reap it counts)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
+
+
+@pytest.mark.qemu
+def test_qemu_dies_with_mcutext_run_even_on_sigkill(microbit_elf):
+    p = subprocess.Popen([sys.executable, "-m", "mcutext.cli", "run", "--board", "microbit",
+                          str(microbit_elf)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    qemu_pids: list[str] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not p.stdout.readline().startswith("serial: "):
+            assert p.poll() is None and time.monotonic() < deadline, p.stderr.read()
+        qemu_pids = subprocess.run(["pgrep", "-P", str(p.pid), "qemu-system-arm"],
+                                   capture_output=True, text=True).stdout.split()
+        assert qemu_pids, "no QEMU child of mcutext run"
+        p.kill()     # SIGKILL: mcutext cannot stop QEMU itself
+        p.wait(timeout=10)
+        deadline = time.monotonic() + 2.0
+        while not all(_gone(pid) for pid in qemu_pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert all(_gone(pid) for pid in qemu_pids), f"QEMU {qemu_pids} outlived mcutext run"
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        for pid in qemu_pids:
+            if not _gone(pid):
+                os.kill(int(pid), signal.SIGKILL)
