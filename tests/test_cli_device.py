@@ -251,3 +251,33 @@ def test_qemu_dies_with_mcutext_run_even_on_sigkill(microbit_elf):
         for pid in qemu_pids:
             if not _gone(pid):
                 os.kill(int(pid), signal.SIGKILL)
+
+
+@pytest.mark.qemu
+def test_run_and_flash_refuse_an_elf_built_for_another_board(capsys, microbit_elf, tmp_path,
+                                                             monkeypatch):
+    import shutil
+    from mcutext.firmware import elf_board
+    code, out, err = run_cli(capsys, "run", "--board", "netduinoplus2", str(microbit_elf))
+    assert code == 2 and out == ""          # QEMU not started, no URL printed
+    assert f"error: {microbit_elf}: built for microbit, not for netduinoplus2" in err
+    assert "--board microbit" in err
+    # a copy without its build folder still carries its board (a section in the ELF)
+    copied = tmp_path / "copy.elf"
+    shutil.copy(microbit_elf, copied)
+    assert elf_board(copied) == "microbit"
+    code, _, err = run_cli(capsys, "run", "--board", "mps2-an386", str(copied))
+    assert code == 2 and "built for microbit, not for mps2-an386" in err
+    _no_pyocd_module(monkeypatch)
+    record = tmp_path / "args"
+    fake = tmp_path / "bin" / "pyocd"
+    fake.parent.mkdir()
+    fake.write_text(f"#!/bin/sh\necho \"$@\" > {record}\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    code, _, err = run_cli(capsys, "flash", str(copied), "--board", "nucleo-f401re")
+    assert code == 2 and "built for microbit, not for nucleo-f401re" in err
+    assert not record.exists()              # pyOCD was not started
+    code, out, err = run_cli(capsys, "flash", str(copied), "--board", "microbit")
+    assert code == 0, err                   # the matching board: handed to pyOCD
+    assert record.read_text().split() == ["flash", "--target", "nrf51", str(copied)]

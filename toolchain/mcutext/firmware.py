@@ -118,6 +118,56 @@ def memory_usage(elf: Path) -> dict:
     return {"flash": flash, "ram": ram, "sections": detail, "symbols": symbols}
 
 
+# The board an ELF was built for, inside the ELF (a copied ELF still carries it): a section
+# that is not loaded (no SHF_ALLOC), so the image, its flash and RAM figures are unchanged.
+BOARD_SECTION = ".mcutext.board"
+
+
+def embed_board(elf: Path, board_name: str, cc: str) -> None:
+    objcopy = Path(cc).with_name(Path(cc).name.replace("gcc", "objcopy"))
+    note = elf.with_name("board.name")
+    note.write_bytes(board_name.encode("utf-8"))
+    try:
+        _run([str(objcopy), "--add-section", f"{BOARD_SECTION}={note}",
+              "--set-section-flags", f"{BOARD_SECTION}=noload,readonly", str(elf)],
+             f"writing the board name into {elf}")
+    finally:
+        note.unlink()
+
+
+def elf_board(elf: str | Path) -> str | None:
+    """The board `elf` was built for: its BOARD_SECTION, else (an ELF built before there was
+    one) the build report beside it that names it; None when neither says."""
+    elf = Path(elf)
+    try:
+        sections, _ = read_elf(elf)
+    except McutextError:   # not an ELF: QEMU or pyOCD says so
+        return None
+    for s in sections:
+        if s["name"] == BOARD_SECTION:
+            with open(elf, "rb") as f:
+                f.seek(s["offset"])
+                return f.read(s["size"]).decode("utf-8", errors="replace")
+    report = elf.with_name("firmware.json")
+    try:
+        rep = json.loads(report.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if isinstance(rep, dict) and Path(str(rep.get("elf", ""))).name == elf.name \
+            and isinstance(rep.get("board"), str):
+        return rep["board"]
+    return None
+
+
+def check_elf_board(elf: str | Path, board: Board) -> None:
+    """Refuses an ELF built for another board (it would boot and never answer)."""
+    built = elf_board(elf)
+    if built is not None and built != board.name:
+        raise McutextError(f"{elf}: built for {built}, not for {board.name}",
+                           hint=f"use --board {built}, or build it for {board.name}: "
+                                f"`mcutext build BUNDLE --board {board.name}`")
+
+
 # --- build ---------------------------------------------------------------------------------------
 
 def _toolchain() -> str:
@@ -402,6 +452,7 @@ def _build_in(work: Path, out: Path, board: Board, bundle, bundle_path: Path, cc
     # image that may overflow it is not published: the staging folder is dropped)
     stack_report = stack.analyze(elf, obj_dir, fpu=board.fpu != "none")
     stack.check_budget(stack_report, board.stack_bytes, board.name)
+    embed_board(elf, board.name, cc)
     # the map names the objects where they end up, as the debug info does
     map_file.write_text(map_file.read_text(errors="replace").replace(str(work), str(out)))
     report = {

@@ -109,6 +109,8 @@ class Qemu:
                                     f"flash a real {self.board.name} with `mcutext flash`")
         if not self.elf.is_file():
             raise McutextError(f"{self.elf}: no such firmware file")
+        from .firmware import check_elf_board
+        check_elf_board(self.elf, self.board)   # another board's ELF boots and never answers
         self.log_path = Path(log_path) if log_path else self.elf.with_name("qemu.log")
         self.process: subprocess.Popen | None = None
         self.port: int | None = None
