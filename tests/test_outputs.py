@@ -22,7 +22,6 @@ import pytest
 
 from mcutext import outputs
 from mcutext.bundle import load_bundle
-from mcutext.cli import main
 from mcutext.errors import McutextError
 from test_broken_files import DEAD_PORT, one_error, run_cli, tree
 
@@ -249,6 +248,33 @@ def _one_stop_line(err: str, line: str) -> None:
     assert err.count(line) == 1, err[-3000:]
     for bad in ("Traceback", "SystemError", "RuntimeError", "KeyboardInterrupt", "error:"):
         assert bad not in err, err[-3000:]
+
+
+@pytest.mark.parametrize("signum, wrapped, line", [
+    (signal.SIGINT, SystemError, "aborted (Ctrl-C)"),
+    (signal.SIGTERM, RuntimeError, "terminated (SIGTERM)")])
+def test_an_error_caused_by_a_signal_is_the_signal(capsys, monkeypatch, signum, wrapped, line):
+    """TensorFlow may turn the exception a signal raises inside a training step into a
+    SystemError or RuntimeError (the outside probe saw a traceback and exit 1). Here a real
+    signal reaches the CLI's handler inside `train` and the exception it raises is wrapped
+    the same way: the CLI still prints its one line and exits 128 + the signal."""
+    import mcutext.train
+
+    def wrapping_train(*args, **kw):
+        try:
+            os.kill(os.getpid(), signum)
+            time.sleep(30)          # the handler raises during the sleep
+        except BaseException as e:
+            raise wrapped("error return without exception set") from e
+        raise AssertionError("the signal did not arrive")
+
+    monkeypatch.setattr(mcutext.train, "train", wrapping_train)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    code, out, err = run_cli(capsys, "train", "sst2")
+    assert code == 128 + signum and out == ""
+    assert [ln for ln in err.splitlines() if ln.strip()] == [line]
+    # the CLI's handlers are gone again: this process's signals behave as before
+    assert {sig: signal.getsignal(sig) for sig in handlers} == handlers
 
 
 @pytest.fixture
