@@ -110,6 +110,16 @@ def test_check_out_accepts_earlier_outputs_of_the_same_kind(sst2_small_bundle, t
         outputs.check_out(sst2_small_bundle, "firmware")    # but not another kind's output
     precious_folder(tmp_path / "d")
     outputs.check_out(tmp_path / "d", "bundle", force=True)
+    att = tmp_path / "att"             # earlier attack results, a temp file left by a kill
+    att.mkdir()
+    for name in ("deepwordbug-tflm.jsonl", "deepwordbug-tflm.json",
+                 "pwws-device.journal.jsonl", "pwws-device-serial.log",
+                 f".pwws-device.json{outputs.STAGING_TAG}1-x"):
+        (att / name).write_text("{}")
+    outputs.check_out(att, "attack")
+    (att / "notes.txt").write_text("mine")
+    with pytest.raises(McutextError, match="not a folder of attack results"):
+        outputs.check_out(att, "attack")
     blob = tmp_path / "old.head"
     blob.write_bytes(b"MTHD" + bytes(60))                   # an earlier head export
     outputs.check_out(blob, "head")

@@ -76,13 +76,15 @@ def _is_ablation(p: Path) -> bool:
     return True
 
 
-# the files `mcutext attack --out` writes (attack.run_attack, cli_attack.default_journal)
+# the files `mcutext attack --out` writes (attack.run_attack, cli_attack.default_journal; the
+# robustness bench's comparisons beside them)
 _ATTACK_FILE = re.compile(r"^[a-z0-9_]+-(keras|litert|tflm|device)(\.jsonl|\.json|\.journal\.jsonl"
-                          r"|-serial\.log)(\.tmp)?$")
+                          r"|-serial\.log|-vs-(keras|litert|tflm)\.json)$")
 
 
 def _is_attack_folder(p: Path) -> bool:
-    return all(_ATTACK_FILE.match(e.name) and e.is_file() for e in p.iterdir())
+    return all(is_staging(e) or (_ATTACK_FILE.match(e.name) and e.is_file())
+               for e in p.iterdir())
 
 
 def _is_head_blob(p: Path) -> bool:
