@@ -101,6 +101,18 @@ def test_ablate_and_teacher_refuse_a_folder_of_other_files(capsys, tmp_path):
     assert tree(d) == before
 
 
+def test_fuzz_refuses_a_folder_of_other_files(capsys, sst2_small_bundle, tmp_path):
+    from mcutext import fuzz
+    d = tmp_path / "fz"
+    precious_folder(d)
+    (d / "gen").mkdir()      # a folder the fuzz build would have emptied
+    (d / "gen" / "keep.c").write_text("int x;\n")
+    before = tree(d)
+    assert fuzz.main(["--bundle", str(sst2_small_bundle), "--out", str(d), "--seconds", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "not a fuzzing folder" in one_error(err) and tree(d) == before
+
+
 def test_check_out_accepts_earlier_outputs_of_the_same_kind(sst2_small_bundle, tmp_path):
     outputs.check_out(tmp_path / "absent", "bundle")
     (tmp_path / "empty").mkdir()

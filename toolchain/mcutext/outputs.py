@@ -87,6 +87,12 @@ def _is_attack_folder(p: Path) -> bool:
                for e in p.iterdir())
 
 
+def _is_fuzz_folder(p: Path) -> bool:
+    """An earlier `python -m mcutext.fuzz --out` (its corpus is reused; other tools may keep
+    their own files beside it)."""
+    return (p / "seeds").is_dir() or (p / "corpus").is_dir() or (p / "report.json").is_file()
+
+
 def _is_head_blob(p: Path) -> bool:
     from .personalize import BLOB_MAGIC
     try:
@@ -103,6 +109,7 @@ KINDS: dict[str, tuple[bool, str, Callable[[Path], bool]]] = {
     "firmware": (True, "a firmware folder", _is_firmware),
     "ablation": (True, "an ablation folder", _is_ablation),
     "attack": (True, "a folder of attack results", _is_attack_folder),
+    "fuzz": (True, "a fuzzing folder", _is_fuzz_folder),
     "head": (False, "a head blob", _is_head_blob),
 }
 
