@@ -249,19 +249,23 @@ def _read_until(fd: int, needle: bytes, p: subprocess.Popen, timeout: float = 60
     return buf
 
 
-def _read_rest(fd: int) -> bytes:
+def _read_to_exit(fd: int, p: subprocess.Popen, timeout: float = 300) -> bytes:
+    """Everything the child writes to the terminal until it has exited (read all along, so
+    that a full terminal buffer never blocks it)."""
     buf = b""
+    deadline = time.monotonic() + timeout
     while True:
-        r, _, _ = select.select([fd], [], [], 5.0)
-        if not r:
+        r, _, _ = select.select([fd], [], [], 0.5)
+        chunk = b""
+        if r:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:   # EIO: the child's side of the terminal is closed
+                time.sleep(0.05)
+            buf += chunk
+        if not chunk and p.poll() is not None:
             return buf
-        try:
-            chunk = os.read(fd, 65536)
-        except OSError:   # the child closed the terminal
-            return buf
-        if not chunk:
-            return buf
-        buf += chunk
+        assert time.monotonic() < deadline, f"still running after {timeout} s: {buf[-2000:]!r}"
 
 
 def _one_stop_line(err: str, line: str) -> None:
@@ -314,8 +318,8 @@ def test_ctrl_c_while_the_model_fits(previous_bundle, tmp_path):
         _read_until(master, b"training sst2", p)   # the fit's progress bar is up
         time.sleep(1.0)                             # inside the first epochs' steps
         p.send_signal(signal.SIGINT)
-        rc = p.wait(timeout=120)
-        err = _read_rest(master).decode("utf-8", "replace")
+        err = _read_to_exit(master, p).decode("utf-8", "replace")
+        rc = p.wait(timeout=10)
     finally:
         if p.poll() is None:
             p.kill()
