@@ -172,6 +172,15 @@ def _remove(p: Path) -> None:
 
 
 def _umask() -> int:
+    """The process's umask, read without setting it where Linux says it (setting it for a
+    moment would race with other threads creating files)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
