@@ -311,13 +311,15 @@ def previous_bundle(sst2_small_bundle, tmp_path) -> Path:
 
 
 @pytest.mark.slow
-def test_ctrl_c_while_the_model_fits(previous_bundle, tmp_path):
+@pytest.mark.parametrize("signum, line", [(signal.SIGINT, "aborted (Ctrl-C)"),
+                                          (signal.SIGTERM, "terminated (SIGTERM)")])
+def test_ctrl_c_or_sigterm_while_the_model_fits(previous_bundle, tmp_path, signum, line):
     before = tree(previous_bundle)
     p, master = _train_process(previous_bundle, tty=True, epochs=40)
     try:
         _read_until(master, b"training sst2", p)   # the fit's progress bar is up
         time.sleep(1.0)                             # inside the first epochs' steps
-        p.send_signal(signal.SIGINT)
+        p.send_signal(signum)
         err = _read_to_exit(master, p).decode("utf-8", "replace")
         rc = p.wait(timeout=10)
     finally:
@@ -325,8 +327,8 @@ def test_ctrl_c_while_the_model_fits(previous_bundle, tmp_path):
             p.kill()
             p.wait()
         os.close(master)
-    assert rc == 130, err[-3000:]
-    _one_stop_line(err, "aborted (Ctrl-C)")
+    assert rc == 128 + signum, err[-3000:]
+    _one_stop_line(err, line)
     assert tree(previous_bundle) == before
     assert leftovers(tmp_path) == []
 
