@@ -171,16 +171,16 @@ cli_attack.register(cli)
 cli_explain.register(cli)
 
 
-# The signal that stops this run (the first one; later ones wait for the clean-up).
+# The signal that stops this run: the first one (a second Ctrl-C raises again, in case the
+# first was swallowed, but the run still ends with the first's line and exit code).
 _stopped_by: list[int] = []
 _SIGNAL_NAMES = {signal.SIGINT: "aborted (Ctrl-C)", signal.SIGTERM: "terminated (SIGTERM)",
                  signal.SIGHUP: "terminated (SIGHUP)"}
 
 
 def _on_signal(signum: int, frame) -> None:
-    if _stopped_by:
-        return
-    _stopped_by.append(signum)
+    if not _stopped_by:
+        _stopped_by.append(signum)
     if signum == signal.SIGINT:
         raise KeyboardInterrupt
     raise Terminated(signum)
