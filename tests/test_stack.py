@@ -92,10 +92,16 @@ def test_a_stack_budget_too_small_fails_the_build(built, sst2_small_bundle, tmp_
         firmware.build(sst2_small_bundle, "microbit", old)
     assert {p.relative_to(old): p.read_bytes() for p in old.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["boards", "old"]
-    # the same through the CLI: exit code 2 and the message
+    # the same through the CLI: exit code 2 and the message; an earlier build in --out is
+    # left as it was (the failed build happened in a staging folder beside it)
     from mcutext.cli import main
+    earlier = tmp_path / "cli"
+    shutil.copytree(Path(built["microbit"]["elf"]).parent, earlier)
+    files = {p: p.read_bytes() for p in sorted(earlier.rglob("*")) if p.is_file()}
     assert main(["build", str(sst2_small_bundle), "--board", "microbit", "--out",
-                 str(tmp_path / "cli")]) == 2
+                 str(earlier)]) == 2
+    assert {p: p.read_bytes() for p in sorted(earlier.rglob("*")) if p.is_file()} == files
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["boards", "cli", "old"]  # no staging
 
 
 # --- small images: what the analysis must refuse, and what it must add up ---------------------

@@ -128,9 +128,12 @@ def measure(bundle_path: Path, teacher, n_eval: int | None = N_EVAL, seed: int =
 
 def ablate(recipe, out: Path | None = None, limit: int | None = None,
            epochs: int | None = None, n_eval: int | None = N_EVAL, seed: int = SEED,
-           weights: dict | None = None, test_limit: int | None = None) -> dict:
+           weights: dict | None = None, test_limit: int | None = None,
+           force: bool = False) -> dict:
     """Train the four arms of `recipe` (a Recipe or a name under models/), measure them, write
-    the table; returns {"rows": [...], "arms": {name: details}, ...}."""
+    the table; returns {"rows": [...], "arms": {name: details}, ...}. `out` may be absent,
+    empty or an earlier ablation folder; anything else only with `force`."""
+    from .outputs import check_out
     from .recipe import Recipe, load_recipe
     from .train import configure_tensorflow, get_teacher, split_train_dev, train
     if not isinstance(recipe, Recipe):
@@ -138,8 +141,9 @@ def ablate(recipe, out: Path | None = None, limit: int | None = None,
     if recipe.model.arch != "cnn":
         raise McutextError(f"{recipe.name}: the ablation needs the mcutext student "
                            f"(model.arch = \"cnn\"), not {recipe.model.arch}")
-    configure_tensorflow()
     out = Path(out) if out else default_out(recipe)
+    check_out(out, "ablation", force)
+    configure_tensorflow()
     out.mkdir(parents=True, exist_ok=True)
     arms = arm_recipes(recipe, weights)
     train_ds, _ = split_train_dev(recipe, limit)
@@ -154,7 +158,7 @@ def ablate(recipe, out: Path | None = None, limit: int | None = None,
         progress.log(f"ablation {recipe.name}: {title} (a={r.objective.kd_weight:g}, "
                      f"b={r.objective.map_weight:g}, c={r.objective.adv_weight:g})")
         path = train(r, out=out / name, epochs=epochs, limit=limit, test_limit=test_limit,
-                     teacher=r.objective.uses_teacher)
+                     teacher=r.objective.uses_teacher, force=force)
         res = measure(path, teacher, n_eval=n_eval, seed=seed)
         row = {"arm": name, "objective": title, "kd_weight": r.objective.kd_weight,
                "map_weight": r.objective.map_weight, "adv_weight": r.objective.adv_weight,
@@ -250,7 +254,6 @@ def _finite(obj):
 
 
 def write(out: Path, summary: dict) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "ablation.json").write_text(
-        json.dumps(_finite(summary), indent=2, default=float) + "\n")
-    (out / "ablation.md").write_text(markdown(summary))
+    from .outputs import write_file
+    write_file(out / "ablation.json", json.dumps(_finite(summary), indent=2, default=float) + "\n")
+    write_file(out / "ablation.md", markdown(summary))

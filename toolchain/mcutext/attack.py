@@ -43,7 +43,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -798,19 +797,13 @@ def run_attack(bundle, attack: str, runtime: str = "tflm", n: int | None = None,
     if transfer:
         summary["transfer"] = _transfer(bundle, records, runtime, port)
     if out is not None:
+        from .outputs import write_file   # each file complete or absent
         out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
         stem = f"{attack}-{runtime}"
         rec_path = out / f"{stem}.jsonl"
-        # each file complete or absent (temp file + rename)
-        with open(rec_path.with_name(rec_path.name + ".tmp"), "w", encoding="utf-8") as f:
-            for r in records:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        os.replace(f.name, rec_path)
+        write_file(rec_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
         summary["records"] = str(rec_path)
-        tmp = out / f"{stem}.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2) + "\n")
-        os.replace(tmp, out / f"{stem}.json")
+        write_file(out / f"{stem}.json", json.dumps(summary, indent=2) + "\n")
     summary["examples"] = records
     if jr is not None:
         jr.finish()

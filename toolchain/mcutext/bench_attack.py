@@ -26,6 +26,7 @@ from . import progress
 from .attack import ATTACKS, HOST_RUNTIMES, run_attack
 from .bench import write_table
 from .errors import McutextError
+from .outputs import write_file
 
 BUDGET = 2
 SWEEP_ATTACKS = ("deepwordbug", "pwws")
@@ -135,7 +136,7 @@ def robustness_bench(bundle_paths: dict[str, Path], out_dir: Path, n: int = 500,
         write_device_table(out_dir, [], device_n, f"Not measured in this run: {why_not}.")
     summary = {"rows": rows, "transfer": transfer_rows, "budget_sweep": sweep_rows,
                "device": device_rows, "seconds": round(time.time() - t_start, 1)}
-    (out_dir / "robustness_all.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_file(out_dir / "robustness_all.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 
@@ -230,8 +231,8 @@ def device_bench(bundle_path: Path, recipe: str, out_dir: Path, n: int = DEVICE_
             ref = run_attack(bundle_path, attack, runtime="tflm", n=n, budget=BUDGET,
                              seed=SEED, transfer=False)
             cmp = compare_runs(dev, ref)
-            (rec_dir / f"{attack}-device-vs-tflm.json").write_text(
-                json.dumps(cmp, indent=2) + "\n")
+            write_file(rec_dir / f"{attack}-device-vs-tflm.json",
+                       json.dumps(cmp, indent=2) + "\n")
             rows.append({
                 "recipe": recipe, "attack": dev["attack"], **info, "n": dev["n"],
                 "clean_accuracy": dev["clean_accuracy"],

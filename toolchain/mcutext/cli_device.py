@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from .errors import McutextError
+from .outputs import FORCE_HELP
 
 PORT_OPTION = dict(envvar="MCUTEXT_PORT", default=None, metavar="URL", show_envvar=True,
                    help="Serial port or pyserial URL, e.g. /dev/ttyACM0 or "
@@ -140,15 +141,18 @@ def register(cli: click.Group) -> None:
                   help="Count every kernel call of the model (`classify` adds an `ops` line).")
     @click.option("--no-personalize", "no_personalize", is_flag=True,
                   help="Leave on-device learning out (classification-only firmware).")
+    @click.option("--force", is_flag=True, help=FORCE_HELP)
     @click.option("--json", "as_json", is_flag=True)
     def build(bundle: Path, board: str, out: Path | None, portable: bool, profile: bool,
-              no_personalize: bool, as_json: bool) -> None:
+              no_personalize: bool, force: bool, as_json: bool) -> None:
         """Generate the model's C and build the firmware ELF for BOARD.
 
-        Refuses, with the overshoot in bytes, a model that does not fit the board."""
+        Refuses, with the overshoot in bytes, a model that does not fit the board. --out may
+        name an earlier firmware folder (replaced when the build succeeds); another non-empty
+        folder, or a file, only with --force."""
         from .firmware import build as run_build
         res = run_build(bundle, board, out, portable=portable, profile=profile,
-                        personalize=not no_personalize)
+                        personalize=not no_personalize, force=force)
         if as_json:
             _json(res)
         else:

@@ -36,13 +36,13 @@ import re
 import shutil
 import struct
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 from . import __version__, stack
 from .boards import PROJECT_ROOT, Board, get_board
 from .errors import McutextError
+from .outputs import staging
 
 FIRMWARE_DIR = PROJECT_ROOT / "firmware"
 KERNELS_DIR = FIRMWARE_DIR / "kernels"
@@ -65,8 +65,15 @@ SHF_WRITE, SHF_ALLOC = 0x1, 0x2
 def read_elf(path: Path) -> tuple[list[dict], dict[str, int]]:
     """(sections, global/weak symbols by name) of a 32-bit little-endian ELF."""
     data = Path(path).read_bytes()
-    if data[:4] != b"\x7fELF" or data[4] != 1 or data[5] != 1:
+    if len(data) < 0x34 or data[:4] != b"\x7fELF" or data[4] != 1 or data[5] != 1:
         raise McutextError(f"{path}: not a 32-bit little-endian ELF file")
+    try:
+        return _read_elf(data)
+    except (struct.error, IndexError, ValueError):
+        raise McutextError(f"{path}: a damaged ELF file (cut short?)") from None
+
+
+def _read_elf(data: bytes) -> tuple[list[dict], dict[str, int]]:
     shoff, = struct.unpack_from("<I", data, 0x20)
     shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x2E)
     raw = [struct.unpack_from("<IIIIIIIIII", data, shoff + i * shentsize) for i in range(shnum)]
@@ -121,6 +128,56 @@ def memory_usage(elf: Path) -> dict:
     if all(k in symbols for k in ("__mt_ram_start", "__mt_ram_used_end")):
         ram = symbols["__mt_ram_used_end"] - symbols["__mt_ram_start"]
     return {"flash": flash, "ram": ram, "sections": detail, "symbols": symbols}
+
+
+# The board an ELF was built for, inside the ELF (a copied ELF still carries it): a section
+# that is not loaded (no SHF_ALLOC), so the image, its flash and RAM figures are unchanged.
+BOARD_SECTION = ".mcutext.board"
+
+
+def embed_board(elf: Path, board_name: str, cc: str) -> None:
+    objcopy = Path(cc).with_name(Path(cc).name.replace("gcc", "objcopy"))
+    note = elf.with_name("board.name")
+    note.write_bytes(board_name.encode("utf-8"))
+    try:
+        _run([str(objcopy), "--add-section", f"{BOARD_SECTION}={note}",
+              "--set-section-flags", f"{BOARD_SECTION}=noload,readonly", str(elf)],
+             f"writing the board name into {elf}")
+    finally:
+        note.unlink()
+
+
+def elf_board(elf: str | Path) -> str | None:
+    """The board `elf` was built for: its BOARD_SECTION, else (an ELF built before there was
+    one) the build report beside it that names it; None when neither says."""
+    elf = Path(elf)
+    try:
+        sections, _ = read_elf(elf)
+    except McutextError:   # not an ELF: QEMU or pyOCD says so
+        return None
+    for s in sections:
+        if s["name"] == BOARD_SECTION:
+            with open(elf, "rb") as f:
+                f.seek(s["offset"])
+                return f.read(s["size"]).decode("utf-8", errors="replace")
+    report = elf.with_name("firmware.json")
+    try:
+        rep = json.loads(report.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if isinstance(rep, dict) and Path(str(rep.get("elf", ""))).name == elf.name \
+            and isinstance(rep.get("board"), str):
+        return rep["board"]
+    return None
+
+
+def check_elf_board(elf: str | Path, board: Board) -> None:
+    """Refuses an ELF built for another board (it would boot and never answer)."""
+    built = elf_board(elf)
+    if built is not None and built != board.name:
+        raise McutextError(f"{elf}: built for {built}, not for {board.name}",
+                           hint=f"use --board {built}, or build it for {board.name}: "
+                                f"`mcutext build BUNDLE --board {board.name}`")
 
 
 # --- build ---------------------------------------------------------------------------------------
@@ -446,7 +503,8 @@ def _fit_report(name: str, board: Board, usage: dict, ram_vars: dict, map_file: 
 
 def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | None = None, *,
           portable: bool = False, profile: bool = False, personalize: bool = True,
-          defines: dict[str, str] | None = None, reuse: bool = False) -> dict:
+          defines: dict[str, str] | None = None, reuse: bool = False,
+          force: bool = False) -> dict:
     """Generate the model, compile core + kernels + model + board, link, check the budget.
 
     portable=True compiles the kernels' portable C path even on a core with the DSP
@@ -459,6 +517,8 @@ def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | Non
     reuse=True returns the report of the ELF already in the output folder, without building,
     when its stamp (build_key) matches: same bundle, board, sources, compiler and options
     (report["reused"] is then True).
+    out_dir may be absent, empty or an earlier firmware folder (replaced whole when the build
+    succeeds); anything else only with force=True (mcutext.outputs.check_out).
     Returns the build report (also written next to the ELF as firmware.json)."""
     from .bundle import load_bundle
 
@@ -470,24 +530,20 @@ def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | Non
     cc = _toolchain()
     out = Path(out_dir) if out_dir else default_out_dir(bundle_path, board.name, portable,
                                                         profile)
-    if out.exists() and not out.is_dir():
-        raise McutextError(f"{out} is a file, not a folder", hint="choose another --out")
     key = build_key(bundle_path, board, cc, {"portable": portable, "profile": profile,
                                              "personalize": personalize,
                                              "defines": defines or {}})
     if reuse and (report := _reusable(out, key)) is not None:
         return {**report, "reused": True}
     made = [p for p in out.parents if not p.exists()]   # removed again if the build fails
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+    # built in a staging folder beside `out` and swapped in whole: a failed or interrupted
+    # build leaves `out` as it was
     try:
-        report = _build_in(work, out, bundle_path, bundle, board, cc, portable, profile,
-                           personalize, defines, t0, key)
-        if out.is_dir():
-            (out / STAMP_FILE).unlink(missing_ok=True)
-        _publish(work, out)
+        with staging(out, "firmware", force) as work:
+            report = _build_in(work, out, board, bundle, bundle_path, cc, portable=portable,
+                               profile=profile, personalize=personalize, defines=defines,
+                               t0=t0, key=key)
     except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
         for p in made:
             try:
                 p.rmdir()
@@ -497,31 +553,10 @@ def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | Non
     return {**report, "reused": False}
 
 
-def _publish(work: Path, out: Path) -> None:
-    """Moves the files of a finished build from `work` into `out`, each by a rename (the ELF
-    last); an older build's gen/ and obj/ are moved aside first and deleted after."""
-    if not out.exists():
-        os.replace(work, out)
-        return
-    aside = work / ".old"
-    aside.mkdir()
-    # the ELF, then its stamp, last: an interrupted publish never leaves a stamp that
-    # vouches for an older ELF
-    entries = sorted((e for e in work.iterdir() if e != aside),
-                     key=lambda e: (e.name == STAMP_FILE, e.name == "firmware.elf"))
-    for e in entries:
-        dest = out / e.name
-        if dest.is_dir() and not dest.is_symlink():
-            os.replace(dest, aside / e.name)
-        os.replace(e, dest)
-    shutil.rmtree(work)
-
-
-def _build_in(work: Path, out: Path, bundle_path: Path, bundle, board: Board, cc: str,
+def _build_in(work: Path, out: Path, board: Board, bundle, bundle_path: Path, cc: str, *,
               portable: bool, profile: bool, personalize: bool,
               defines: dict[str, str] | None, t0: float, key: str) -> dict:
-    """The build, written to `work`; paths in the report (and in the debug information) are
-    those `out` will have."""
+    """build() in the staging folder `work`; the report names the files at `out`."""
     gen_dir, obj_dir = work / "gen", work / "obj"
     for d in (gen_dir, obj_dir):
         d.mkdir()
@@ -542,8 +577,9 @@ def _build_in(work: Path, out: Path, bundle_path: Path, bundle, board: Board, cc
     seq_len = int(bundle.manifest.get("seq_len") or bundle.tokenizer.spec.seq_len)
     if not personalize:
         defines = {**(defines or {}), "MT_NO_PERSONALIZE": "1"}
-    cflags = compile_flags(board, seq_len, include_dirs, portable, profile, defines)
-    cflags.append(f"-ffile-prefix-map={work}={out}")
+    # debug info and __FILE__ name the files where they end up, not the staging folder
+    cflags = compile_flags(board, seq_len, include_dirs, portable, profile, defines) + [
+        f"-ffile-prefix-map={work}={out}"]
 
     def compile_one(item):
         i, (group, src) = item
@@ -588,10 +624,13 @@ def _build_in(work: Path, out: Path, bundle_path: Path, bundle, board: Board, cc
         raise McutextError(f"{elf}: links {', '.join(linked)}; the firmware must not use the "
                            "heap or stdio")
     frames = _stack_frames(obj_dir)
-    # Worst-case stack from the .su files and the call graph, against the stack reserve
-    # (an image that may overflow it is not published).
+    # Worst-case stack from the .su files and the call graph, against the stack reserve (an
+    # image that may overflow it is not published: the staging folder is dropped)
     stack_report = stack.analyze(elf, obj_dir, fpu=board.fpu != "none")
     stack.check_budget(stack_report, board.stack_bytes, board.name)
+    embed_board(elf, board.name, cc)
+    # the map names the objects where they end up, as the debug info does
+    map_file.write_text(map_file.read_text(errors="replace").replace(str(work), str(out)))
     report = {
         "bundle": bundle.name,
         "bundle_path": str(bundle_path),
