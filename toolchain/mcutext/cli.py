@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__, cli_attack, cli_explain
+from . import __version__, cli_attack, cli_certify, cli_explain
 from .errors import McutextError
 
 RUNTIME_CHOICE = click.Choice(["keras", "litert", "tflm"])
@@ -161,6 +161,7 @@ def _register_optional() -> None:
 
 _register_optional()
 cli_attack.register(cli)
+cli_certify.register(cli)
 cli_explain.register(cli)
 
 
