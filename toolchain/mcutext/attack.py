@@ -1,9 +1,10 @@
 """Adversarial text attacks on a bundle, on any runtime (docs/robustness.md).
 
-Six attacks, each with a stated perturbation budget (`word` is another name for pwws). The budget `B` counts *edited words*: an integer B >= 1
-allows at most B words of a sentence to change; a number 0 < B < 1 allows at most
-floor(B x words) (and at least one). Only the words the model sees (the tokenizer's first
-`max_words` tokens) that contain a letter are edited.
+Six attacks, each with a stated perturbation budget (`word` is another name for pwws).
+The budget `B` counts *edited words*: an integer B >= 1 allows at most B words of a
+sentence to change; a number 0 < B < 1 allows at most floor(B x words) (and at least
+one). Only the words the model sees (the tokenizer's first `max_words` tokens) that contain
+a letter are edited.
 
 deepwordbug  black box. Words ranked by leave-one-out importance (the drop of the true
              class's probability when the word is deleted). In that order, each word gets the
@@ -328,7 +329,7 @@ def check_budget(budget) -> int | float:
 
 
 def resolve_attack(name: str) -> str:
-    """The attack's canonical name (aliases: char -> deepwordbug, word -> pwws)."""
+    """The attack's canonical name (alias: word -> pwws)."""
     key = ATTACK_ALIASES.get(name, name) if isinstance(name, str) else name
     if key not in ATTACKS:
         names = ", ".join(list(ATTACK_ALIASES) + list(ATTACKS))

@@ -215,9 +215,8 @@ def bench_baselines(out_dir: Path, recipes=DATASETS, archs=ARCHS,
                 f"their row (recipes {', '.join(STUDENTS[d] for d in recipes)}). Accuracy on "
                 "the full test split (clinc150: out-of-scope left out). Attacks on the int8 "
                 f"model in TFLite Micro, {attack_n} test sentences (seeded sample, seed 0), at "
-                f"most {ATTACK_BUDGET} words edited: char = per sentence the stronger of DeepWordBug "
-                "and the adaptive attack, word = PWWS (WordNet "
-                "synonyms). MACs: FULLY_CONNECTED + CONV_2D per classification. Activation "
+                f"most {ATTACK_BUDGET} words edited: char = per sentence the stronger of "
+                "DeepWordBug and the adaptive attack, word = PWWS (WordNet synonyms). MACs: FULLY_CONNECTED + CONV_2D per classification. Activation "
                 "arena: TFLite Micro's planned activation memory. Training: wall time on 2 "
                 "shared CPU cores. Produced by `python -m mcutext.bench --only baselines` "
                 "(docs/baselines.md).")

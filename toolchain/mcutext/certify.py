@@ -29,6 +29,7 @@ byte for byte (docs/robustness.md, "Certification").
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import os
@@ -67,13 +68,19 @@ class Moves:
         return len(self.variants)
 
 
-def word_moves(tokenizer: Tokenizer, token: str, own: tuple[int, ...] | None = None,
-               index: int = 0) -> Moves:
+def word_moves(tokenizer: Tokenizer, token: str, index: int = 0) -> Moves:
     """Group the edit family of `token` (a word of a Sentence, in its own case) by the feature
-    tuple the tokenizer gives each variant; `own` (the word's tuple) is left out. A variant
+    tuple the tokenizer gives each variant; the word's own tuple is left out. A variant
     must stay one word of the tokenizer (the family only makes word characters)."""
-    if own is None:
-        own = _one_word(tokenizer, token)
+    tuples, variants = _grouped_family(tokenizer, token)
+    return Moves(index, tuples, list(variants))
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _grouped_family(tokenizer: Tokenizer, token: str) -> tuple[np.ndarray, tuple[str, ...]]:
+    """(int32[m, F] tuples other than the token's own, a variant for each); cached, since
+    the same words come back in sentence after sentence (callers do not modify them)."""
+    own = _one_word(tokenizer, token)
     seen: dict[tuple[int, ...], str] = {own: token}
     for v in perturb.edit_family(token):
         t = _one_word(tokenizer, v)
@@ -82,7 +89,8 @@ def word_moves(tokenizer: Tokenizer, token: str, own: tuple[int, ...] | None = N
     del seen[own]
     F = tokenizer.spec.features_per_word
     arr = np.array(list(seen), dtype=np.int32).reshape(len(seen), F)
-    return Moves(index, arr, list(seen.values()))
+    arr.flags.writeable = False
+    return arr, tuple(seen.values())
 
 
 def _one_word(tokenizer: Tokenizer, token: str) -> tuple[int, ...]:
@@ -112,7 +120,7 @@ def sentence_moves(tokenizer: Tokenizer, text: str) -> tuple[np.ndarray, list[Mo
         own = tuple(int(x) for x in row[i * F:(i + 1) * F])
         if _one_word(tokenizer, s.tokens[i]) != own:
             raise McutextError(f"word {i} of {text!r} does not encode alone as in the sentence")
-        m = word_moves(tokenizer, s.tokens[i], own, i)
+        m = word_moves(tokenizer, s.tokens[i], i)
         if len(m):
             moves.append(m)
     return row, moves
@@ -330,8 +338,9 @@ def certify(bundle, edits: int = 1, n: int | None = 500, split: str = "test",
     result = {**summary, "sentences": records}
     dev = summary.get("device")
     if dev and dev["identical"] != dev["texts"]:
+        differ = dev["texts"] - dev["identical"]
         raise McutextError(
-            f"the device's int8 scores differ from TFLite Micro's on {dev['texts'] - dev['identical']} "
+            f"the device's int8 scores differ from TFLite Micro's on {differ} "
             f"of {dev['texts']} texts: the certificate (computed for TFLite Micro) does not hold "
             "for this board" + (f"; verdicts written to {out}" if out else ""),
             hint="build and flash firmware from this very bundle")
