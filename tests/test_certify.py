@@ -130,7 +130,9 @@ def test_certify_sentence_is_exhaustive_and_its_witness_is_real():
     assert [c["index"] for c in w["changes"]] == [0, 2]
     assert model.logits(tok.encode(w["text"])[None])[0].argmax() == 1
     assert all(c["to"] in perturb.edit_family(c["from"]) for c in w["changes"])
-    assert certify_sentence(model, tok, text, 0, 2, max_evals=10)["status"] == "too_many"
+    many = certify_sentence(model, tok, text, 0, 2, max_evals=10)
+    assert many["status"] == "too_many" and many["evaluations"] == 0
+    assert many["reason"] == f"not certified (too many combinations: {two['combinations']})"
     assert certify_sentence(model, tok, text, 1, 1)["status"] == "wrong_clean"
 
 

@@ -221,7 +221,8 @@ def certify_sentence(model: Int8Model, tokenizer: Tokenizer, text: str, y: int, 
     if int(np.argmax(clean)) != y:
         return {**rec, "status": "wrong_clean"}
     if n_comb > max_evals:
-        return {**rec, "status": "too_many"}
+        return {**rec, "status": "too_many",
+                "reason": f"not certified (too many combinations: {n_comb})"}
     F = tokenizer.spec.features_per_word
     for rows, (subset, pick) in combination_rows(row, moves, k, F):
         out = model.logits(rows)
