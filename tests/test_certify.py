@@ -133,6 +133,11 @@ def test_certify_sentence_is_exhaustive_and_its_witness_is_real():
     many = certify_sentence(model, tok, text, 0, 2, max_evals=10)
     assert many["status"] == "too_many" and many["evaluations"] == 0
     assert many["reason"] == f"not certified (too many combinations: {two['combinations']})"
+    # under a cap that fits the single edits only, those are still all searched
+    n1 = sum(len(m) for m in moves)
+    part = certify_sentence(model, tok, text, 0, 2, max_evals=n1)
+    assert part["status"] == "too_many" and part["evaluations"] == n1
+    assert part["searched_edits"] == 1
     assert certify_sentence(model, tok, text, 1, 1)["status"] == "wrong_clean"
 
 
@@ -165,6 +170,22 @@ def test_certificate_counts_and_file(cert1):
     for r in c["sentences"]:
         if r["status"] == "certified":
             assert r["evaluations"] == r["combinations"] > 0
+
+
+def test_two_edits_keep_the_one_edit_witnesses(bundle, cert1):
+    """At K=2 the hashing tokenizer's sentences have far more than 200,000 combinations; the
+    single edits are still searched, so every sentence attacked at K=1 is attacked at K=2
+    with the same witness, and nothing is certified that was not at K=1."""
+    two = certify(bundle, edits=2, n=N)
+    for a, b in zip(cert1["sentences"], two["sentences"]):
+        assert a["text"] == b["text"]
+        if a["status"] in ("attacked", "wrong_clean"):
+            assert b["status"] == a["status"] and b.get("witness") == a.get("witness")
+        elif b["status"] == "too_many":
+            assert b["combinations"] > 200_000 and b["searched_edits"] == 1
+        else:
+            assert b["status"] in ("certified", "attacked") and a["status"] == "certified"
+    assert two["too_many"] > 0 and two["certified"] <= cert1["certified"]
 
 
 def test_witnesses_are_misclassified_by_tflite_micro_within_the_budget(bundle, cert1):

@@ -13,7 +13,8 @@ within the budget has one of the rows obtained by choosing at most K positions a
 reachable tuple at each. Those rows are built directly and run through the int8 model;
 the first misclassified row ends the sentence with a *witness*: a text that realizes it,
 re-encoded and re-classified by the TFLite Micro interpreter on its own. When a sentence has
-more rows than `max_evals` it is reported "too many" and never counted as certified.
+more rows than `max_evals` it is reported "too many" and never counted as certified (the
+rows with fewer edited words that fit under the cap are still searched for a witness).
 
 The int8 model is the generated C (codegen) compiled for the host, the very code that runs
 on the device, bit-exact with TFLite Micro (tests/test_codegen.py); the command cross-checks
@@ -211,20 +212,23 @@ class Int8Model:
 def certify_sentence(model: Int8Model, tokenizer: Tokenizer, text: str, y: int, k: int,
                      max_evals: int = MAX_EVALS, clean: np.ndarray | None = None) -> dict:
     """The verdict for one sentence: status (STATUSES), combinations, evaluations and, when
-    attacked, the witness {text, changes, logits}."""
+    attacked, the witness {text, changes, logits}. When all combinations are more than
+    `max_evals`, those with fewer edited words that fit are still searched for a witness
+    (attacked), else the sentence is too_many."""
     row, moves = sentence_moves(tokenizer, text)
     if clean is None:
         clean = model.logits(row[None], check=1)[0]
-    rec = {"positions": len(moves), "reachable": [len(m) for m in moves]}
-    n_comb = count_combinations([len(m) for m in moves], k)
+    sizes = [len(m) for m in moves]
+    rec = {"positions": len(moves), "reachable": sizes}
+    n_comb = count_combinations(sizes, k)
     rec.update(combinations=n_comb, evaluations=0)
     if int(np.argmax(clean)) != y:
         return {**rec, "status": "wrong_clean"}
-    if n_comb > max_evals:
-        return {**rec, "status": "too_many",
-                "reason": f"not certified (too many combinations: {n_comb})"}
+    searched = k
+    while searched and count_combinations(sizes, searched) > max_evals:
+        searched -= 1
     F = tokenizer.spec.features_per_word
-    for rows, (subset, pick) in combination_rows(row, moves, k, F):
+    for rows, (subset, pick) in combination_rows(row, moves, searched, F):
         out = model.logits(rows)
         rec["evaluations"] += len(rows)
         bad = np.flatnonzero(out.argmax(axis=1) != y)
@@ -235,6 +239,9 @@ def certify_sentence(model: Int8Model, tokenizer: Tokenizer, text: str, y: int, 
             rec["status"] = "attacked"
             rec["witness"] = _witness(model, tokenizer, text, edits, rows[r], out[r], y)
             return rec
+    if searched < k:
+        return {**rec, "status": "too_many", "searched_edits": searched,
+                "reason": f"not certified (too many combinations: {n_comb})"}
     return {**rec, "status": "certified"}
 
 
