@@ -271,6 +271,17 @@ def test_engines_agree(bundle):
     c, t = Int8Model(bundle, "c"), Int8Model(bundle, "tflm")
     assert c.engine == "c" and t.engine == "tflm"
     assert np.array_equal(c.logits(ids, check=3), t.logits(ids))
+    assert c.checked == 3
+    # a generated C that drifts from TFLite Micro on one row of a batch is caught
+    good = c.host.run
+
+    def drift(rows):
+        out = good(rows)
+        out["logits"][-1, 0] += 1
+        return out
+    c.host.run = drift
+    with pytest.raises(McutextError, match="disagree"):
+        c.logits(bundle.tokenize(texts * 10))
 
 
 def test_cli(sst2_small_bundle, tmp_path, capsys, monkeypatch):
