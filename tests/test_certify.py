@@ -242,6 +242,15 @@ def test_device_runtime_checks_the_board(bundle, tmp_path):
         assert d["identical"] == d["texts"] == 4 + c["attacked"]
     finally:
         board.close()
+    # a board running another model is refused before any work
+    other = ProtocolStandIn(bundle, {**bundle.tokenizer.spec.to_dict(),
+                                     "buckets": bundle.tokenizer.spec.buckets + 1})
+    try:
+        with pytest.raises(McutextError, match="does not run this bundle: buckets"):
+            certify(bundle, edits=1, n=2, runtime="device", port=other.url)
+        assert other.classified == 0
+    finally:
+        other.close()
 
     class OffByOne(ProtocolStandIn):
         """A board whose int8 scores differ from TFLite Micro's by one step (the label

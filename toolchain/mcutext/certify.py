@@ -273,7 +273,6 @@ def certify(bundle, edits: int = 1, n: int | None = 500, split: str = "test",
     """Certify `n` examples of `split` (the attacks' fixed sample, `attack.attack_examples`)
     at `edits` words. Returns the summary with "sentences" (one verdict each); `out` writes
     both as one JSON file (refused if it exists, unless `force`)."""
-    from . import progress
     from .attack import attack_examples, check_runtime
     if isinstance(edits, bool) or not isinstance(edits, (int, np.integer)) or edits < 1:
         raise McutextError(f"bad number of edits {edits!r}: must be a whole number >= 1")
@@ -301,8 +300,24 @@ def certify(bundle, edits: int = 1, n: int | None = 500, split: str = "test",
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle)
     idx, texts, ys, _ = attack_examples(bundle, n, split, data)
-    tok = bundle.tokenizer
 
+    board = None
+    if runtime == "device":   # opened (and checked to run this bundle) before the work
+        from .attack import DeviceClassifier
+        board = DeviceClassifier(bundle, port)
+    try:
+        return _certify(bundle, board, idx, texts, ys, edits, split, max_evals, runtime,
+                        engine, out)
+    finally:
+        if board is not None:
+            board.close()
+
+
+def _certify(bundle: Bundle, board, idx: list[int], texts: list[str], ys: np.ndarray,
+             edits: int, split: str, max_evals: int, runtime: str, engine: str,
+             out: Path | None) -> dict:
+    from . import progress
+    tok = bundle.tokenizer
     t0 = time.perf_counter()
     model = Int8Model(bundle, engine)
     clean_rows = tok.encode_batch(texts)
@@ -337,8 +352,8 @@ def certify(bundle, edits: int = 1, n: int | None = 500, split: str = "test",
     }
     if model.note:
         summary["engine_note"] = model.note
-    if runtime == "device":
-        summary["device"] = _check_device(bundle, port, records)
+    if board is not None:
+        summary["device"] = _check_device(board, records)
     if out is not None:
         tmp = out.with_name(out.name + ".tmp")
         tmp.write_text(json.dumps({**summary, "sentences": records}, indent=1,
@@ -357,29 +372,23 @@ def certify(bundle, edits: int = 1, n: int | None = 500, split: str = "test",
     return result
 
 
-def _check_device(bundle: Bundle, port: str, records: list[dict]) -> dict:
+def _check_device(board, records: list[dict]) -> dict:
     """The board classifies every clean text and every witness; its int8 scores must be the
     ones the certificate was computed with."""
-    from .attack import DeviceClassifier
-    clf = DeviceClassifier(bundle, port)
-    same = 0
-    texts = 0
-    try:
-        for r in records:
-            pairs = [(r["text"], r["logits_clean"])]
-            if "witness" in r:
-                pairs.append((r["witness"]["text"], r["witness"]["logits"]))
-            for text, want in pairs:
-                clf.proba([text])
-                got = [int(v) for v in clf.last_int8[0]]
-                ok = got == want
-                same += ok
-                texts += 1
-                if not ok:
-                    r.setdefault("device_mismatch", []).append({"text": text, "device": got})
-    finally:
-        clf.close()
-    return {"port": port, "texts": texts, "identical": same}
+    same = texts = 0
+    for r in records:
+        pairs = [(r["text"], r["logits_clean"])]
+        if "witness" in r:
+            pairs.append((r["witness"]["text"], r["witness"]["logits"]))
+        for text, want in pairs:
+            board.proba([text])
+            got = [int(v) for v in board.last_int8[0]]
+            ok = got == want
+            same += ok
+            texts += 1
+            if not ok:
+                r.setdefault("device_mismatch", []).append({"text": text, "device": got})
+    return {"port": board.port, "texts": texts, "identical": same}
 
 
 def certify_cli(bundle, as_json: bool = False, **kw) -> dict:
