@@ -473,7 +473,7 @@ def test_robustness_bench_writes_tables(sst2_small_bundle, tmp_path):
     from mcutext.bench_attack import robustness_bench
     res = robustness_bench({"sst2": sst2_small_bundle}, tmp_path, n=8,
                            runtimes=("tflm", "litert"), attacks=("deepwordbug",), sweep=False,
-                           device=False)
+                           device=False, certify_edits=(1,))
     rows = json.loads((tmp_path / "robustness.json").read_text())
     assert [(r["attack"], r["runtime"]) for r in rows] == [
         ("deepwordbug", "tflm"), ("deepwordbug", "litert")]
@@ -483,6 +483,10 @@ def test_robustness_bench_writes_tables(sst2_small_bundle, tmp_path):
     assert (tmp_path / "robustness_transfer.md").is_file()
     assert "Not measured" in (tmp_path / "robustness_device.md").read_text()
     assert (tmp_path / "attacks" / "sst2" / "deepwordbug-tflm.jsonl").is_file()
+    cert = json.loads((tmp_path / "robustness_certified.json").read_text())
+    assert cert == res["certified"] and [(c["edits"], c["n"]) for c in cert] == [(1, 8)]
+    saved = json.loads((tmp_path / "certify" / "sst2-k1.json").read_text())
+    assert saved["certified"] == cert[0]["certified"] and len(saved["sentences"]) == 8
 
 
 # --- the real firmware ---------------------------------------------------------------------
