@@ -12,7 +12,7 @@ import pytest
 
 from mcutext import perturb
 from mcutext.certify import (Int8Model, certify, certify_sentence, combination_rows,
-                             count_combinations, sentence_moves, word_moves)
+                             count_combinations, row_choice, sentence_moves)
 from mcutext.errors import McutextError
 from mcutext.perturb import Sentence
 from mcutext.tokenizer import Tokenizer, TokenizerSpec
@@ -84,9 +84,15 @@ def test_enumeration_reaches_exactly_the_rows_of_the_edited_texts():
             brute.add(tok.encode(s.render(edits)).tobytes())
     built = {row.tobytes()}
     n_rows = 0
-    for rows, _ in combination_rows(row, moves, 2, tok.spec.features_per_word, chunk=100):
+    F = tok.spec.features_per_word
+    for rows, segments in combination_rows(row, moves, 2, F, chunk=100):
         n_rows += len(rows)
         built |= {r.tobytes() for r in rows}
+        for r in range(0, len(rows), 37):   # each row's recorded choice rebuilds it
+            again = row.copy()
+            for p, t in row_choice(segments, r):
+                again[moves[p].index * F:(moves[p].index + 1) * F] = moves[p].tuples[t]
+            assert np.array_equal(again, rows[r])
     assert built == brute
     assert n_rows == count_combinations([len(m) for m in moves], 2)
     # each move's variant really encodes to its tuple, and no tuple is the word's own

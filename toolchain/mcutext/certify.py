@@ -139,9 +139,12 @@ def count_combinations(sizes: list[int], k: int) -> int:
 
 def combination_rows(row: np.ndarray, moves: list[Moves], k: int, features_per_word: int,
                      chunk: int = CHUNK):
-    """Every row with 1..k positions moved, in batches: (int32[b, seq_len], choices) where
-    choices[r] is [(position in `moves`, tuple index), ...] of row r. Fewer positions first."""
+    """Every row with 1..k positions moved, fewer positions first, in batches of about
+    `chunk` rows (small groups of positions packed together): (int32[b, seq_len], segments),
+    a segment (first row, positions in `moves`, tuple index arrays) per group of rows;
+    `row_choice` reads one row's choice back."""
     F = features_per_word
+    parts, segments, n = [], [], 0
     for size in range(1, k + 1):
         for subset in itertools.combinations(range(len(moves)), size):
             dims = [len(moves[p]) for p in subset]
@@ -153,7 +156,22 @@ def combination_rows(row: np.ndarray, moves: list[Moves], k: int, features_per_w
                 for p, sel in zip(subset, pick):
                     w = moves[p].index
                     rows[:, w * F:(w + 1) * F] = moves[p].tuples[sel]
-                yield rows, (subset, pick)
+                parts.append(rows)
+                segments.append((n, subset, pick))
+                n += len(flat)
+                if n >= chunk:
+                    yield np.concatenate(parts), segments
+                    parts, segments, n = [], [], 0
+    if parts:
+        yield np.concatenate(parts), segments
+
+
+def row_choice(segments, r: int) -> list[tuple[int, int]]:
+    """[(position in `moves`, tuple index), ...] of row r of a combination_rows batch."""
+    for start, subset, pick in reversed(segments):
+        if r >= start:
+            return [(p, int(sel[r - start])) for p, sel in zip(subset, pick)]
+    raise IndexError(r)
 
 
 # --- the exact int8 model -----------------------------------------------------------------
@@ -230,14 +248,13 @@ def certify_sentence(model: Int8Model, tokenizer: Tokenizer, text: str, y: int, 
     while searched and count_combinations(sizes, searched) > max_evals:
         searched -= 1
     F = tokenizer.spec.features_per_word
-    for rows, (subset, pick) in combination_rows(row, moves, searched, F):
+    for rows, segments in combination_rows(row, moves, searched, F):
         out = model.logits(rows)
         rec["evaluations"] += len(rows)
         bad = np.flatnonzero(out.argmax(axis=1) != y)
         if len(bad):
             r = int(bad[0])
-            edits = {moves[p].index: moves[p].variants[int(sel[r])]
-                     for p, sel in zip(subset, pick)}
+            edits = {moves[p].index: moves[p].variants[t] for p, t in row_choice(segments, r)}
             rec["status"] = "attacked"
             rec["witness"] = _witness(model, tokenizer, text, edits, rows[r], out[r], y)
             return rec
