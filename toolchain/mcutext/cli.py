@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__, cli_attack, cli_explain
+from . import __version__, cli_attack, cli_certify, cli_explain
 from .errors import McutextError, Terminated
 from .outputs import FORCE_HELP
 
@@ -183,6 +183,7 @@ def _register_optional() -> None:
 
 _register_optional()
 cli_attack.register(cli)
+cli_certify.register(cli)
 cli_explain.register(cli)
 
 

@@ -28,9 +28,11 @@ def register(cli: click.Group) -> None:
     @cli.command()
     @click.argument("bundle", type=click.Path(path_type=Path))
     @click.option("--attack", "attack_name", type=click.Choice(names), required=True,
-                  help="char (= deepwordbug) / typo: character edits; word (= pwws): WordNet "
-                       "synonyms; hotflip: white box on the float model, its texts judged on "
-                       "the runtime. Definitions: docs/robustness.md.")
+                  help="char: per sentence the stronger of deepwordbug and adaptive (which "
+                       "searches the encodings a word's edits reach); typo: internal "
+                       "character edits; word (= pwws): WordNet synonyms; hotflip: white box "
+                       "on the float model, its texts judged on the runtime. Definitions: "
+                       "docs/robustness.md.")
     @click.option("--runtime", type=click.Choice(RUNTIMES), default="tflm", show_default=True,
                   help="Where the model runs: float Keras, int8 in LiteRT or TFLite Micro, or "
                        "the firmware on a board over serial.")
