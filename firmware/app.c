@@ -167,9 +167,17 @@ static void put_used_of(const char *key, uint32_t used, uint32_t budget)
     mt_put_eol();
 }
 
+/* Counters saturate at 2^32 - 1 rather than wrap. */
+static void count_one(uint32_t *counter)
+{
+    if (*counter != UINT32_MAX) {
+        ++*counter;
+    }
+}
+
 static void put_error(int code, const char *message)
 {
-    stats.errors++;
+    count_one(&stats.errors);
     mt_put_error(code, message);
 }
 
@@ -464,28 +472,35 @@ static void put_head_error(int st)
     put_error(MT_ERR_BAD_ARGUMENT, msg);
 }
 
-/* Copies the next space-separated token of s[*pos..n) into out (NUL-terminated). Returns 0
- * when there is none, 1 when it fits, -1 when it is longer than cap - 1 bytes. */
-static int next_token(const uint8_t *s, uint32_t n, uint32_t *pos, char *out, uint32_t cap)
+/* The next space-separated word of s[*pos..n): its start in *w, its length returned (0:
+ * none). */
+static uint32_t next_word(const uint8_t *s, uint32_t n, uint32_t *pos, const uint8_t **w)
 {
     uint32_t i = *pos;
     while (i < n && s[i] == ' ') {
         i++;
     }
-    uint32_t k = 0;
-    int fits = 1;
     const uint32_t start = i;
     while (i < n && s[i] != ' ') {
-        if (k + 1u < cap) {
-            out[k++] = (char)s[i];
-        } else {
-            fits = 0;
-        }
         i++;
     }
-    out[k] = 0;
+    *w = s + start;
     *pos = i;
-    return i == start ? 0 : fits ? 1 : -1;
+    return i - start;
+}
+
+/* Copies the next space-separated token of s[*pos..n) into out (NUL-terminated, cut to
+ * cap - 1 bytes). Returns 0 when there is none, 1 when it fits, -1 when it is longer. */
+static int next_token(const uint8_t *s, uint32_t n, uint32_t *pos, char *out, uint32_t cap)
+{
+    const uint8_t *w;
+    const uint32_t len = next_word(s, n, pos, &w);
+    const uint32_t k = len < cap ? len : cap - 1u;
+    for (uint32_t i = 0; i < k; i++) {
+        out[i] = (char)w[i];
+    }
+    out[k] = 0;
+    return len == 0u ? 0 : len < cap ? 1 : -1;
 }
 
 static int head_available(void)
@@ -714,21 +729,23 @@ static void cmd_learn(const uint8_t *arg, uint32_t n)
 }
 
 /* A decimal of at most 7 significant digits and 9 decimals, without exponent ("0.05",
- * "2", ".9"): *out = digits / 10^decimals, one correctly rounded float division, so the
- * value is the float nearest to the decimal (numpy.float32("0.05") on the host).
- * Returns 1 if s is such a number. */
-static int parse_decimal(const char *s, float *out)
+ * "2", ".9"; leading zeros do not count, so its length has no limit): *out =
+ * digits / 10^decimals, one correctly rounded float division, so the value is the float
+ * nearest to the decimal (numpy.float32("0.05") on the host). Returns 1 if s[0..n) is such
+ * a number. */
+static int parse_decimal(const uint8_t *s, uint32_t n, float *out)
 {
     uint32_t m = 0, digits = 0, decimals = 0, seen = 0;
     int dot = 0;
-    for (; *s; s++) {
-        if (*s == '.' && !dot) {
+    for (uint32_t i = 0; i < n; i++) {
+        const uint8_t ch = s[i];
+        if (ch == '.' && !dot) {
             dot = 1;
-        } else if (*s >= '0' && *s <= '9') {
-            if (m || *s != '0') {
+        } else if (ch >= '0' && ch <= '9') {
+            if (m || ch != '0') {
                 digits++;
             }
-            m = m * 10u + (uint32_t)(*s - '0');
+            m = m * 10u + (uint32_t)(ch - '0');
             seen++;
             decimals += (uint32_t)dot;
             if (digits > 7u || decimals > 9u) {
@@ -754,20 +771,20 @@ static void cmd_head_config(const uint8_t *arg, uint32_t n)
 {
     float v[3] = {head.lr, head.momentum, head.l2};
     static const char *const keys[3] = {"lr", "momentum", "l2"};
-    char key[10], val[20];
     uint32_t pos = 0;
     for (;;) {
-        const int tk = next_token(arg, n, &pos, key, sizeof key);
-        if (tk == 0) {
+        const uint8_t *key, *val;
+        const uint32_t kn = next_word(arg, n, &pos, &key);
+        if (kn == 0u) {
             break;
         }
-        const int tv = next_token(arg, n, &pos, val, sizeof val);
+        const uint32_t vn = next_word(arg, n, &pos, &val);
         int k = 0;
-        while (k < 3 && !word_is((const uint8_t *)key, str_len(key), keys[k])) {
+        while (k < 3 && !word_is(key, kn, keys[k])) {
             k++;
         }
         float x = 0.0f;
-        if (tk < 0 || tv != 1 || k == 3 || !parse_decimal(val, &x)) {
+        if (vn == 0u || k == 3 || !parse_decimal(val, vn, &x)) {
             put_error(MT_ERR_BAD_ARGUMENT, "usage: head config [lr X] [momentum X] [l2 X] "
                                            "(decimals, e.g. 0.05)");
             return;
@@ -909,8 +926,17 @@ static void cmd_head_import(const uint8_t *arg, uint32_t n)
 #endif
 #define MT_TRAIN_MAX_EPOCHS 100u
 #if MT_TRAIN_BUFFER
+#if MT_TRAIN_BUFFER > 65535
+#error "MT_TRAIN_BUFFER: at most 65535 examples"
+#endif
 static int8_t buf_q[MT_TRAIN_BUFFER][MT_HEAD_MAX_FEATURES];
 static uint16_t buf_y[MT_TRAIN_BUFFER];
+/* `head train` steps the live head; when a step part way is refused it brings the head back
+ * from this copy, and its epoch lines wait for the end: a refused train changes nothing and
+ * sends one error line (docs/protocol.md). */
+static mt_head_snapshot_t train_before;
+static float epoch_loss[MT_TRAIN_MAX_EPOCHS];
+static uint16_t epoch_correct[MT_TRAIN_MAX_EPOCHS];
 #endif
 static uint32_t buf_start, buf_n;
 
@@ -1000,40 +1026,49 @@ static void cmd_keep(const uint8_t *arg, uint32_t n)
 #endif
 }
 
+#if MT_TRAIN_BUFFER
+/* The sum of the unit directions of row c's buffered examples (mt_head_imprint_add) into
+ * acc; returns how many examples the row has (0 for a row that is not an added label). */
+static uint32_t imprint_sum(uint32_t c, float *acc)
+{
+    const mt_model_info_t *m = &mt_model_info;
+    if (!(head.flags[c] & MT_HEAD_ROW_ACTIVE)) {
+        return 0;
+    }
+    uint32_t count = 0;
+    for (uint32_t k = 0; k < head.h; k++) {
+        acc[k] = 0.0f;
+    }
+    for (uint32_t i = 0; i < buf_n; i++) {
+        const uint32_t j = buf_at(i);
+        if (buf_y[j] == c) {
+            (void)mt_head_imprint_add(&head, acc, buf_q[j], m->features_q.scale,
+                                      m->features_q.zero_point);
+            count++;
+        }
+    }
+    return count;
+}
+#endif
+
 /* head imprint: every added label with buffered examples gets the imprint of their mean
- * direction (mt_head_imprint_mean); one `imprinted` line per label. */
+ * direction (mt_head_imprint_mean); one `imprinted` line per label. All labels are checked
+ * before the first is imprinted, so a refusal changes nothing. */
 static void cmd_head_imprint(void)
 {
 #if MT_TRAIN_BUFFER
     static float acc[MT_HEAD_MAX_FEATURES];
-    const mt_model_info_t *m = &mt_model_info;
-    uint32_t done = 0;
     for (uint32_t c = head.c0; c < head.c_max; c++) {
-        if (!(head.flags[c] & MT_HEAD_ROW_ACTIVE)) {
-            continue;
-        }
-        uint32_t count = 0;
-        for (uint32_t k = 0; k < head.h; k++) {
-            acc[k] = 0.0f;
-        }
-        for (uint32_t i = 0; i < buf_n; i++) {
-            const uint32_t j = buf_at(i);
-            if (buf_y[j] == c) {
-                (void)mt_head_imprint_add(&head, acc, buf_q[j], m->features_q.scale,
-                                          m->features_q.zero_point);
-                count++;
-            }
-        }
-        if (count == 0u) {
-            continue;
-        }
-        const int st = mt_head_imprint_mean(&head, c, acc);
-        if (st == MT_HEAD_ERANGE) {
-            put_head_error(st);
+        if (imprint_sum(c, acc) && mt_head_imprint_check(&head, c, acc) == MT_HEAD_ERANGE) {
+            put_head_error(MT_HEAD_ERANGE);
             return;
         }
-        if (st != MT_HEAD_OK) {
-            continue; /* every example at the feature mean: nothing to imprint */
+    }
+    uint32_t done = 0;
+    for (uint32_t c = head.c0; c < head.c_max; c++) {
+        const uint32_t count = imprint_sum(c, acc);
+        if (count == 0u || mt_head_imprint_mean(&head, c, acc) != MT_HEAD_OK) {
+            continue; /* no examples, or every one at the feature mean: nothing to imprint */
         }
         head_unsaved = 1;
         done++;
@@ -1072,9 +1107,9 @@ static void cmd_head_train(const uint8_t *arg, uint32_t n)
     }
 #if MT_TRAIN_BUFFER
     const mt_model_info_t *m = &mt_model_info;
-    head_unsaved = 1; /* also when a step is refused part way (the earlier ones stay) */
+    mt_head_snapshot(&head, &train_before);
     const uint32_t t0 = board_counter_ticks();
-    for (uint32_t e = 1; e <= epochs; e++) {
+    for (uint32_t e = 0; e < epochs; e++) {
         float sum = 0.0f;
         uint32_t correct = 0;
         for (uint32_t i = 0; i < buf_n; i++) {
@@ -1088,6 +1123,7 @@ static void cmd_head_train(const uint8_t *arg, uint32_t n)
             const int st = mt_head_step(&head, buf_q[j], m->features_q.scale,
                                         m->features_q.zero_point, buf_y[j], &loss);
             if (st != MT_HEAD_OK) {
+                mt_head_restore(&head, &train_before);
                 if (st == MT_HEAD_ERANGE) {
                     put_head_error(st);
                 } else {
@@ -1097,21 +1133,24 @@ static void cmd_head_train(const uint8_t *arg, uint32_t n)
             }
             sum += loss;
         }
-        const float mean = sum / (float)buf_n;
+        epoch_loss[e] = sum / (float)buf_n;
+        epoch_correct[e] = (uint16_t)correct;
+    }
+    const uint32_t count = measure(t0);
+    head_unsaved = 1;
+    for (uint32_t e = 0; e < epochs; e++) {
         mt_put("epoch ");
-        mt_put_u32(e);
+        mt_put_u32(e + 1u);
         mt_put(" loss ");
-        put_float3(mean);
+        put_float3(epoch_loss[e]);
         mt_put_char(' ');
-        put_hex32(float_bits(mean));
+        put_hex32(float_bits(epoch_loss[e]));
         mt_put(" correct ");
-        mt_put_u32(correct);
+        mt_put_u32(epoch_correct[e]);
         mt_put(" of ");
         mt_put_u32(buf_n);
         mt_put_eol();
     }
-    const uint32_t count = measure(t0);
-    head_unsaved = 1;
     put_kv("updates", head.updates);
     mt_put("cost ");
     mt_put(board_counter_unit());
@@ -1151,8 +1190,10 @@ static void cmd_eval(const uint8_t *arg, uint32_t n)
     /* the answer classify gives: the int8 model until the first update */
     const uint32_t best = head_personalized() ? fbest : int8_best();
     const char *name = head_personalized() ? mt_head_label(&head, best) : m->labels[best];
-    eval_total++;
-    eval_correct += best == y ? 1u : 0u;
+    count_one(&eval_total);
+    if (best == y) {
+        count_one(&eval_correct);
+    }
     mt_put("predicted ");
     mt_put_u32(best);
     mt_put_char(' ');
@@ -1445,7 +1486,7 @@ static void cmd_classify(const uint8_t *text, uint32_t n, int explain)
         put_error(MT_ERR_MODEL, "model run failed");
         return;
     }
-    stats.classifications++;
+    count_one(&stats.classifications);
     put_result(&r);
     if (explain) {
         put_attention(text, n, r.words);
@@ -1457,7 +1498,7 @@ static void dispatch(const uint8_t *line, uint32_t n)
 {
     const uint32_t bad = mt_utf8_check(line, n);
     if (bad != n) {
-        stats.errors++;
+        count_one(&stats.errors);
         mt_put("error ");
         mt_put_u32(MT_ERR_INVALID_UTF8);
         mt_put(" invalid UTF-8 at byte ");
@@ -1511,7 +1552,7 @@ static void dispatch(const uint8_t *line, uint32_t n)
         }
 #endif
     } else {
-        stats.errors++;
+        count_one(&stats.errors);
         mt_put_error_detail(MT_ERR_UNKNOWN_COMMAND, "unknown command (try help):", line, c);
     }
 }
@@ -1520,7 +1561,7 @@ void mt_app_feed(uint8_t byte)
 {
     const mt_line_status_t st = mt_line_feed(&reader, byte);
     if (st != MT_LINE_NONE) {
-        stats.lines++;
+        count_one(&stats.lines);
     }
     switch (st) {
     case MT_LINE_READY:
@@ -1528,7 +1569,7 @@ void mt_app_feed(uint8_t byte)
         mt_line_reset(&reader);
         break;
     case MT_LINE_TOO_LONG:
-        stats.errors++;
+        count_one(&stats.errors);
         mt_put("error ");
         mt_put_u32(MT_ERR_LINE_TOO_LONG);
         mt_put(" line too long (max ");

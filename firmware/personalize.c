@@ -71,6 +71,14 @@ static uint32_t n_new(const mt_head_t *hd)
     return (uint32_t)hd->c_max - hd->c0;
 }
 
+/* The update count saturates at 2^32 - 1: a wrap to 0 would silently bring the factory
+ * model back (classify uses the float head while updates > 0). */
+static void count_update(mt_head_t *hd)
+{
+    if (hd->updates != UINT32_MAX)
+        hd->updates++;
+}
+
 static float mean_of(const mt_head_factory_t *f, uint32_t k)
 {
     return f->feature_mean ? f->feature_mean[k] : 0.0f;
@@ -320,8 +328,9 @@ static float centered_norm(const mt_head_t *hd, const float *v, int sub_mean)
  * factory rows' own form). The row's L2 pull target is set to W[c] (biases have no L2 term,
  * so no bias target is kept). `sub_mean`: d = v - mean, else d = v. Returns MT_HEAD_ERANGE,
  * and changes nothing, when a value would not be finite (an imported head of extreme
- * values). */
-static int imprint_row(mt_head_t *hd, uint32_t c, const float *v, int sub_mean)
+ * values). With `write` 0 it only checks; otherwise it writes W[c] and b_c, and the caller
+ * commits the imprint (imprint_commit) once nothing else can refuse it. */
+static int imprint_row(mt_head_t *hd, uint32_t c, const float *v, int sub_mean, int write)
 {
     const float *mu = hd->factory->feature_mean;
     float s = 0.0f, bm = 0.0f;
@@ -349,6 +358,8 @@ static int imprint_row(mt_head_t *hd, uint32_t c, const float *v, int sub_mean)
     }
     if (!isfinite(bm - dot))
         return MT_HEAD_ERANGE;
+    if (!write)
+        return MT_HEAD_OK;
     dot = 0.0f;
     for (uint32_t k = 0; k < hd->h; ++k) {
         float d = v[k] - (sub_mean && mu ? mu[k] : 0.0f);
@@ -356,15 +367,15 @@ static int imprint_row(mt_head_t *hd, uint32_t c, const float *v, int sub_mean)
         dot += w[k] * (mu ? mu[k] : 0.0f);
     }
     hd->b[c] = bm - dot;
-    uint32_t j = c - hd->c0;
-    memcpy(hd->w0_new + (size_t)j * hd->h, w, sizeof(float) * hd->h);
-    hd->flags[c] = MT_HEAD_ROW_ACTIVE;
     return MT_HEAD_OK;
 }
 
-static int imprint(mt_head_t *hd, uint32_t c, const float *f)
+/* The imprinted row becomes its own pull target and is scored from now on. */
+static void imprint_commit(mt_head_t *hd, uint32_t c)
 {
-    return imprint_row(hd, c, f, 1);
+    memcpy(hd->w0_new + (size_t)(c - hd->c0) * hd->h, hd->w + (size_t)c * hd->h,
+           sizeof(float) * hd->h);
+    hd->flags[c] = MT_HEAD_ROW_ACTIVE;
 }
 
 int mt_head_imprint_add(mt_head_t *hd, float *acc, const int8_t *q, float scale,
@@ -382,7 +393,7 @@ int mt_head_imprint_add(mt_head_t *hd, float *acc, const int8_t *q, float scale,
     return MT_HEAD_OK;
 }
 
-int mt_head_imprint_mean(mt_head_t *hd, uint32_t c, const float *acc)
+static int imprint_mean(mt_head_t *hd, uint32_t c, const float *acc, int write)
 {
     if (!hd || !acc)
         return MT_HEAD_EINVAL;
@@ -393,14 +404,25 @@ int mt_head_imprint_mean(mt_head_t *hd, uint32_t c, const float *acc)
         nn += acc[k] * acc[k];
     if (!(nn > 0.0f))
         return MT_HEAD_EINVAL;
-    const int st = imprint_row(hd, c, acc, 0);
+    return imprint_row(hd, c, acc, 0, write);
+}
+
+int mt_head_imprint_check(mt_head_t *hd, uint32_t c, const float *acc)
+{
+    return imprint_mean(hd, c, acc, 0);
+}
+
+int mt_head_imprint_mean(mt_head_t *hd, uint32_t c, const float *acc)
+{
+    const int st = imprint_mean(hd, c, acc, 1);
     if (st != MT_HEAD_OK)
         return st;
+    imprint_commit(hd, c);
 #if MT_HEAD_MOMENTUM
     memset(hd->v + (size_t)c * hd->h, 0, sizeof(float) * hd->h);
     hd->vb[c] = 0.0f;
 #endif
-    hd->updates++;
+    count_update(hd);
     return MT_HEAD_OK;
 }
 
@@ -444,8 +466,16 @@ int mt_head_step_f32(mt_head_t *hd, const float *f, uint32_t y, float *loss)
     if (y >= hd->c_max || !(hd->flags[y] & MT_HEAD_ROW_ACTIVE))
         return MT_HEAD_ENOLABEL;
     const int fresh = (hd->flags[y] & MT_HEAD_ROW_FRESH) != 0;
-    if (fresh && imprint(hd, y, f) != MT_HEAD_OK)
-        return MT_HEAD_ERANGE;
+    float *wy = hd->w + (size_t)y * hd->h;
+    const float by = hd->b[y];
+    if (fresh) {
+        /* the first example imprints the row; its weights before are kept in hd->row until
+         * the step is known to be taken */
+        memcpy(hd->row, wy, sizeof(float) * hd->h);
+        if (imprint_row(hd, y, f, 1, 1) != MT_HEAD_OK)
+            return MT_HEAD_ERANGE;
+        hd->flags[y] = MT_HEAD_ROW_ACTIVE;
+    }
     score_rows(hd, f);
     softmax_loss(hd, y, loss);
     const float lr = hd->lr, l2 = hd->l2;
@@ -455,13 +485,13 @@ int mt_head_step_f32(mt_head_t *hd, const float *f, uint32_t y, float *loss)
     /* Dry run: a step that would leave a weight, bias or momentum not finite (a learning
      * rate and decay that diverge, or an imported head of extreme values) is refused and
      * the head stays as it was (the row keeps waiting for its first example): a head that
-     * is saved must load again. */
+     * is saved must load again. A freshly imprinted row is its own pull target. */
     for (uint32_t c = 0; c < hd->c_max; ++c) {
         if (!mt_head_row_scored(hd, c))
             continue;
         float g = c == y ? hd->z[c] - 1.0f : hd->z[c];
         const float *w = hd->w + (size_t)c * hd->h;
-        const float *w0 = w0_row(hd, c);
+        const float *w0 = fresh && c == y ? w : w0_row(hd, c);
         int bad = !isfinite(g);
         for (uint32_t k = 0; k < hd->h && !bad; ++k) {
             float gr = g * f[k] + l2 * (w[k] - w0[k]);
@@ -477,11 +507,16 @@ int mt_head_step_f32(mt_head_t *hd, const float *f, uint32_t y, float *loss)
         bad = bad || !isfinite(hd->b[c] - lr * g);
 #endif
         if (bad) {
-            if (fresh)
+            if (fresh) {
+                memcpy(wy, hd->row, sizeof(float) * hd->h);
+                hd->b[y] = by;
                 hd->flags[y] |= MT_HEAD_ROW_FRESH;
+            }
             return MT_HEAD_ERANGE;
         }
     }
+    if (fresh)
+        imprint_commit(hd, y);
     for (uint32_t c = 0; c < hd->c_max; ++c) {
         if (!mt_head_row_scored(hd, c))
             continue;
@@ -505,7 +540,7 @@ int mt_head_step_f32(mt_head_t *hd, const float *f, uint32_t y, float *loss)
         hd->b[c] = hd->b[c] - lr * g;
 #endif
     }
-    hd->updates++;
+    count_update(hd);
     return MT_HEAD_OK;
 }
 
@@ -516,6 +551,35 @@ int mt_head_step(mt_head_t *hd, const int8_t *q, float scale, int32_t zero_point
         return MT_HEAD_EINVAL;
     dequantize(hd, q, scale, zero_point);
     return mt_head_step_f32(hd, hd->f, label, loss);
+}
+
+/* --- snapshot ------------------------------------------------------------------------------ */
+void mt_head_snapshot(const mt_head_t *hd, mt_head_snapshot_t *s)
+{
+    const size_t wn = sizeof(float) * hd->c_max * hd->h, bn = sizeof(float) * hd->c_max;
+    s->updates = hd->updates;
+    memcpy(s->flags, hd->flags, hd->c_max);
+    memcpy(s->w, hd->w, wn);
+    memcpy(s->b, hd->b, bn);
+    memcpy(s->w0_new, hd->w0_new, sizeof(float) * n_new(hd) * hd->h);
+#if MT_HEAD_MOMENTUM
+    memcpy(s->v, hd->v, wn);
+    memcpy(s->vb, hd->vb, bn);
+#endif
+}
+
+void mt_head_restore(mt_head_t *hd, const mt_head_snapshot_t *s)
+{
+    const size_t wn = sizeof(float) * hd->c_max * hd->h, bn = sizeof(float) * hd->c_max;
+    hd->updates = s->updates;
+    memcpy(hd->flags, s->flags, hd->c_max);
+    memcpy(hd->w, s->w, wn);
+    memcpy(hd->b, s->b, bn);
+    memcpy(hd->w0_new, s->w0_new, sizeof(float) * n_new(hd) * hd->h);
+#if MT_HEAD_MOMENTUM
+    memcpy(hd->v, s->v, wn);
+    memcpy(hd->vb, s->vb, bn);
+#endif
 }
 
 /* --- blob ---------------------------------------------------------------------------------- */

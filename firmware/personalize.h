@@ -13,9 +13,12 @@
  *   MT_HEAD_NAME_BYTES     bytes per added label name, NUL included (names are 1..23 chars
  *                          of printable ASCII without space, 0x21..0x7E, by default)
  *
- * RAM (bytes) ~= 4 * (C*H * (1 + MOMENTUM) + N*H + (2 + MOMENTUM) * C + H)
+ * RAM (bytes) ~= 4 * (C*H * (1 + MOMENTUM) + N*H + (2 + MOMENTUM) * C + 2*H)
  *               + N * NAME_BYTES + C, with C = MAX_CLASSES, H = MAX_FEATURES,
  *               N = MAX_NEW_LABELS; mt_head_sizeof() gives the exact figure.
+ *
+ * Refusals change nothing: every function that returns an error leaves the head as it was
+ * (the scratch arrays aside), and the update count saturates at 2^32 - 1.
  */
 #ifndef MT_PERSONALIZE_H
 #define MT_PERSONALIZE_H
@@ -110,7 +113,25 @@ typedef struct {
 #endif
     float f[MT_HEAD_MAX_FEATURES]; /* scratch: dequantized features */
     float z[MT_HEAD_MAX_CLASSES];  /* scratch: scores, then probabilities */
+    float row[MT_HEAD_MAX_FEATURES]; /* scratch: a fresh row's weights while its first step
+                                        is checked */
 } mt_head_t;
+
+/* What the learning functions change (mt_head_step, mt_head_imprint_mean): not the names,
+ * nor the config. A command that takes many steps (`head train`) keeps one to bring the head
+ * back when a step part way is refused. RAM ~= 4 * (C*H * (1 + MOMENTUM) + N*H +
+ * (1 + MOMENTUM) * C) + C + 4. */
+typedef struct {
+    uint32_t updates;
+    uint8_t flags[MT_HEAD_MAX_CLASSES];
+    float w[MT_HEAD_MAX_CLASSES * MT_HEAD_MAX_FEATURES];
+    float b[MT_HEAD_MAX_CLASSES];
+    float w0_new[MT_HEAD_MAX_NEW_LABELS * MT_HEAD_MAX_FEATURES];
+#if MT_HEAD_MOMENTUM
+    float v[MT_HEAD_MAX_CLASSES * MT_HEAD_MAX_FEATURES];
+    float vb[MT_HEAD_MAX_CLASSES];
+#endif
+} mt_head_snapshot_t;
 
 /* Sequential byte sink / random-access byte source of a serialized blob.
  * Return 0 on success, non-zero on failure (reported as MT_HEAD_EIO). */
@@ -157,6 +178,13 @@ int mt_head_step_f32(mt_head_t *hd, const float *f, uint32_t label, float *loss)
 int mt_head_imprint_add(mt_head_t *hd, float *acc, const int8_t *q, float scale,
                         int32_t zero_point);
 int mt_head_imprint_mean(mt_head_t *hd, uint32_t label, const float *acc);
+/* What mt_head_imprint_mean would return, changing nothing: a command that imprints several
+ * labels checks them all before it imprints the first. */
+int mt_head_imprint_check(mt_head_t *hd, uint32_t label, const float *acc);
+
+/* Copies the learned state (mt_head_snapshot_t) out of the head, and back. */
+void mt_head_snapshot(const mt_head_t *hd, mt_head_snapshot_t *s);
+void mt_head_restore(mt_head_t *hd, const mt_head_snapshot_t *s);
 
 /* The cross-entropy of an example of row `label` under the current head, without a step
  * (*loss = -log(1e-12) for a row not scored yet); *best (may be NULL) = the argmax.

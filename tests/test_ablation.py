@@ -97,7 +97,14 @@ def test_ablate_writes_four_sane_rows(recipe_file, tiny_teacher, tmp_path, capsy
         for key in ("comprehensiveness", "sufficiency", "aopc", "comprehensiveness_random",
                     "sufficiency_random", "aopc_random", "spearman"):
             assert -1 <= r[key] <= 1, (r["arm"], key, r[key])
+        # certified at 2 edits implies certified at 1; the CE arm removes none of its errors
+        assert 0 <= r["certified_2"] <= r["certified_1"] <= 1
+        assert {k: c["n"] for k, c in arm["certified"].items()} == {"1": 20, "2": 20}
         for short in ("char", "word"):
+            removed = r[f"{short}_errors_removed"]
+            assert removed is None or 0 <= removed <= 1
+            if r["arm"] == "ce":
+                assert removed in (None, 0.0)
             att = arm["attacks"][short]
             assert att["n"] == 20 and att["budget"] == 2 and att["runtime"] == "tflm"
             # an attack never makes the model more accurate on the same sentences

@@ -132,10 +132,10 @@ def bundle(sst2_small_bundle):
 
 @pytest.fixture(scope="module")
 def dwb(bundle, tmp_path_factory):
-    """The char-level attack (alias of deepwordbug) at a budget of 2 words on TFLite Micro."""
+    """DeepWordBug at a budget of 2 words on TFLite Micro."""
     from mcutext.attack import run_attack
     out = tmp_path_factory.mktemp("attack")
-    return run_attack(bundle, "char", runtime="tflm", n=N, budget=2, seed=0, out=out)
+    return run_attack(bundle, "deepwordbug", runtime="tflm", n=N, budget=2, seed=0, out=out)
 
 
 def check_report(bundle, res, runtime, budget=2):
@@ -236,6 +236,28 @@ def test_budget_is_respected(bundle, budget):
         if r["status"] != "skipped":
             allowed = 1 if budget == 1 else max(1, int(budget * r["words"]))
             assert len(perturb.changed_words(r["original"], r["perturbed"])) <= allowed
+
+
+def test_char_is_the_stronger_of_deepwordbug_and_adaptive(bundle, dwb):
+    """`char` keeps every DeepWordBug success as is and adds the adaptive attack's on the
+    sentences DeepWordBug leaves; the adaptive edits stay within one character per word."""
+    from mcutext.attack import run_attack
+    res = run_attack(bundle, "char", runtime="tflm", n=N, budget=2, seed=0, transfer=False)
+    assert res["attack"] == "char"
+    check_report(bundle, res, "tflm")
+    by_dwb = {r["original"]: r for r in dwb["examples"]}
+    extra = 0
+    for r in res["examples"]:
+        old = by_dwb[r["original"]]
+        if old["status"] == "success":
+            assert r["status"] == "success" and r["found_by"] == "deepwordbug"
+            assert r["perturbed"] == old["perturbed"]
+        elif r["status"] == "success":
+            assert r["found_by"] == "adaptive"
+            extra += 1
+        for c in r.get("changes", []):
+            assert c["to"] in perturb.edit_family(c["from"])
+    assert extra > 0 and res["successes"] == dwb["successes"] + extra
 
 
 class Counting:
@@ -375,9 +397,9 @@ def test_device_runtime_over_the_serial_protocol(bundle, tmp_path):
     from mcutext.bench_attack import compare_runs
     board = ProtocolStandIn(bundle)
     try:
-        dev = run_attack(bundle, "char", runtime="device", n=15, port=board.url,
+        dev = run_attack(bundle, "deepwordbug", runtime="device", n=15, port=board.url,
                          out=tmp_path, transfer=False)
-        ref = run_attack(bundle, "char", runtime="tflm", n=15, transfer=False)
+        ref = run_attack(bundle, "deepwordbug", runtime="tflm", n=15, transfer=False)
         cmp = compare_runs(dev, ref)
         assert cmp["identical"] == 15 and cmp["same_successes"], cmp["differ"]
         assert dev["successes"] > 0
@@ -431,7 +453,7 @@ def test_cli(sst2_small_bundle, tmp_path, capsys, monkeypatch):
     assert (tmp_path / "typo-tflm.jsonl").is_file() and (tmp_path / "typo-tflm.json").is_file()
     assert main(["attack", b, "--attack", "char", "--n", "5", "--runtime", "keras"]) == 0
     out = capsys.readouterr().out
-    assert "deepwordbug on keras" in out and "accuracy under attack" in out
+    assert "char on keras" in out and "accuracy under attack" in out
     # bad input: exit 2 with a one-line reason
     for args, msg in ((["--budget", "2.5"], "--budget"), (["--budget", "0"], "--budget"),
                       (["--runtime", "gpu"], "'gpu' is not one of"),
@@ -451,7 +473,7 @@ def test_robustness_bench_writes_tables(sst2_small_bundle, tmp_path):
     from mcutext.bench_attack import robustness_bench
     res = robustness_bench({"sst2": sst2_small_bundle}, tmp_path, n=8,
                            runtimes=("tflm", "litert"), attacks=("deepwordbug",), sweep=False,
-                           device=False)
+                           device=False, certify_edits=(1,))
     rows = json.loads((tmp_path / "robustness.json").read_text())
     assert [(r["attack"], r["runtime"]) for r in rows] == [
         ("deepwordbug", "tflm"), ("deepwordbug", "litert")]
@@ -461,19 +483,23 @@ def test_robustness_bench_writes_tables(sst2_small_bundle, tmp_path):
     assert (tmp_path / "robustness_transfer.md").is_file()
     assert "Not measured" in (tmp_path / "robustness_device.md").read_text()
     assert (tmp_path / "attacks" / "sst2" / "deepwordbug-tflm.jsonl").is_file()
+    cert = json.loads((tmp_path / "robustness_certified.json").read_text())
+    assert cert == res["certified"] and [(c["edits"], c["n"]) for c in cert] == [(1, 8)]
+    saved = json.loads((tmp_path / "certify" / "sst2-k1.json").read_text())
+    assert saved["certified"] == cert[0]["certified"] and len(saved["sentences"]) == 8
 
 
 # --- the real firmware ---------------------------------------------------------------------
 @pytest.mark.qemu
 def test_char_attack_on_qemu_matches_tflite_micro(bundle, sst2_small_bundle, tmp_path):
-    """The char-level attack through the firmware over serial (QEMU) finds exactly what it
+    """DeepWordBug through the firmware over serial (QEMU) finds exactly what it
     finds on TFLite Micro: same statuses, adversarial texts, queries, int8 scores."""
     from mcutext.attack import run_attack
     from mcutext.bench_attack import booted_device, compare_runs
     with booted_device(sst2_small_bundle, out_dir=tmp_path / "fw") as (url, report):
-        dev = run_attack(bundle, "char", runtime="device", port=url, n=10, seed=0,
+        dev = run_attack(bundle, "deepwordbug", runtime="device", port=url, n=10, seed=0,
                          out=tmp_path, transfer=False)
-    ref = run_attack(bundle, "char", runtime="tflm", n=10, seed=0, transfer=False)
+    ref = run_attack(bundle, "deepwordbug", runtime="tflm", n=10, seed=0, transfer=False)
     check_report(bundle, dev, "device")
     cmp = compare_runs(dev, ref)
     assert cmp["identical"] == cmp["n"] == 10, cmp["differ"]

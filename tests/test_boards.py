@@ -252,3 +252,123 @@ def test_big_model_is_refused_with_the_overshoot(big_bundle, tmp_path, capsys):
     assert f"({over} bytes too many)" in capsys.readouterr().err
     # a board with room builds it
     assert firmware.build(big_bundle, "netduinoplus2", tmp_path / "nd")["flash_bytes"] > 40960 * 8
+
+
+@pytest.fixture(scope="module")
+def roomy_head_bundle(tmp_path_factory) -> Path:
+    """The sst2 recipe reserving head rows for 16 labels learned on the device: its
+    personalization state (head, example buffers) alone is more than the micro:bit's 16 KB of
+    RAM, while the classification-only firmware fits."""
+    from mcutext.recipe import load_recipe
+    from mcutext.train import train
+    d = tmp_path_factory.mktemp("roomy")
+    (d / "roomy.toml").write_text('name = "roomy"\nbase = "sst2"\n[model]\n'
+                                  'max_new_labels = 16\n')
+    return train(load_recipe(d / "roomy.toml"), out=d / "bundle", limit=300, epochs=1,
+                 test_limit=50)
+
+
+@pytest.mark.slow
+def test_ram_overflow_names_what_uses_it_and_suggests_no_personalize(roomy_head_bundle,
+                                                                     tmp_path, capsys):
+    """The error splits the RAM (personalization, arena, stack, the rest: they add up to the
+    total) and the hint gives the --no-personalize figures, which a real build confirms."""
+    with pytest.raises(firmware.DoesNotFit) as e:
+        firmware.build(roomy_head_bundle, "microbit", tmp_path / "mb")
+    msg, hint = str(e.value), e.value.hint
+    m = re.search(r"RAM needs (\d+) bytes of 16384 \((\d+) bytes too many\)\. RAM \(bytes\): "
+                  r"personalization (\d+) \((.*?)\), activation arena (\d+), stack reserve "
+                  r"2048 \(worst case \d+\), the rest (\d+) \(", msg)
+    assert m, msg
+    need, pers, arena, rest = (int(m.group(i)) for i in (1, 3, 5, 6))
+    assert need - 16384 == int(m.group(2)) and pers + arena + 2048 + rest == need
+    assert "head " in m.group(4) and pers > 16384 - arena - 2048 - rest
+    h = re.match(r"`--no-personalize` fits \(flash (\d+) of 262144, RAM (\d+) of 16384 "
+                 r"bytes\)", hint)
+    assert h, hint
+    lean = firmware.build(roomy_head_bundle, "microbit", tmp_path / "lean", personalize=False)
+    assert (lean["flash_bytes"], lean["ram_bytes"]) == (int(h.group(1)), int(h.group(2)))
+    assert need - lean["ram_bytes"] == pers
+    assert not (tmp_path / "mb" / "no-personalize").exists()   # the measuring build is gone
+    from mcutext.cli import main
+    assert main(["build", str(roomy_head_bundle), "--board", "microbit", "--out",
+                 str(tmp_path / "cli")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("error: model 'roomy' does not fit on microbit: RAM needs")
+    assert err[1].startswith("hint: `--no-personalize` fits")
+
+
+@pytest.mark.slow
+def test_build_goes_beside_the_bundle_and_reuses_an_up_to_date_elf(sst2_small_bundle, tmp_path):
+    """Without --out the firmware goes beside the bundle (x/bundle -> x/microbit/; another
+    folder name -> <name>-microbit/). reuse=True (what `mcutext run` does) keeps an ELF whose
+    stamp matches; a changed bundle or other options rebuild it."""
+    import json
+    import shutil
+    bundle = tmp_path / "x" / "bundle"
+    shutil.copytree(sst2_small_bundle, bundle)
+    first = firmware.build(bundle, "microbit", reuse=True)
+    elf, stamp = tmp_path / "x" / "microbit" / "firmware.elf", tmp_path / "x" / "microbit" / \
+        firmware.STAMP_FILE
+    assert first["elf"] == str(elf) and not first["reused"] and stamp.is_file()
+    before = (elf.stat().st_mtime_ns, stamp.read_text())
+    again = firmware.build(bundle, "microbit", reuse=True)
+    assert again["reused"] and again["elf"] == str(elf)
+    assert (elf.stat().st_mtime_ns, stamp.read_text()) == before
+    assert {k: v for k, v in again.items() if k != "reused"} == json.loads(
+        (elf.parent / "firmware.json").read_text())
+    # other build options: a different ELF, built again
+    other = firmware.build(bundle, "microbit", elf.parent, personalize=False, reuse=True)
+    assert not other["reused"] and stamp.read_text() != before[1]
+    firmware.build(bundle, "microbit", reuse=True)          # back to the defaults: rebuilt
+    before = (elf.stat().st_mtime_ns, stamp.read_text())
+    # a changed bundle (here: its manifest's version) is rebuilt
+    m = json.loads((bundle / "manifest.json").read_text())
+    (bundle / "manifest.json").write_text(json.dumps({**m, "version": m["version"] + 1}))
+    changed = firmware.build(bundle, "microbit", reuse=True)
+    assert not changed["reused"] and stamp.read_text() != before[1]
+    assert elf.stat().st_mtime_ns != before[0]
+    # without reuse (`mcutext build`) it always builds
+    assert not firmware.build(bundle, "microbit")["reused"]
+    # a bundle folder of another name: <name>-<board>/ beside it
+    mine = tmp_path / "y" / "mine"
+    shutil.copytree(sst2_small_bundle, mine)
+    assert firmware.default_out_dir(mine, "microbit") == tmp_path / "y" / "mine-microbit"
+    assert firmware.default_out_dir(bundle, "microbit", portable=True) == \
+        tmp_path / "x" / "microbit-portable"
+
+
+@pytest.mark.qemu
+def test_run_builds_a_bundle_once_then_boots_the_same_elf(sst2_small_bundle, tmp_path):
+    """`mcutext run BUNDLE` twice: the first builds beside the bundle, the second finds the
+    stamp up to date and boots the same ELF (file and stamp untouched)."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    bundle = tmp_path / "x" / "bundle"
+    shutil.copytree(sst2_small_bundle, bundle)
+    elf = tmp_path / "x" / "microbit" / "firmware.elf"
+    seen = []
+    for _ in range(2):
+        p = subprocess.Popen([sys.executable, "-m", "mcutext.cli", "run", "--board", "microbit",
+                              str(bundle)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+        try:
+            lines = []
+            while not (lines and lines[-1].startswith("serial: ")):
+                line = p.stdout.readline()
+                assert line, f"run ended early: {lines} {p.stderr.read()}"
+                lines.append(line.rstrip("\n"))
+            seen.append((lines[0], elf.stat().st_mtime_ns,
+                         (elf.parent / firmware.STAMP_FILE).read_text()))
+            p.send_signal(signal.SIGINT)
+            assert p.wait(timeout=30) == 0
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert seen[0][0] == f"firmware: {elf}"
+    assert seen[1][0] == (f"firmware: {elf} (up to date: same bundle, board, sources and "
+                          "options; not rebuilt)")
+    assert seen[0][1:] == seen[1][1:]

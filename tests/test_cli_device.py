@@ -209,3 +209,75 @@ def test_run_prints_the_url_and_stops_on_ctrl_c(sst2_small_bundle, tmp_path):
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+@pytest.fixture(scope="module")
+def microbit_elf(sst2_small_bundle, tmp_path_factory) -> Path:
+    from mcutext.firmware import build
+    return Path(build(sst2_small_bundle, "microbit", tmp_path_factory.mktemp("fw") / "mb")["elf"])
+
+
+def _gone(pid: str) -> bool:
+    """The process has ended (a zombie waiting for its new parent to reap it counts)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
+
+
+@pytest.mark.qemu
+def test_qemu_dies_with_mcutext_run_even_on_sigkill(microbit_elf):
+    p = subprocess.Popen([sys.executable, "-m", "mcutext.cli", "run", "--board", "microbit",
+                          str(microbit_elf)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    qemu_pids: list[str] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not p.stdout.readline().startswith("serial: "):
+            assert p.poll() is None and time.monotonic() < deadline, p.stderr.read()
+        qemu_pids = subprocess.run(["pgrep", "-P", str(p.pid), "qemu-system-arm"],
+                                   capture_output=True, text=True).stdout.split()
+        assert qemu_pids, "no QEMU child of mcutext run"
+        p.kill()     # SIGKILL: mcutext cannot stop QEMU itself
+        p.wait(timeout=10)
+        deadline = time.monotonic() + 2.0
+        while not all(_gone(pid) for pid in qemu_pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert all(_gone(pid) for pid in qemu_pids), f"QEMU {qemu_pids} outlived mcutext run"
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        for pid in qemu_pids:
+            if not _gone(pid):
+                os.kill(int(pid), signal.SIGKILL)
+
+
+@pytest.mark.qemu
+def test_run_and_flash_refuse_an_elf_built_for_another_board(capsys, microbit_elf, tmp_path,
+                                                             monkeypatch):
+    import shutil
+    from mcutext.firmware import elf_board
+    code, out, err = run_cli(capsys, "run", "--board", "netduinoplus2", str(microbit_elf))
+    assert code == 2 and out == ""          # QEMU not started, no URL printed
+    assert f"error: {microbit_elf}: built for microbit, not for netduinoplus2" in err
+    assert "--board microbit" in err
+    # a copy without its build folder still carries its board (a section in the ELF)
+    copied = tmp_path / "copy.elf"
+    shutil.copy(microbit_elf, copied)
+    assert elf_board(copied) == "microbit"
+    code, _, err = run_cli(capsys, "run", "--board", "mps2-an386", str(copied))
+    assert code == 2 and "built for microbit, not for mps2-an386" in err
+    _no_pyocd_module(monkeypatch)
+    record = tmp_path / "args"
+    fake = tmp_path / "bin" / "pyocd"
+    fake.parent.mkdir()
+    fake.write_text(f"#!/bin/sh\necho \"$@\" > {record}\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    code, _, err = run_cli(capsys, "flash", str(copied), "--board", "nucleo-f401re")
+    assert code == 2 and "built for microbit, not for nucleo-f401re" in err
+    assert not record.exists()              # pyOCD was not started
+    code, out, err = run_cli(capsys, "flash", str(copied), "--board", "microbit")
+    assert code == 0, err                   # the matching board: handed to pyOCD
+    assert record.read_text().split() == ["flash", "--target", "nrf51", str(copied)]

@@ -74,3 +74,50 @@ def test_other_format_errors(tmp_path, name, content, msg):
 def test_missing_file(tmp_path):
     with pytest.raises(McutextError, match="no such file"):
         load_file(tmp_path / "nope.tsv")
+
+
+def _plain_misses_a_class(data, n: int) -> int:
+    """A seed whose plain random draw of n examples lacks a class (searched, deterministic)."""
+    import numpy as np
+    for seed in range(1000):
+        pick = np.random.default_rng(seed).permutation(len(data))[:n]
+        if len({data.labels[i] for i in pick}) < len(set(data.labels)):
+            return seed
+    raise AssertionError("no such seed")
+
+
+def test_limit_keeps_every_class():
+    """--limit n: the plain random draw when it holds every class; otherwise one example of
+    each missing class replaces an example of a class drawn more than once."""
+    import numpy as np
+
+    from mcutext.data import limited
+    spam = load_split("sms_spam", "train")
+    seed = _plain_misses_a_class(spam, 10)
+    plain = spam.subset(np.random.default_rng(seed).permutation(len(spam))[:10])
+    got = limited(spam, 10, np.random.default_rng(seed))
+    assert len(got) == 10 and set(got.labels) == set(spam.labels)
+    assert len(set(got.texts) - set(plain.texts)) == 1
+    full = limited(spam, 200, np.random.default_rng(1))
+    assert full.texts == spam.subset(np.random.default_rng(1).permutation(len(spam))[:200]).texts
+
+
+def test_limit_below_the_number_of_classes_says_so():
+    import numpy as np
+
+    from mcutext.data import limited
+    clinc = load_split("clinc150", "train")
+    with pytest.raises(McutextError, match=r"--limit 100: a subset of 100 training examples "
+                                           r"cannot hold all 151 classes of .*train.tsv; this "
+                                           r"one lacks \d+: ") as e:
+        limited(clinc, 100, np.random.default_rng(1))
+    assert "--limit 151 or more" in e.value.hint
+
+
+def test_cli_limit_missing_classes_is_one_error_line(capsys):
+    from mcutext.cli import main
+    assert main(["train", "clinc150", "--limit", "100", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("error: --limit 100: a subset of 100 training examples cannot "
+                             "hold all 151 classes")
+    assert err[1] == "hint: use --limit 151 or more (a few examples per class is better)"

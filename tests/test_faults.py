@@ -282,7 +282,7 @@ def test_personalize_resumes_after_a_device_reset(firmware, owner_data, referenc
 def test_attack_on_the_device_resumes_after_the_port_vanishes(firmware, sst2_small_bundle,
                                                                tmp_path, capsys):
     from mcutext.qemu import boot
-    args = ["attack", sst2_small_bundle, "--attack", "char", "--runtime", "device",
+    args = ["attack", sst2_small_bundle, "--attack", "deepwordbug", "--runtime", "device",
             "--n", "6", "--budget", "1", "--json"]
     with boot(firmware["elf"], BOARD) as url:
         code, out, err = run_cli(capsys, *args, "--port", url, "--out", tmp_path / "ref")
@@ -318,7 +318,7 @@ def test_attack_that_never_starts_leaves_no_journal(sst2_small_bundle, tmp_path,
     s.bind(("127.0.0.1", 0))
     url = f"socket://127.0.0.1:{s.getsockname()[1]}"
     s.close()
-    args = ["attack", sst2_small_bundle, "--attack", "char", "--runtime", "device", "--n", "2",
+    args = ["attack", sst2_small_bundle, "--attack", "deepwordbug", "--runtime", "device", "--n", "2",
             "--port", url, "--out", tmp_path]
     for _ in range(2):      # the second run is not told about an interrupted one
         code, _, err = run_cli(capsys, *args)

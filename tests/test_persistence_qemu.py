@@ -297,7 +297,7 @@ def test_other_emulated_boards_keep_their_save(board, sst2_small_bundle, sentenc
     probe fails) and has no storage."""
     import subprocess
     from mcutext.firmware import build
-    from mcutext.qemu import QEMU, Qemu, boot
+    from mcutext.qemu import QEMU, Qemu, boot, popen
     fw = build(sst2_small_bundle, board, tmp_path / board)
     storage = tmp_path / "storage.bin"
     with boot(fw["elf"], board, storage=storage) as url, Device(url, timeout=30) as dev:
@@ -311,10 +311,9 @@ def test_other_emulated_boards_keep_their_save(board, sst2_small_bundle, sentenc
         assert dev.export_head() == saved
     # QEMU started by hand, without semihosting
     machine = Qemu(fw["elf"], board).board.qemu_machine
-    proc = subprocess.Popen([QEMU, "-M", machine, "-display", "none", "-monitor", "none",
-                             "-serial", "stdio", "-kernel", fw["elf"]],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL)
+    proc = popen([QEMU, "-M", machine, "-display", "none", "-monitor", "none",
+                  "-serial", "stdio", "-kernel", fw["elf"]],
+                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         time.sleep(2)
         proc.stdin.write(b"head state\n")

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import ctypes
+import struct
 import shutil
 import subprocess
 from pathlib import Path
@@ -194,6 +195,7 @@ def lib(tmp_path_factory):
         "mt_head_imprint_add": (ctypes.c_int, [P, F, ctypes.c_char_p, ctypes.c_float,
                                                ctypes.c_int32]),
         "mt_head_imprint_mean": (ctypes.c_int, [P, ctypes.c_uint32, F]),
+        "mt_head_imprint_check": (ctypes.c_int, [P, ctypes.c_uint32, F]),
     }
     for name, (res, args) in sig.items():
         fn = getattr(L, name)
@@ -583,3 +585,57 @@ def test_simulator_refuses_a_step_that_overflows_and_keeps_the_head():
             assert sim.updates == before[3]
         assert np.isfinite(sim.W).all() and np.isfinite(sim.b).all()
     assert refused > 0
+
+
+def test_refusals_change_nothing_in_c_and_simulator(lib, real):
+    """A head of extreme values (an added row near the float32 limit) on both heads: the
+    first example of a fresh label is refused by C and simulator alike and neither head
+    changes (the imprint is undone); the simulator's `train` refused part way and its
+    `imprint_mean` refused come back to where they started; an update count of 2^32 - 1
+    saturates in both."""
+    bundle, q, y = real
+    sim, c = both_heads(lib, real, max_new=2)
+    big = sim.add_label("big")
+    sim._fresh.discard(big)
+    sim.W[big, 0] = np.float32(2.0e38)
+    sim.add_label("new")
+    sim.updates = 0xFFFFFFFF
+    sim.config = UpdateConfig(lr=3.0, momentum=0.2, l2=1.0)
+    lib.mt_head_config(c.p, 3.0, 0.2, 1.0)
+    blob = sim.blob()
+    assert c.load(blob) == OK
+    loss = ctypes.c_float()
+    for lab in (int(y[0]), big, big + 1):
+        st = lib.mt_head_step(c.p, q[0].tobytes(), c.scale, c.zp, lab, ctypes.byref(loss))
+        assert st == -11                                  # MT_HEAD_ERANGE
+        assert c.blob() == blob
+        with pytest.raises(McutextError, match="overflow"):
+            sim.step(sim.dequantize(q[0]), lab)
+        assert sim.blob() == blob
+    # part way: a moderate value that the steps double until it overflows
+    sim.W[big, 0] = np.float32(1.0e30)
+    blob = sim.blob()
+    F = sim.dequantize(q[:5])
+    with pytest.raises(McutextError, match="overflow"):
+        sim.train(F, y[:5], 100)
+    assert sim.blob() == blob and not sim.V.any()
+    # an imprint that would overflow (the factory rows' norm is not finite): nothing changes
+    sim.W[0, :] = np.float32(3.0e38)
+    blob = sim.blob()
+    with pytest.raises(McutextError, match="overflow"):
+        sim.imprint_mean(F, np.array([big + 1] * 5))
+    assert sim.blob() == blob
+    assert c.load(blob) == OK
+    acc = np.ones(sim.h, np.float32)
+    P = ctypes.POINTER(ctypes.c_float)
+    assert lib.mt_head_imprint_check(c.p, big + 1, acc.ctypes.data_as(P)) == -11
+    assert lib.mt_head_imprint_mean(c.p, big + 1, acc.ctypes.data_as(P)) == -11
+    assert c.blob() == blob
+    # saturation: a step taken at the largest count keeps it there
+    sim2, c2 = both_heads(lib, real, max_new=2)
+    sim2.updates = 0xFFFFFFFF
+    assert c2.load(sim2.blob()) == OK
+    sim2.step(sim2.dequantize(q[1]), int(y[1]))
+    c2.step(q[1], int(y[1]))
+    assert sim2.updates == 0xFFFFFFFF
+    assert struct.unpack_from("<I", c2.blob(), 20)[0] == 0xFFFFFFFF

@@ -267,3 +267,44 @@ def test_cli_teach_matches_the_simulator(firmware, bundle, dev_data, tmp_path, c
         np.testing.assert_allclose(np.array(r["head_bits"], np.float32), z, rtol=1e-4,
                                    atol=1e-5)
         assert r["label_index"] == int(np.argmax(z))
+
+
+def test_refusals_change_nothing_on_the_real_elf(device, bundle, dev_data):
+    """Issue 16 on the real firmware: with an imported head of extreme values, a `learn` of a
+    fresh label's first example and a `head train` are refused with `error 4` and `head
+    export` stays byte-identical; an update count of 2^32 - 1 saturates and the device keeps
+    using its personalized head."""
+    from mcutext.personalize import HeadSimulator
+    texts, y, _, _ = dev_data
+    n_new = device.head_state()["new_labels"]["budget"]
+
+    def extreme(big: float, updates: int = 5) -> bytes:
+        sim = HeadSimulator.from_bundle(bundle, max_new_labels=n_new)
+        i = sim.add_label("big")
+        sim._fresh.discard(i)
+        sim.W[i, 0] = np.float32(big)
+        sim.add_label("new")
+        sim.updates = updates
+        return sim.blob()
+
+    device.reset_head()
+    device.head_config(lr=3, momentum=0.2, l2=1)
+    blob = extreme(3.0e38)
+    device.import_head(blob)
+    with pytest.raises(DeviceError, match="overflow") as e:
+        device.learn("new", texts[0])
+    assert e.value.code == 4 and device.export_head() == blob
+    assert {"index": len(bundle.labels) + 1, "name": "new", "kind": "fresh"} in \
+        device.head_state()["labels"]
+    blob = extreme(1.0e30)
+    device.import_head(blob)
+    for t, lab in zip(texts[:4], y[:4]):
+        device.keep(bundle.labels[lab], t)
+    with pytest.raises(DeviceError, match="overflow"):
+        device.train_head(100)
+    assert device.export_head() == blob
+    device.head_config(lr=0.05, momentum=0, l2=0)
+    device.import_head(extreme(0.5, updates=0xFFFFFFFF))
+    assert device.learn(bundle.labels[y[0]], texts[0])["updates"] == 0xFFFFFFFF
+    assert "head" in device.classify(texts[1])
+    device.reset_head()

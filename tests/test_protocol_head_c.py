@@ -484,3 +484,194 @@ def test_keep_imprint_and_train_agree_with_simulator(core):
         z = sim.scores(sim.dequantize(features(t)))
         got = np.array([bits(v) for v in ln.split()[1:]], np.float32)
         np.testing.assert_allclose(got, z, rtol=1e-5, atol=1e-6)
+
+
+# --- refusals change nothing (issue 16, the device side) ----------------------------------
+
+OVERFLOW = b"error 4 the step would make the head overflow (lower lr or l2): not learned"
+
+
+def exports(out: list[bytes]) -> list[bytes]:
+    """Every `head export` blob of a session, in order."""
+    blobs, cur = [], None
+    for ln in out:
+        if ln.startswith(b"blob "):
+            cur = [ln]
+        elif ln.startswith(b"data ") and cur is not None:
+            cur.append(ln)
+        elif ln == b"ok" and cur is not None:
+            blobs.append(_blob(cur))
+            cur = None
+    return blobs
+
+
+def extreme_blob(big: float, updates: int = 7) -> bytes:
+    """A head (as `head import` takes it) with an added label `big` whose weight 0 is `big`
+    (its pull target 0), so that lr 3 and l2 1 make every step double it and flip its sign,
+    and a label `new` waiting for its first example."""
+    sim = HeadSimulator(W.T, B, LABELS, N_NEW, FEAT_SCALE, 3)
+    i = sim.add_label("big")
+    sim._fresh.discard(i)
+    sim.W[i, 0] = np.float32(big)
+    sim.add_label("new")
+    sim.updates = updates
+    return sim.blob()
+
+
+def test_refused_learn_of_a_fresh_label_changes_nothing(core):
+    """The first example of an added label imprints its row; a step refused after that
+    imprint (another row would overflow) must leave the row as it was, byte for byte."""
+    blob = extreme_blob(3.0e38)
+    lines = _import_lines(blob) + [b"head config lr 3 l2 1", b"head export",
+                                   learn_line("new", "hello there"), b"head export",
+                                   b"head state"]
+    out = talk(core, lines)
+    assert OVERFLOW in out
+    before, after = exports(out)
+    assert before == blob and after == blob
+    assert b"label 3 new fresh" in out and b"buffer 0 of 64" in out
+
+
+def test_refused_train_prints_one_line_and_changes_nothing(core):
+    """`head train` that overflows part way: one error line, no `epoch` lines, the head and
+    its momentum as before the command (a learn after it equals a learn without it)."""
+    blob = extreme_blob(1.0e30)
+    keep = [keep_line(lab, t) for lab, t in (("pos", "good film"), ("neg", "dull plot"),
+                                              ("big", "hello"), ("pos", "great"))]
+    setup = _import_lines(blob) + keep + [b"head config lr 3 l2 1 momentum 0.2",
+                                          learn_line("pos", "fine")]
+    after = [b"head export", learn_line("neg", "awful"), b"head export", b"head state"]
+    ref = talk(core, setup + after)
+    out = talk(core, setup + [b"head export", b"head train 100"] + after)
+    k = _last_ok(out, len(setup) + 1)
+    assert out[k] == OVERFLOW
+    assert not any(ln.startswith(b"epoch ") for ln in out)
+    got = exports(out)
+    assert got[0] == got[1]                           # the refused train changed nothing
+    assert got[1:] == exports(ref)                    # momentum too: the next step is equal
+    assert out[-13:] == ref[-13:]                     # head state: updates, buffer, ...
+
+
+def test_update_count_saturates(core):
+    """An imported head at the largest update count stays personalized after a step: the
+    count saturates at 2^32 - 1 instead of wrapping to 0 (the factory model)."""
+    blob = extreme_blob(0.5, updates=0xFFFFFFFF)
+    out = talk(core, _import_lines(blob) + [learn_line("pos", "good film"),
+                                            b"classify good film", b"head state"])
+    assert b"updates 4294967295" in out[out.index(b"learned 1 pos"):]
+    assert any(ln.startswith(b"head-bits ") for ln in out)
+    assert b"personalized 1" in out
+
+
+def test_head_config_takes_long_decimals(core):
+    """A value of at most 7 significant digits and 9 decimals is valid however many leading
+    zeros it has (docs/protocol.md), also beyond 19 bytes."""
+    out = talk(core, [b"head config lr 0000000000000000000000.5 l2 000000000000000000000",
+                      b"head config momentum 00000000000000000000000000000000.000000001"])
+    assert out == [b"config lr 0.500 momentum 0.000 l2 0.000", b"ok",
+                   b"config lr 0.500 momentum 0.000 l2 0.000", b"ok"]
+
+
+def replies(out: list[bytes]) -> list[tuple[list[bytes], bytes]]:
+    """The session's replies, one per request: (data lines, final line)."""
+    got, cur = [], []
+    for ln in out:
+        if ln == b"ok" or ln.startswith(b"error "):
+            got.append((cur, ln))
+            cur = []
+        else:
+            cur.append(ln)
+    assert cur == [], cur
+    return got
+
+
+def _refusal_cases(blob: bytes) -> list[list[bytes]]:
+    """Every refusal of the protocol's commands that the host core can reach, each a list of
+    request lines whose last one is refused (the lines before it are accepted)."""
+    damaged = bytearray(blob)
+    damaged[40] ^= 0x10
+    foreign = HeadSimulator(W.T * 2, B, LABELS, N_NEW, FEAT_SCALE, 3).blob()
+    bad_flags = bytearray(blob)
+    bad_flags[32] = 7                                    # a factory row's flags
+    bad_flags[-4:] = struct.pack("<I", zlib.crc32(bytes(bad_flags[:-4])))
+    return [[ln] for ln in [
+        b"frob", b"x" * 300, b"classify a\x00b", b"classify \xff\xfe",
+        b"label", b"label frob x", b"label add neg", b"label add " + b"x" * 24,
+        b"label add \x01x", b"label add third", b"label remove pos", b"label remove zz",
+        b"label rename zz yy", b"label rename greet pos", b"label rename greet " + b"y" * 30,
+        b"label rename neg yes",
+        b"learn", b"learn 1234567g neg\thi", learn_line("neg", "hi", crc_xor=1),
+        learn_line("neg", "hi")[:-1], learn_line("nope", "hi"), learn_line("x" * 80, "hi"),
+        b"learn %08x neg hi" % zlib.crc32(b"neg hi"),
+        b"keep", keep_line("greet", "hi", crc_xor=4), keep_line("nope", "hi"),
+        b"eval", b"eval 00000000 pos\thi", b"eval %08x nope\thi" % zlib.crc32(b"nope\thi"),
+        b"head", b"head frob", b"head states", b"head config lr", b"head config lr 0",
+        b"head config lr 101", b"head config momentum 1", b"head config l2 100.5",
+        b"head config lr 0.1 momentum 2", b"head config lr 1e-3", b"head config rate 1",
+        b"head config lr 0.2 lr -1",
+        b"head import 5 00", b"head import 0 0g", b"head import 0 abc", b"head import x 00",
+        b"head import end 3", b"head import 0 " + b"00" * 90 + b" ",
+        b"head save", b"head train", b"head train 0", b"head train 101", b"head train 2x",
+    ]] + [
+        _import_lines(bytes(damaged)), _import_lines(foreign), _import_lines(bytes(bad_flags)),
+        _import_lines(blob)[:-2] + [b"head import end %d" % len(blob)],
+        _import_lines(blob)[:2] + [b"head import 0 00"] + _import_lines(blob)[2:],
+    ]
+
+
+def _check_refusals(core, setup: list[bytes], cases: list[list[bytes]],
+                    probe: list[bytes]) -> None:
+    """Each case after `setup`: its last line gets exactly one line, an error, and `head
+    export`, `head state` and `head config` after it are those just before it, byte for byte;
+    then `probe` (further learning, whose steps use the momentum and the buffer) answers as in
+    a session without the refused lines."""
+    look = [b"head export", b"head state", b"head config"]
+    lines, ref_lines = list(setup), list(setup)
+    for case in cases:
+        lines += case[:-1] + look + case[-1:] + look
+        ref_lines += case[:-1]
+    out = replies(talk(core, lines + probe))
+    ref = replies(talk(core, ref_lines + probe))
+    assert all(final == b"ok" for _, final in ref[len(ref_lines):]), ref
+    k = len(setup)
+    for case in cases:
+        k += len(case) - 1
+        before = out[k:k + len(look)]
+        assert before[0][1] == b"ok" and before[0][0][0].startswith(b"blob ")
+        data, final = out[k + len(look)]
+        assert final.startswith(b"error ") and data == [], (case[-1][:60], data, final)
+        after = out[k + len(look) + 1:k + 2 * len(look) + 1]
+        assert after == before, case[-1][:60]
+        k += 2 * len(look) + 1
+    assert out[k:] == ref[len(ref_lines):]
+
+
+def test_every_refusal_changes_nothing(core):
+    """Every refusal of every state-changing command (label, learn, keep, eval, head ...)
+    on a personalized head with an added label, a fresh one, momentum and buffered examples:
+    `head export` and `head state` stay byte-identical and the next steps are the same."""
+    setup = [b"head config lr 0.2 momentum 0.5 l2 0.01", b"label add greet",
+             b"label add bye"] + [
+        learn_line(lab, t) for lab, t in (("greet", "hello there"), ("pos", "good film"),
+                                          ("neg", "dull plot"), ("greet", "hi"))] + [
+        keep_line("greet", "hello friend"), keep_line("pos", "great")]
+    blob = exports(talk(core, setup + [b"head export"]))[0]
+    probe = [learn_line("bye", "see you"), learn_line("greet", "hello"), b"head train 2",
+             b"head imprint", b"classify hello film", b"head export", b"head state",
+             b"eval %08x pos\tgood" % zlib.crc32(b"pos\tgood")]
+    _check_refusals(core, setup, _refusal_cases(blob), probe)
+
+
+def test_every_overflow_refusal_changes_nothing(core):
+    """The refusals that need a head of extreme values: a learn that would overflow (on a
+    scored row, and on a fresh label's first example), `head train` without examples and
+    with a step that overflows, `head imprint` without examples of added labels."""
+    blob = extreme_blob(2.0e38)
+    setup = _import_lines(blob) + [b"head config lr 3 l2 1 momentum 0.2"]
+    cases = [[b"head train 3"], [b"head imprint"], [learn_line("pos", "good film")],
+             [learn_line("new", "hello")], [learn_line("big", "hello")],
+             [keep_line("pos", "good film"), keep_line("neg", "dull"), b"head train 3"],
+             [b"head imprint"]]
+    probe = [b"head config lr 0.01 l2 0 momentum 0", b"classify good film", b"head export",
+             b"head state"]
+    _check_refusals(core, setup, cases, probe)

@@ -73,16 +73,35 @@ def test_a_stack_budget_too_small_fails_the_build(built, sst2_small_bundle, tmp_
     toml.write_text(text)
     monkeypatch.setenv("MCUTEXT_BOARDS_DIR", str(d))
     with pytest.raises(McutextError) as e:
-        firmware.build(sst2_small_bundle, "microbit", tmp_path / "out")
+        firmware.build(sst2_small_bundle, "microbit", tmp_path / "new" / "out")
     msg = str(e.value)
     assert (f"stack on microbit: the worst case needs {need} bytes, the budget (stack_bytes) "
             f"is {budget} bytes: {need - budget} bytes too many") in msg
     assert "Reset_Handler -> main" in msg and "stack_bytes" in e.value.hint
-    assert not (tmp_path / "out" / "firmware.elf").exists()
-    # the same through the CLI: exit code 2 and the message
+    # the failed build left nothing: no output folder (nor its parent, new too), no staging
+    # folder beside it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["boards"]
+    # over an earlier build and a file of the user's: both stay as they were
+    old = tmp_path / "old"
+    monkeypatch.delenv("MCUTEXT_BOARDS_DIR")
+    firmware.build(sst2_small_bundle, "microbit", old)
+    (old / "notes.txt").write_text("mine")
+    before = {p.relative_to(old): p.read_bytes() for p in old.rglob("*") if p.is_file()}
+    monkeypatch.setenv("MCUTEXT_BOARDS_DIR", str(d))
+    with pytest.raises(McutextError, match="stack on microbit"):
+        firmware.build(sst2_small_bundle, "microbit", old)
+    assert {p.relative_to(old): p.read_bytes() for p in old.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["boards", "old"]
+    # the same through the CLI: exit code 2 and the message; an earlier build in --out is
+    # left as it was (the failed build happened in a staging folder beside it)
     from mcutext.cli import main
+    earlier = tmp_path / "cli"
+    shutil.copytree(Path(built["microbit"]["elf"]).parent, earlier)
+    files = {p: p.read_bytes() for p in sorted(earlier.rglob("*")) if p.is_file()}
     assert main(["build", str(sst2_small_bundle), "--board", "microbit", "--out",
-                 str(tmp_path / "cli")]) == 2
+                 str(earlier)]) == 2
+    assert {p: p.read_bytes() for p in sorted(earlier.rglob("*")) if p.is_file()} == files
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["boards", "cli", "old"]  # no staging
 
 
 # --- small images: what the analysis must refuse, and what it must add up ---------------------
@@ -203,6 +222,47 @@ __attribute__((noinline)) void run_hook(void) { hook(); }
                         [("hooks.c", "run_hook", "hook_t", r"hooks\.c:nothing")])
     with pytest.raises(stack.StackError, match="no function whose address is taken"):
         stack.analyze(elf, obj, fpu=False)
+
+
+def test_a_null_checked_pointer_with_no_target_is_never_called(tmp_path, monkeypatch):
+    """A pointer type of NULL_CHECKED (the kernels' specialized loops) whose targets the
+    image never takes the address of is left NULL by the generated model: its call adds no
+    depth and is listed as never made; any other pointer type with no target stays an
+    error."""
+    src = CHAIN.replace("void Reset_Handler(void) { middle();",
+                        "void run_hook(void);\nvoid Reset_Handler(void) { run_hook();") + r"""
+typedef void (*hook_t)(void);
+volatile hook_t hook;
+__attribute__((noinline)) void run_hook(void) { if (hook) hook(); }
+"""
+    elf, obj = _image(tmp_path, {"hooks.c": src})
+    monkeypatch.setattr(stack, "CALLBACK_RULES",
+                        [("hooks.c", "run_hook", "hook_t", r"hooks\.c:(middle|other)")])
+    with pytest.raises(stack.StackError, match="no function whose address is taken"):
+        stack.analyze(elf, obj, fpu=False)
+    monkeypatch.setattr(stack, "NULL_CHECKED", {"hook_t": "run_hook tests it"})
+    r = stack.analyze(elf, obj, fpu=False)
+    [call] = r["indirect_calls"]
+    assert call["targets"] == [] and call["never"] == "run_hook tests it"
+    assert [n for n, _, _ in r["deepest_chain"]] == ["Reset_Handler", "other", "leaf"]
+
+
+@pytest.mark.slow
+def test_an_embed_dim_without_the_conv_dsp_path_builds(tmp_path):
+    """embed_dim 6 (no multiple of 4): the conv and the pooling keep their portable paths on
+    a DSP board, the generated model stores no specialized loop, and the stack analysis
+    knows their pointer calls cannot happen (this build used to fail in the stack check)."""
+    import dataclasses
+
+    from mcutext.recipe import load_recipe
+    from mcutext.train import train
+    recipe = load_recipe("sst2")
+    recipe = dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, embed_dim=6))
+    bundle = train(recipe, out=tmp_path / "bundle", limit=300, epochs=1)
+    rep = firmware.build(bundle, "netduinoplus2", tmp_path / "fw")
+    never = {c["caller"] for c in rep["stack"]["indirect_calls"] if c.get("never")}
+    assert "conv_dsp" in never
+    assert 0 < rep["stack_worst_case"] <= rep["stack_reserve"]
 
 
 def test_an_unbounded_frame_is_an_error(tmp_path):

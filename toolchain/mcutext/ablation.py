@@ -18,8 +18,12 @@ labels).
 
 For each trained bundle, on the int8 model in TFLite Micro:
 - clean accuracy on the whole test split (the bundle's manifest);
-- robust accuracy under the suite's char-level (deepwordbug) and word-level (pwws) attacks,
-  budget 2 words, on `n_eval` test sentences (the attack suite's fixed sample), attack seed 0;
+- robust accuracy under the suite's char-level (`char`: per sentence the stronger of
+  deepwordbug and the adaptive attack) and word-level (pwws) attacks,
+  budget 2 words, on `n_eval` test sentences (the attack suite's fixed sample), attack seed 0,
+  and the share of the CE arm's errors under each attack (sentences it gets wrong, attacked
+  or already clean) that the arm gets right;
+- certified accuracy at 1 and 2 edited words (mcutext.certify) on the same sentences;
 - explanation faithfulness of the int8 attention (mcutext.explain: ERASER comprehensiveness
   and sufficiency, deletion AOPC, each against a random ranking) and its agreement with the
   teacher's word attributions (Spearman, top-3 overlap), on the same sentences;
@@ -47,8 +51,9 @@ ARMS = (
 )
 # used where the recipe's own weight is 0 (the shipped sst2 / ag_news values for a and b)
 DEFAULT_WEIGHTS = {"kd_weight": 0.5, "map_weight": 0.1, "adv_weight": 1.0}
-ATTACKS = (("char", "deepwordbug"), ("word", "pwws"))
+ATTACKS = (("char", "char"), ("word", "pwws"))
 BUDGET = 2
+CERTIFY_EDITS = (1, 2)
 SEED = 0
 N_EVAL = 500
 
@@ -108,7 +113,16 @@ def measure(bundle_path: Path, teacher, n_eval: int | None = N_EVAL, seed: int =
                          transfer=False)
         row[f"{short}_accuracy"] = res["accuracy_under_attack"]
         attacks[short] = {k: v for k, v in res.items() if k != "examples"}
+        # the sentences wrong under the attack (flipped, or wrong already), by split index
+        attacks[short]["errors"] = [r["index"] for r in res["examples"]
+                                    if r["status"] != "failed"]
     row["eval_n"] = attacks["char"]["n"]
+    from .certify import certify
+    certified = {}
+    for k in CERTIFY_EDITS:
+        c = certify(b, edits=k, n=n_eval)
+        row[f"certified_{k}"] = c["certified_accuracy"]
+        certified[k] = {key: v for key, v in c.items() if key != "sentences"}
     texts = eval_texts(b, n_eval)
     expl = {}
     for rt in ("tflm", "keras"):
@@ -123,14 +137,23 @@ def measure(bundle_path: Path, teacher, n_eval: int | None = N_EVAL, seed: int =
         row["spearman"] = a["spearman"]
         row["top_k_overlap"] = a["top_k_overlap"]
         row["top_k_overlap_random"] = a["top_k_overlap_random"]
-    return {"row": row, "attacks": attacks, "explanations": expl}
+    return {"row": row, "attacks": attacks, "explanations": expl, "certified": certified}
+
+
+def errors_removed(ce_errors: list[int], errors: list[int]) -> float | None:
+    """The share of the CE arm's errors under an attack that an arm does not make."""
+    ce = set(ce_errors)
+    return len(ce - set(errors)) / len(ce) if ce else None
 
 
 def ablate(recipe, out: Path | None = None, limit: int | None = None,
            epochs: int | None = None, n_eval: int | None = N_EVAL, seed: int = SEED,
-           weights: dict | None = None, test_limit: int | None = None) -> dict:
+           weights: dict | None = None, test_limit: int | None = None,
+           force: bool = False) -> dict:
     """Train the four arms of `recipe` (a Recipe or a name under models/), measure them, write
-    the table; returns {"rows": [...], "arms": {name: details}, ...}."""
+    the table; returns {"rows": [...], "arms": {name: details}, ...}. `out` may be absent,
+    empty or an earlier ablation folder; anything else only with `force`."""
+    from .outputs import check_out
     from .recipe import Recipe, load_recipe
     from .train import configure_tensorflow, get_teacher, split_train_dev, train
     if not isinstance(recipe, Recipe):
@@ -138,8 +161,9 @@ def ablate(recipe, out: Path | None = None, limit: int | None = None,
     if recipe.model.arch != "cnn":
         raise McutextError(f"{recipe.name}: the ablation needs the mcutext student "
                            f"(model.arch = \"cnn\"), not {recipe.model.arch}")
-    configure_tensorflow()
     out = Path(out) if out else default_out(recipe)
+    check_out(out, "ablation", force)
+    configure_tensorflow()
     out.mkdir(parents=True, exist_ok=True)
     arms = arm_recipes(recipe, weights)
     train_ds, _ = split_train_dev(recipe, limit)
@@ -154,14 +178,18 @@ def ablate(recipe, out: Path | None = None, limit: int | None = None,
         progress.log(f"ablation {recipe.name}: {title} (a={r.objective.kd_weight:g}, "
                      f"b={r.objective.map_weight:g}, c={r.objective.adv_weight:g})")
         path = train(r, out=out / name, epochs=epochs, limit=limit, test_limit=test_limit,
-                     teacher=r.objective.uses_teacher)
+                     teacher=r.objective.uses_teacher, force=force)
         res = measure(path, teacher, n_eval=n_eval, seed=seed)
         row = {"arm": name, "objective": title, "kd_weight": r.objective.kd_weight,
                "map_weight": r.objective.map_weight, "adv_weight": r.objective.adv_weight,
                **res["row"], "seconds": round(time.time() - t0, 1)}
+        ce = res if not details else details[arms[0][0]]   # the CE arm is the first
+        for short, _ in ATTACKS:
+            row[f"{short}_errors_removed"] = errors_removed(ce["attacks"][short]["errors"],
+                                                           res["attacks"][short]["errors"])
         rows.append(row)
         details[name] = {"bundle": str(path), "attacks": res["attacks"],
-                         "explanations": res["explanations"]}
+                         "explanations": res["explanations"], "certified": res["certified"]}
         progress.log(f"  int8 {row['clean_accuracy']:.4f}, char {row['char_accuracy']:.4f}, "
                      f"word {row['word_accuracy']:.4f}, comprehensiveness "
                      f"{row['comprehensiveness']:.4f} "
@@ -179,7 +207,9 @@ def ablate(recipe, out: Path | None = None, limit: int | None = None,
 COLUMNS = [
     ("objective", "objective"), ("weights", "a / b / c"),
     ("clean_accuracy", "int8 acc."), ("char_accuracy", "char attack"),
-    ("word_accuracy", "word attack"), ("comp", "comprehensiveness (random)"),
+    ("word_accuracy", "word attack"), ("char_errors_removed", "CE's char errors removed"),
+    ("word_errors_removed", "CE's word errors removed"), ("certified_1", "certified, 1 edit"),
+    ("certified_2", "certified, 2 edits"), ("comp", "comprehensiveness (random)"),
     ("suff", "sufficiency (random)"), ("aopc_pair", "deletion AOPC (random)"),
     ("spearman", "Spearman vs teacher"), ("overlap", "top-3 overlap (random)"),
     ("int8_weights_bytes", "int8 weights (B)"), ("train_seconds", "training (s)"),
@@ -197,8 +227,10 @@ def _cells(row: dict) -> dict:
         rho = row["spearman"]
         c["spearman"] = "-" if rho is None or rho != rho else f"{rho:.3f}"
         c["overlap"] = f"{row['top_k_overlap']:.3f} ({row['top_k_overlap_random']:.3f})"
-    for key in ("clean_accuracy", "char_accuracy", "word_accuracy"):
-        c[key] = f"{row[key]:.3f}"
+    for key in ("clean_accuracy", "char_accuracy", "word_accuracy", "certified_1",
+                "certified_2", "char_errors_removed", "word_errors_removed"):
+        if row.get(key) is not None:
+            c[key] = f"{row[key]:.3f}"
     c["int8_weights_bytes"] = f"{row['int8_weights_bytes']:,}"
     c["train_seconds"] = f"{row['train_seconds']:.0f}"
     return c
@@ -211,6 +243,10 @@ def markdown(summary: dict) -> str:
              f"int8 model in TFLite Micro. Clean accuracy on the test split (n={r0['test_n']}); "
              f"attacks (budget {summary['budget']} words, seed {summary['seed']}) and "
              f"explanations on {r0['eval_n']} test sentences (the attack suite's fixed sample). "
+             f"char = per sentence the stronger of DeepWordBug and the adaptive attack. CE's "
+             f"errors removed: of the sentences the CE arm gets wrong under the attack, the "
+             f"share this arm gets right. Certified: no combination of 1 (2) one-character "
+             f"word edits misclassifies the sentence (`mcutext certify`, same sentences). "
              f"a / b / c: weights of distillation, attention mapping, adversarial term. "
              f"Comprehensiveness, sufficiency (ERASER, mean over 10/20/50 % of the words) and "
              f"deletion AOPC of the int8 attention, the random ranking's in parentheses "
@@ -250,7 +286,6 @@ def _finite(obj):
 
 
 def write(out: Path, summary: dict) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "ablation.json").write_text(
-        json.dumps(_finite(summary), indent=2, default=float) + "\n")
-    (out / "ablation.md").write_text(markdown(summary))
+    from .outputs import write_file
+    write_file(out / "ablation.json", json.dumps(_finite(summary), indent=2, default=float) + "\n")
+    write_file(out / "ablation.md", markdown(summary))

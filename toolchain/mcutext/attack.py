@@ -1,10 +1,10 @@
 """Adversarial text attacks on a bundle, on any runtime (docs/robustness.md).
 
-Four attacks, each with a stated perturbation budget (`char` is another name for
-deepwordbug, `word` for pwws). The budget `B` counts *edited words*: an integer B >= 1
-allows at most B words of a sentence to change; a number 0 < B < 1 allows at most
-floor(B x words) (and at least one). Only the words the model sees (the tokenizer's first
-`max_words` tokens) that contain a letter are edited.
+Six attacks, each with a stated perturbation budget (`word` is another name for pwws).
+The budget `B` counts *edited words*: an integer B >= 1 allows at most B words of a
+sentence to change; a number 0 < B < 1 allows at most floor(B x words) (and at least
+one). Only the words the model sees (the tokenizer's first `max_words` tokens) that contain
+a letter are edited.
 
 deepwordbug  black box. Words ranked by leave-one-out importance (the drop of the true
              class's probability when the word is deleted). In that order, each word gets the
@@ -12,6 +12,16 @@ deepwordbug  black box. Words ranked by leave-one-out importance (the drop of th
              characters, substitute, delete, insert a letter; any position); an edit is
              kept only if it lowers the true class's probability. Each edited word differs
              from the original by one character edit. Stops at the first label change.
+adaptive     black box, knows the tokenizer: each word's one-edit family
+             (perturb.edit_family: swap, substitute, delete, insert) grouped by the feature
+             tuple each variant encodes to (certify.word_moves); the search is over distinct
+             encodings, one variant standing for each (at most 32 per word, a seeded sample
+             when more). When all combinations within the budget are at most 4,096 they are
+             all tried, fewest words first (what `mcutext certify` enumerates); otherwise
+             every single move is tried, then from the 4 best edit sets each other word's 8
+             best moves are added, step by step up to the budget. Stops at a label change.
+char         the char-level figure: deepwordbug, then adaptive on the sentences it does not
+             flip, so per sentence the stronger of the two (records say `found_by`).
 typo         black box, Pruthi et al.: the same greedy search, but each word's candidates are
              its one-internal-edit typos (swap of two adjacent internal characters, drop of
              an internal character, an added internal letter, an internal letter replaced by
@@ -41,9 +51,9 @@ the model already gets wrong is not attacked.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -55,9 +65,9 @@ from .bundle import Bundle, load_bundle, softmax
 from .errors import McutextError
 from .perturb import Sentence
 
-ATTACKS = ("deepwordbug", "typo", "pwws", "hotflip")
-# Short names: the char-level and the word-level attack of DESIGN.md.
-ATTACK_ALIASES = {"char": "deepwordbug", "word": "pwws"}
+ATTACKS = ("char", "deepwordbug", "adaptive", "typo", "pwws", "hotflip")
+# Short name of the word-level attack of DESIGN.md (the char-level one is `char` itself).
+ATTACK_ALIASES = {"word": "pwws"}
 RUNTIMES = ("keras", "litert", "tflm", "device")
 HOST_RUNTIMES = ("keras", "litert", "tflm")
 
@@ -72,8 +82,20 @@ TYPO_MAX_CANDIDATES = 32     # typo: candidates per word
 PWWS_MAX_SYNONYMS = 30       # pwws: synonyms scored per word
 HOTFLIP_SYNONYMS = 20        # hotflip: synonyms per word among its candidates
 HOTFLIP_BEAM = 8             # hotflip: first-order best candidates evaluated exactly per step
+# adaptive: the tokenizer's encodings of a word's one-edit family (certify.word_moves).
+ADAPTIVE_PER_WORD = 32       # distinct encodings tried per word (a seeded sample when more)
+ADAPTIVE_BEAM = 4            # edit sets kept from one step to the next
+ADAPTIVE_EXPAND = 8          # a word's best single moves tried from each kept edit set
+ADAPTIVE_EXHAUSTIVE = 4096   # every combination within the budget when there are this few
 
 ATTACK_INFO = {
+    "char": "char-level, black box: deepwordbug, and the adaptive attack where it fails (per "
+            "sentence the stronger of the two)",
+    "adaptive": "char-level, black box, knows the tokenizer: each word's one-edit variants "
+                "grouped by the encoding they give, up to "
+                f"{ADAPTIVE_PER_WORD} encodings per word; every combination when at most "
+                f"{ADAPTIVE_EXHAUSTIVE}, else every single move then a beam of "
+                f"{ADAPTIVE_BEAM} over the {ADAPTIVE_EXPAND} best moves per word",
     "deepwordbug": "char-level, black box: leave-one-out word ranking, best of "
                    f"{CHAR_EDITS_PER_KIND} random swap/substitute/delete/insert edits per kind "
                    "per word, one character edit per word",
@@ -306,7 +328,7 @@ def check_budget(budget) -> int | float:
 
 
 def resolve_attack(name: str) -> str:
-    """The attack's canonical name (aliases: char -> deepwordbug, word -> pwws)."""
+    """The attack's canonical name (alias: word -> pwws)."""
     key = ATTACK_ALIASES.get(name, name) if isinstance(name, str) else name
     if key not in ATTACKS:
         names = ", ".join(list(ATTACK_ALIASES) + list(ATTACKS))
@@ -537,7 +559,101 @@ def attack_hotflip(ctx: Context) -> Found:
     return Found(edits, False, {"white_box_queries": wb.rows - rows_before})
 
 
-ATTACK_FUNCS = {"deepwordbug": attack_deepwordbug, "typo": attack_typo, "pwws": attack_pwws,
+def _encoding_moves(ctx: Context) -> dict[int, list[str]]:
+    """Per editable visible word, one variant for each encoding (feature tuple) its one-edit
+    family reaches other than its own; a seeded sample of ADAPTIVE_PER_WORD when more."""
+    from .certify import word_moves
+    out = {}
+    for i in ctx.sentence.word_indices(ctx.visible):
+        v = word_moves(ctx.bundle.tokenizer, ctx.sentence.tokens[i]).variants
+        if len(v) > ADAPTIVE_PER_WORD:
+            keep = np.sort(ctx.rng.choice(len(v), size=ADAPTIVE_PER_WORD, replace=False))
+            v = [v[int(k)] for k in keep]
+        if v:
+            out[i] = v
+    return out
+
+
+def _best_of(ctx: Context, sets: list[dict[int, str]], best: tuple[float, dict]
+             ) -> tuple[Found | None, np.ndarray, tuple[float, dict]]:
+    """Classify the texts of `sets` (one call); a Found at a label change (lowest true-class
+    probability among the flips), the true-class probabilities, and the best set so far."""
+    y = ctx.y
+    p = ctx.oracle([ctx.sentence.render(e) for e in sets])
+    py = p[:, y]
+    flipped = p.argmax(axis=1) != y
+    if flipped.any():
+        j = int(np.flatnonzero(flipped)[np.argmin(py[flipped])])
+        return Found(dict(sets[j]), True), py, best
+    if len(sets) and py.min() < best[0]:
+        j = int(np.argmin(py))
+        best = (float(py[j]), dict(sets[j]))
+    return None, py, best
+
+
+def attack_adaptive(ctx: Context) -> Found:
+    moves = _encoding_moves(ctx)
+    best = (float(ctx.p_clean[ctx.y]), {})
+    if not moves:
+        return Found({}, False)
+    from .certify import count_combinations
+    words = list(moves)
+    if count_combinations([len(moves[i]) for i in words], ctx.budget) <= ADAPTIVE_EXHAUSTIVE:
+        # every combination, fewest words first: what the certification enumerates
+        for size in range(1, ctx.budget + 1):
+            sets = [dict(zip(sub, vs)) for sub in itertools.combinations(words, size)
+                    for vs in itertools.product(*(moves[i] for i in sub))]
+            found, _, best = _best_of(ctx, sets, best)
+            if found:
+                return found
+        return Found(best[1], False)
+    singles = [{i: v} for i in words for v in moves[i]]
+    found, py, best = _best_of(ctx, singles, best)
+    if found:
+        return found
+    # each word's best moves, words by their best move (importance)
+    ranked: dict[int, list[tuple[float, str]]] = {i: [] for i in words}
+    for e, q in zip(singles, py):
+        (i, v), = e.items()
+        ranked[i].append((float(q), v))
+    top = {i: [v for _, v in sorted(r, key=lambda t: t[0])[:ADAPTIVE_EXPAND]]
+           for i, r in ranked.items()}
+    order = sorted(words, key=lambda i: min(q for q, _ in ranked[i]))
+    beam = [singles[int(j)] for j in np.argsort(py, kind="stable")[:ADAPTIVE_BEAM]]
+    for _ in range(1, ctx.budget):
+        seen, sets = set(), []
+        for e in beam:
+            for i in order:
+                if i in e:
+                    continue
+                for v in top[i]:
+                    key = frozenset({**e, i: v}.items())
+                    if key not in seen:
+                        seen.add(key)
+                        sets.append({**e, i: v})
+        if not sets:
+            break
+        found, py, best = _best_of(ctx, sets, best)
+        if found:
+            return found
+        beam = [sets[int(j)] for j in np.argsort(py, kind="stable")[:ADAPTIVE_BEAM]]
+    return Found(best[1], False)
+
+
+def attack_char(ctx: Context) -> Found:
+    """deepwordbug, then the adaptive attack when it fails: the stronger of the two."""
+    found = attack_deepwordbug(ctx)
+    if not found.search_success:
+        adaptive = attack_adaptive(ctx)
+        if adaptive.search_success:
+            adaptive.extra["found_by"] = "adaptive"
+            return adaptive
+    found.extra["found_by"] = "deepwordbug" if found.search_success else None
+    return found
+
+
+ATTACK_FUNCS = {"char": attack_char, "deepwordbug": attack_deepwordbug,
+                "adaptive": attack_adaptive, "typo": attack_typo, "pwws": attack_pwws,
                 "hotflip": attack_hotflip}
 
 
@@ -590,6 +706,29 @@ def _mean(xs) -> float | None:
     return float(np.mean(xs)) if xs else None
 
 
+def attack_examples(bundle: Bundle, n: int | None, split: str = "test", data=None
+                    ) -> tuple[list[int], list[str], np.ndarray, set[str]]:
+    """The examples an attack (or the certification) works on: (indices into the split,
+    texts, true class indices, labels left out). `n` of them, the fixed SAMPLE_SEED sample;
+    labels the bundle was deliberately trained without are left out (as in evaluate)."""
+    from .data import load_split
+    from .evaluate import check_labels
+    if data is None:
+        data = load_split(bundle.manifest["dataset"], split)
+    ev = bundle.manifest.get("eval", {})
+    dropped = set(ev.get("dropped_labels", ()))
+    exclude = set(ev.get("exclude_labels", ()))
+    pool = [k for k in range(len(data)) if data.labels[k] not in exclude | dropped]
+    check_labels(data.subset(pool), bundle.labels)
+    if not pool:
+        raise McutextError(f"{data.source}: no examples to attack")
+    idx = [pool[k] for k in _sample(len(pool), n)]
+    texts = [data.texts[k] for k in idx]
+    yidx = {lab: k for k, lab in enumerate(bundle.labels)}
+    ys = np.array([yidx[data.labels[k]] for k in idx], dtype=int)
+    return idx, texts, ys, exclude
+
+
 def run_attack(bundle, attack: str, runtime: str = "tflm", n: int | None = None,
                budget: float = 2, seed: int = 0, port: str | None = None,
                out: str | Path | None = None, split: str = "test", data=None,
@@ -612,8 +751,6 @@ def run_attack(bundle, attack: str, runtime: str = "tflm", n: int | None = None,
     the timings differ). `log`: the serial session log of the device runtime (default with
     `out`: <out>/<attack>-device-serial.log)."""
     from . import progress
-    from .data import load_split
-    from .evaluate import check_labels
 
     attack = resolve_attack(attack)
     check_runtime(runtime)
@@ -628,20 +765,7 @@ def run_attack(bundle, attack: str, runtime: str = "tflm", n: int | None = None,
                                 "(`mcutext run --board BOARD BUNDLE` prints it)")
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle)
-    if data is None:
-        data = load_split(bundle.manifest["dataset"], split)
-    ev = bundle.manifest.get("eval", {})
-    # labels the bundle was deliberately trained without are not attacked (as in evaluate)
-    dropped = set(ev.get("dropped_labels", ()))
-    exclude = set(ev.get("exclude_labels", ()))
-    pool = [k for k in range(len(data)) if data.labels[k] not in exclude | dropped]
-    check_labels(data.subset(pool), bundle.labels)
-    if not pool:
-        raise McutextError(f"{data.source}: no examples to attack")
-    idx = [pool[k] for k in _sample(len(pool), n)]
-    texts = [data.texts[k] for k in idx]
-    yidx = {lab: k for k, lab in enumerate(bundle.labels)}
-    ys = np.array([yidx[data.labels[k]] for k in idx], dtype=int)
+    idx, texts, ys, exclude = attack_examples(bundle, n, split, data)
     if attack in ("pwws", "hotflip"):
         perturb.wordnet()  # load before timing (about 1 s)
 
@@ -748,6 +872,8 @@ def run_attack(bundle, attack: str, runtime: str = "tflm", n: int | None = None,
                     share_changed=len(changes) / max(n_words, 1), changes=changes)
                 if adv_int8 is not None:
                     rec["scores_int8"] = [int(v) for v in adv_int8[0]]
+                if found.extra.get("found_by"):
+                    rec["found_by"] = found.extra["found_by"]
                 if attack == "hotflip":
                     rec["float_flipped"] = found.search_success
                 elif found.search_success and not ok:
@@ -798,19 +924,13 @@ def run_attack(bundle, attack: str, runtime: str = "tflm", n: int | None = None,
     if transfer:
         summary["transfer"] = _transfer(bundle, records, runtime, port)
     if out is not None:
+        from .outputs import write_file   # each file complete or absent
         out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
         stem = f"{attack}-{runtime}"
         rec_path = out / f"{stem}.jsonl"
-        # each file complete or absent (temp file + rename)
-        with open(rec_path.with_name(rec_path.name + ".tmp"), "w", encoding="utf-8") as f:
-            for r in records:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        os.replace(f.name, rec_path)
+        write_file(rec_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
         summary["records"] = str(rec_path)
-        tmp = out / f"{stem}.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2) + "\n")
-        os.replace(tmp, out / f"{stem}.json")
+        write_file(out / f"{stem}.json", json.dumps(summary, indent=2) + "\n")
     summary["examples"] = records
     if jr is not None:
         jr.finish()

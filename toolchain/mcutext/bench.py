@@ -22,6 +22,7 @@ from pathlib import Path
 
 from . import progress
 from .errors import McutextError
+from .outputs import write_file
 
 RECIPES = ("sst2", "sms_spam", "ag_news", "clinc150")
 SECTIONS = ("pipeline", "device", "robustness", "baselines", "personalize", "teach")
@@ -33,7 +34,7 @@ def write_table(out: Path, name: str, rows: list[dict], columns: list[tuple[str,
                 title: str, note: str = "") -> None:
     """rows -> out/<name>.json and out/<name>.md (columns: (key, header))."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.json").write_text(json.dumps(rows, indent=2, default=float) + "\n")
+    write_file(out / f"{name}.json", json.dumps(rows, indent=2, default=float) + "\n")
     lines = [f"# {title}", ""]
     if note:
         lines += [note, ""]
@@ -47,7 +48,7 @@ def write_table(out: Path, name: str, rows: list[dict], columns: list[tuple[str,
                          f"{v:,.1f}" if isinstance(v, float) else
                          f"{v:,}" if isinstance(v, int) else str(v))
         lines.append("| " + " | ".join(cells) + " |")
-    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    write_file(out / f"{name}.md", "\n".join(lines) + "\n")
 
 
 def bench_pipeline(out: Path, recipes: list[str]) -> dict[str, Path]:
@@ -103,7 +104,7 @@ def write_ablation(out: Path, rows_by_recipe: dict[str, list[dict]]) -> list[dic
                 "Per recipe: CE only, + distillation, + attention mapping, + adversarial term "
                 "(same seeds and budget). Details and definitions: ablation/<recipe>/"
                 "ablation.md. Produced by `python -m mcutext.bench --only ablation`.")
-    (out / "ablation.json").write_text(json.dumps(rows, indent=2, default=float) + "\n")
+    write_file(out / "ablation.json", json.dumps(rows, indent=2, default=float) + "\n")
     return rows
 
 
@@ -121,7 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--teach-bundle", type=Path, default=None,
                     help="clinc140 bundle of the 'teach new commands' section (default: "
                          "OUT/bundles/clinc140, trained first if missing)")
+    ap.add_argument("--verbose", action="store_true",
+                    help="Show the libraries' warnings and log lines.")
     args = ap.parse_args(argv)
+    if not args.verbose:
+        from . import quiet
+        quiet.setup()
     sections = [s for s in args.only.split(",") if s]
     recipes = [r for r in args.recipes.split(",") if r]
     unknown = set(sections) - set(SECTIONS) - set(OPT_IN)

@@ -1,13 +1,15 @@
 """Robustness benchmark: every attack on every host runtime for each bundle, a transfer
-matrix, a budget sweep, and the char-level attack through the firmware under QEMU compared
-example by example with the same attack on TFLite Micro. Tables (markdown + JSON) under
-build/bench/ (robustness, robustness_transfer, robustness_budget, robustness_device); the
-per-example records under build/bench/attacks/<recipe>/. docs/robustness.md reports the sst2
-figures.
+matrix, a budget sweep, certified accuracy at 1 and 2 edits, and deepwordbug through the
+firmware under QEMU compared example by example with the same attack on TFLite Micro.
+Tables (markdown + JSON) under build/bench/ (robustness, robustness_transfer,
+robustness_budget, robustness_certified, robustness_device); the per-example records under
+build/bench/attacks/<recipe>/, the certification verdicts under build/bench/certify/.
+docs/robustness.md reports the sst2 figures.
 
     python -m mcutext.bench --only robustness              (bundles from the pipeline section)
     python -m mcutext.bench_attack sst2=PATH [more=PATH ...] [--out build/bench] [--n 500]
                                    [--device-n 100] [--board BOARD] [--no-device]
+                                   [--certify-edits 1,2]
 """
 
 from __future__ import annotations
@@ -26,12 +28,19 @@ from . import progress
 from .attack import ATTACKS, HOST_RUNTIMES, run_attack
 from .bench import write_table
 from .errors import McutextError
+from .outputs import write_file
 
 BUDGET = 2
-SWEEP_ATTACKS = ("deepwordbug", "pwws")
+# every attack but the adaptive one alone: `char` runs it where deepwordbug fails, and alone
+# it costs ten times deepwordbug's queries on every runtime (docs/robustness.md)
+BENCH_ATTACKS = tuple(a for a in ATTACKS if a != "adaptive")
+SWEEP_ATTACKS = ("char", "pwws")
+CERTIFY_EDITS = (1, 2)     # certified accuracy (mcutext.certify) at these numbers of edits
 SWEEP_BUDGETS = (1, 2, 3, 4, 0.1, 0.2)
 SEED = 0
-DEVICE_ATTACKS = ("deepwordbug",)   # attacked through the firmware, compared with tflm
+# attacked through the firmware, compared with tflm: deepwordbug's ~50 queries per sentence
+# keep the serial path practical (the adaptive attack asks up to ~1,300)
+DEVICE_ATTACKS = ("deepwordbug",)
 DEVICE_N = 100
 DEVICE_RECIPES = ("sst2",)
 
@@ -52,14 +61,17 @@ def _row(recipe: str, res: dict) -> dict:
 
 def robustness_bench(bundle_paths: dict[str, Path], out_dir: Path, n: int = 500,
                      runtimes: tuple[str, ...] = HOST_RUNTIMES,
-                     attacks: tuple[str, ...] = ATTACKS, sweep: bool = True,
+                     attacks: tuple[str, ...] = BENCH_ATTACKS, sweep: bool = True,
                      port: str | None = None, device: bool | None = None,
                      device_n: int = DEVICE_N, board: str | None = None,
-                     device_recipes: tuple[str, ...] = DEVICE_RECIPES) -> dict:
+                     device_recipes: tuple[str, ...] = DEVICE_RECIPES,
+                     certify_edits: tuple[int, ...] = CERTIFY_EDITS) -> dict:
     """Attack `n` test examples (seeded sample, seed 0) of every bundle with every attack at
     a budget of 2 words, on every runtime; replay each runtime's adversarial texts on the
-    others; sweep the budget of the char- and word-level attacks on tflm. With `port`, the
-    device there is attacked too (one serial exchange per query) in the main table.
+    others; sweep the budget of the char- and word-level attacks on tflm; certify the same
+    sentences at each of `certify_edits` edited words (verdicts under <out>/certify/). With
+    `port`, the device there is attacked too (one serial exchange per query) in the main
+    table.
 
     The device comparison (`device`; None = whenever the firmware can be built and booted
     here): for each of `device_recipes`, the firmware built for an emulated board and
@@ -69,7 +81,7 @@ def robustness_bench(bundle_paths: dict[str, Path], out_dir: Path, n: int = 500,
     if not bundle_paths:
         raise McutextError("robustness bench: no bundles (run the pipeline section first)")
     runtimes = tuple(runtimes) + (("device",) if port and "device" not in runtimes else ())
-    rows, transfer_rows, sweep_rows = [], [], []
+    rows, transfer_rows, sweep_rows, cert_rows = [], [], [], []
     t_start = time.time()
     for recipe, path in bundle_paths.items():
         from .bundle import load_bundle
@@ -95,6 +107,16 @@ def robustness_bench(bundle_paths: dict[str, Path], out_dir: Path, n: int = 500,
                     res = run_attack(bundle, attack, runtime="tflm", n=n, budget=b, seed=SEED,
                                      transfer=False)
                     sweep_rows.append(_row(recipe, res))
+        for k in certify_edits:
+            from .certify import certify
+            (out_dir / "certify").mkdir(parents=True, exist_ok=True)
+            c = certify(bundle, edits=k, n=n, out=out_dir / "certify" / f"{recipe}-k{k}.json",
+                        force=True)
+            cert_rows.append({"recipe": recipe, **{key: c[key] for key in (
+                "edits", "n", "clean_accuracy", "certified_accuracy", "certified", "attacked",
+                "too_many", "wrong_clean", "evaluations", "engine", "seconds")}})
+            progress.log(f"{recipe} certified at {k} edits: {c['certified_accuracy']:.3f} "
+                         f"({c['seconds']:.0f} s)")
 
     cols = [("recipe", "recipe"), ("attack", "attack"), ("runtime", "runtime"),
             ("budget", "budget"), ("n", "n"), ("clean_accuracy", "clean acc."),
@@ -121,6 +143,18 @@ def robustness_bench(bundle_paths: dict[str, Path], out_dir: Path, n: int = 500,
         write_table(out_dir, "robustness_budget", sweep_rows, cols,
                     "Robustness: budget sweep on the int8 model (TFLite Micro)",
                     "Budget >= 1: words edited per sentence; below 1: share of the words.")
+    if cert_rows:
+        ccols = [("recipe", "recipe"), ("edits", "edits"), ("n", "n"),
+                 ("clean_accuracy", "clean acc."), ("certified_accuracy", "certified acc."),
+                 ("attacked", "attacked"), ("too_many", "too many"),
+                 ("wrong_clean", "wrong clean"), ("evaluations", "rows evaluated"),
+                 ("seconds", "time (s)")]
+        write_table(out_dir, "robustness_certified", cert_rows, ccols,
+                    "Robustness: certified accuracy under character edits (TFLite Micro int8)",
+                    f"`mcutext certify`: the share of the same {n} sentences that no "
+                    "combination of at most `edits` one-character word edits misclassifies, "
+                    "by enumeration; 'too many': over 200,000 combinations, not certified. "
+                    "Verdicts: certify/<recipe>-k<edits>.json.")
     device_rows: list[dict] = []
     why_not = device_unavailable() if device is not False else "not asked for (--no-device)"
     targets = {r: p for r, p in bundle_paths.items() if r in device_recipes}
@@ -134,8 +168,9 @@ def robustness_bench(bundle_paths: dict[str, Path], out_dir: Path, n: int = 500,
         why_not = why_not or f"no bundle of {', '.join(device_recipes)}"
         write_device_table(out_dir, [], device_n, f"Not measured in this run: {why_not}.")
     summary = {"rows": rows, "transfer": transfer_rows, "budget_sweep": sweep_rows,
-               "device": device_rows, "seconds": round(time.time() - t_start, 1)}
-    (out_dir / "robustness_all.json").write_text(json.dumps(summary, indent=2) + "\n")
+               "certified": cert_rows, "device": device_rows,
+               "seconds": round(time.time() - t_start, 1)}
+    write_file(out_dir / "robustness_all.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 
@@ -230,8 +265,8 @@ def device_bench(bundle_path: Path, recipe: str, out_dir: Path, n: int = DEVICE_
             ref = run_attack(bundle_path, attack, runtime="tflm", n=n, budget=BUDGET,
                              seed=SEED, transfer=False)
             cmp = compare_runs(dev, ref)
-            (rec_dir / f"{attack}-device-vs-tflm.json").write_text(
-                json.dumps(cmp, indent=2) + "\n")
+            write_file(rec_dir / f"{attack}-device-vs-tflm.json",
+                       json.dumps(cmp, indent=2) + "\n")
             rows.append({
                 "recipe": recipe, "attack": dev["attack"], **info, "n": dev["n"],
                 "clean_accuracy": dev["clean_accuracy"],
@@ -272,8 +307,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("build/bench"))
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--runtimes", default=",".join(HOST_RUNTIMES))
-    ap.add_argument("--attacks", default=",".join(ATTACKS))
+    ap.add_argument("--attacks", default=",".join(BENCH_ATTACKS))
     ap.add_argument("--no-sweep", action="store_true")
+    ap.add_argument("--certify-edits", default=",".join(map(str, CERTIFY_EDITS)),
+                    help="certified accuracy at these numbers of edits ('' for none)")
     ap.add_argument("--port", default=None, help="also attack the device at this URL")
     ap.add_argument("--device-n", type=int, default=DEVICE_N,
                     help="sentences for the firmware-vs-TFLite-Micro comparison under QEMU")
@@ -292,6 +329,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: expected RECIPE=PATH, got {b!r}", file=sys.stderr)
             return 2
         paths[name] = Path(p)
+    try:
+        edits = tuple(int(k) for k in args.certify_edits.split(",") if k.strip())
+    except ValueError:
+        print(f"error: --certify-edits: expected numbers like 1,2, got {args.certify_edits!r}",
+              file=sys.stderr)
+        return 2
     from .train import configure_tensorflow
     configure_tensorflow()
     try:
@@ -309,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
                          runtimes=tuple(r for r in args.runtimes.split(",") if r),
                          attacks=tuple(a for a in args.attacks.split(",") if a),
                          sweep=not args.no_sweep, port=args.port, device=args.device,
-                         device_n=args.device_n, board=args.board)
+                         device_n=args.device_n, board=args.board,
+                         certify_edits=edits)
     except McutextError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -28,6 +28,7 @@ import numpy as np
 from . import progress
 from .boards import PROJECT_ROOT, Board, list_boards
 from .errors import McutextError
+from .outputs import write_file
 
 # Targets of issue 3 (Cortex-M4, optimized kernels).
 TARGET_INSTR_PER_MAC = 1.5
@@ -234,7 +235,7 @@ def update_doc(table: str, doc: Path = DOC) -> bool:
     a, b = text.find(DOC_START), text.find(DOC_END)
     if a < 0 or b < a:
         return False
-    doc.write_text(text[:a + len(DOC_START)] + "\n\n" + table + "\n" + text[b:])
+    write_file(doc, text[:a + len(DOC_START)] + "\n\n" + table + "\n" + text[b:])
     return True
 
 
@@ -283,9 +284,9 @@ def bench_device(out_dir: Path, bundles: dict[str, Path] | None = None,
                           "runtime_flash_bytes": TARGET_RUNTIME_FLASH},
               "seconds": round(seconds, 1)}
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "device.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_file(out_dir / "device.json", json.dumps(result, indent=2) + "\n")
     md = markdown(rows, summary, sentence, seconds)
-    (out_dir / "device.md").write_text("# Device benchmark\n\n" + md)
+    write_file(out_dir / "device.md", "# Device benchmark\n\n" + md)
     if update_docs:
         sst2 = [r for r in rows if r["bundle"] == "sst2"]
         update_doc(markdown(sst2, [s for s in summary if s["bundle"] == "sst2"], sentence,

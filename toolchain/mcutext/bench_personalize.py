@@ -33,6 +33,7 @@ import numpy as np
 
 from . import progress
 from .errors import McutextError
+from .outputs import write_file
 
 SEED = 0
 FOLDS = 4
@@ -312,7 +313,7 @@ def bench_personalize(out: Path, bundle_path: Path | None = None) -> dict:
     progress.log("personalize: cost")
     res["cost"] = costs(bundle_path, out)
     res.pop("_data")
-    (out / "personalize.json").write_text(json.dumps(res, indent=2, default=float) + "\n")
+    write_file(out / "personalize.json", json.dumps(res, indent=2, default=float) + "\n")
     b = res["before"]
     rows = [{"run": "factory (int8, before)", "settings": "", "a": b["a"], "b": b["b"],
              "test": b["test"]}]

@@ -33,6 +33,7 @@ import numpy as np
 
 from . import progress
 from .errors import McutextError
+from .outputs import write_file
 
 SHOTS = (1, 5, 10, 20)
 SEEDS = (0, 1, 2, 3, 4)
@@ -223,7 +224,7 @@ def bench_teach(out: Path, bundle_path: Path | None = None, device: bool = True)
         progress.log(f"teach: the device learns the {len(sc.new)} intents over serial (QEMU)")
         res["device"] = device_run(sc, chosen, Path(fw["elf"]), out_dir)
         res["device"]["ram_bytes"] = fw["ram_bytes"]
-    (out_dir / "teach.json").write_text(json.dumps(res, indent=2, default=float) + "\n")
+    write_file(out_dir / "teach.json", json.dumps(res, indent=2, default=float) + "\n")
     f = res["factory"]["test"]
     rows = []
     for k, r in res["curve"].items():

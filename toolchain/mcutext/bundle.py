@@ -12,8 +12,6 @@ three runtimes on plain strings.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -204,12 +202,20 @@ def write_encoding(path: Path, tokenizer) -> None:
         (path / ENCODING_FILE).write_bytes(table.to_bytes())
 
 
-def load_bundle(path: str | Path) -> Bundle:
+def load_bundle(path: str | Path, *, staging: bool = False) -> Bundle:
     """Reads and checks a bundle: the manifest's own consistency (labels, tokenizer, lengths,
     head) and that model_int8.tflite is the file the manifest describes (size, SHA-256).
     Whether the flatbuffer itself agrees (input shape, outputs) is checked when it is first
-    used (`Bundle.tflite_bytes`). Every problem is a McutextError naming the file."""
+    used (`Bundle.tflite_bytes`). Every problem is a McutextError naming the file.
+
+    A staging folder (a bundle being written, or left by an interrupted run: see
+    mcutext.outputs) is refused; `staging=True` is for the trainer's own checks of it."""
+    from .outputs import is_staging
     path = Path(path)
+    if is_staging(path) and not staging:
+        raise McutextError(f"{path}: an unfinished bundle (a staging folder left by an "
+                           "interrupted run), not a bundle",
+                           hint="train again; the next `mcutext train` beside it removes it")
     mpath = path / MANIFEST
     if not mpath.is_file():
         raise McutextError(f"{path}: not a bundle (no {MANIFEST})",
@@ -320,19 +326,5 @@ def write_manifest(path: Path, manifest: dict) -> None:
     folder has it) so that a later edit of the model is detected (`load_bundle`)."""
     if (path / TFLITE_FILE).is_file() and isinstance(manifest.get("int8"), dict):
         manifest["int8"]["sha256"] = _sha256(path / TFLITE_FILE)
-    tmp = path / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path / MANIFEST)
-
-
-def publish(staging: Path, final: Path) -> None:
-    """Move a fully written staging folder into place, replacing any older bundle."""
-    if final.exists():
-        old = final.with_name(final.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-        os.replace(staging, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staging, final)
+    from .outputs import write_file
+    write_file(path / MANIFEST, json.dumps(manifest, indent=2, sort_keys=False) + "\n")

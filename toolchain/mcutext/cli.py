@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
 
-from . import __version__, cli_attack, cli_explain
-from .errors import McutextError
+from . import __version__, cli_attack, cli_certify, cli_explain
+from .errors import McutextError, Terminated
+from .outputs import FORCE_HELP
 
 RUNTIME_CHOICE = click.Choice(["keras", "litert", "tflm"])
 
@@ -25,7 +28,8 @@ def _emit_json(obj) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mcutext")
-@click.option("--verbose", is_flag=True, help="Show tracebacks on errors.")
+@click.option("--verbose", is_flag=True,
+              help="Show tracebacks on errors, and the libraries' warnings and log lines.")
 @click.pass_context
 def cli(ctx: click.Context, verbose: bool) -> None:
     """Robust, explainable text classifiers for Cortex-M microcontrollers."""
@@ -39,15 +43,20 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 @click.option("--epochs", type=click.IntRange(1, 1000), default=None,
               help="Override the recipe's number of epochs.")
 @click.option("--limit", type=click.IntRange(10, None), default=None,
-              help="Train on a random subset of this many examples (quick runs).")
+              help="Train on a random subset of this many examples (quick runs; it keeps "
+                   "every class).")
+@click.option("--force", is_flag=True, help=FORCE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the bundle summary as JSON.")
 def train(recipe: str, out: Path | None, epochs: int | None, limit: int | None,
-          as_json: bool) -> None:
-    """Train RECIPE (a name under models/ or a .toml path) into a verified bundle."""
+          force: bool, as_json: bool) -> None:
+    """Train RECIPE (a name under models/ or a .toml path) into a verified bundle.
+
+    --out may name an earlier bundle (it is replaced when the new one is complete); a
+    non-empty folder that is not a bundle, or a file, only with --force."""
     from .bundle import load_bundle
     from .recipe import load_recipe
     from .train import train as run_train
-    path = run_train(load_recipe(recipe), out=out, epochs=epochs, limit=limit)
+    path = run_train(load_recipe(recipe), out=out, epochs=epochs, limit=limit, force=force)
     b = load_bundle(path)
     summary = {"bundle": str(path), **{k: b.manifest[k] for k in ("sizes", "training", "metrics")}}
     if as_json:
@@ -58,10 +67,23 @@ def train(recipe: str, out: Path | None, epochs: int | None, limit: int | None,
     click.echo(f"bundle: {path}")
     click.echo(f"trained {m['training']['examples']} examples, {m['training']['epochs']} epochs "
                f"in {m['training']['seconds']} s")
+    click.echo(f"dev: {_dev_origin(m)}")
     click.echo(f"test accuracy: float {t['keras']['accuracy']:.4f}  "
                f"int8 (TFLite Micro) {t['tflm']['accuracy']:.4f}  "
                f"agreement {t['int8_float_agreement']:.4f}")
     click.echo(f"int8 weights: {m['sizes']['int8_weights_bytes']} bytes")
+
+
+def _dev_origin(manifest: dict) -> str:
+    """Where the dev examples (best-epoch choice) came from, in words."""
+    from .data import has_split
+    n = manifest["training"]["dev_examples"]
+    if has_split(manifest["dataset"], "dev"):
+        return f"{n} examples of the dataset's dev split"
+    share = manifest.get("recipe", {}).get("train", {}).get("dev_fraction")
+    of = f" ({share:g} of it, train.dev_fraction)" if share else ""
+    return (f"{n} examples held out from train{of}: the dataset has no dev split; "
+            "they are not trained on")
 
 
 @cli.command()
@@ -161,33 +183,86 @@ def _register_optional() -> None:
 
 _register_optional()
 cli_attack.register(cli)
+cli_certify.register(cli)
 cli_explain.register(cli)
+
+
+# The signal that stops this run: the first one (a second Ctrl-C raises again, in case the
+# first was swallowed, but the run still ends with the first's line and exit code).
+_stopped_by: list[int] = []
+_SIGNAL_NAMES = {signal.SIGINT: "aborted (Ctrl-C)", signal.SIGTERM: "terminated (SIGTERM)",
+                 signal.SIGHUP: "terminated (SIGHUP)"}
+
+
+def _on_signal(signum: int, frame) -> None:
+    if not _stopped_by:
+        _stopped_by.append(signum)
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise Terminated(signum)
+
+
+def _install_signal_handlers() -> dict:
+    """Ctrl-C, SIGTERM and SIGHUP raise an exception in the main thread, so that every
+    `finally` runs (staging folders removed, QEMU stopped, journals kept) before the exit.
+    Returns the handlers they replace (none when called from another thread)."""
+    _stopped_by.clear()
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, _on_signal) for sig in _SIGNAL_NAMES}
+
+
+def _signal_of(e: BaseException) -> int | None:
+    """The signal behind `e`, if it stops the run. TensorFlow turns a KeyboardInterrupt
+    raised inside a model's fit into a SystemError or RuntimeError: after a signal, whatever
+    ends the run is its consequence."""
+    if _stopped_by:
+        return _stopped_by[0]
+    if isinstance(e, (KeyboardInterrupt, click.exceptions.Abort)):
+        return signal.SIGINT
+    if isinstance(e, Terminated):
+        return e.signum
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     verbose = "--verbose" in (argv if argv is not None else sys.argv[1:])
+    if not verbose:  # library warnings and log lines only with --verbose
+        from . import quiet
+        quiet.setup()
+    previous = _install_signal_handlers()
+    try:
+        return _main(argv, verbose)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _main(argv: list[str] | None, verbose: bool) -> int:
     try:
         cli.main(args=argv, prog_name="mcutext", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        return 130
-    except click.ClickException as e:
-        e.show()
-        return 2
-    except McutextError as e:
-        if verbose:
-            raise
-        click.echo(f"error: {e}", err=True)
-        if e.hint:
-            click.echo(f"hint: {e.hint}", err=True)
-        return 2
-    except Exception as e:  # pyserial and OS errors reach the user as one line, too
-        import serial
+    except BaseException as e:
+        signum = _signal_of(e)
+        if signum is not None:   # first: what a signal caused is no error of its own
+            click.echo(_SIGNAL_NAMES.get(signum, f"stopped by signal {signum}"), err=True)
+            return 128 + signum
+        if isinstance(e, click.ClickException):
+            e.show()
+            return 2
+        if isinstance(e, McutextError) and not verbose:
+            click.echo(f"error: {e}", err=True)
+            if e.hint:
+                click.echo(f"hint: {e.hint}", err=True)
+            return 2
+        import serial   # pyserial and OS errors reach the user as one line, too
         if verbose or not isinstance(e, (serial.SerialException, OSError)):
             raise
         click.echo(f"error: {e}", err=True)
         click.echo("hint: check the cable, the port name and that the board is powered", err=True)
         return 2
+    if _stopped_by:   # a signal that arrived while the output was being put in place
+        click.echo(_SIGNAL_NAMES[_stopped_by[0]], err=True)
+        return 128 + _stopped_by[0]
     return 0
 
 

@@ -28,9 +28,11 @@ def register(cli: click.Group) -> None:
     @cli.command()
     @click.argument("bundle", type=click.Path(path_type=Path))
     @click.option("--attack", "attack_name", type=click.Choice(names), required=True,
-                  help="char (= deepwordbug) / typo: character edits; word (= pwws): WordNet "
-                       "synonyms; hotflip: white box on the float model, its texts judged on "
-                       "the runtime. Definitions: docs/robustness.md.")
+                  help="char: per sentence the stronger of deepwordbug and adaptive (which "
+                       "searches the encodings a word's edits reach); typo: internal "
+                       "character edits; word (= pwws): WordNet synonyms; hotflip: white box "
+                       "on the float model, its texts judged on the runtime. Definitions: "
+                       "docs/robustness.md.")
     @click.option("--runtime", type=click.Choice(RUNTIMES), default="tflm", show_default=True,
                   help="Where the model runs: float Keras, int8 in LiteRT or TFLite Micro, or "
                        "the firmware on a board over serial.")
@@ -61,10 +63,13 @@ def register(cli: click.Group) -> None:
     @click.option("--log", type=click.Path(dir_okay=False, path_type=Path), default=None,
                   help="Append every exchange with the device to this file (default with "
                        "--out: <out>/<attack>-device-serial.log).")
+    @click.option("--force", is_flag=True,
+                  help="Write into --out even if it holds files that are not attack results.")
     @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
     def attack(bundle: Path, attack_name: str, runtime: str, port: str | None, budget,
                n: int | None, seed: int, split: str, out: Path | None, journal: Path | None,
-               resume: bool, restart: bool, log: Path | None, as_json: bool) -> None:
+               resume: bool, restart: bool, log: Path | None, force: bool,
+               as_json: bool) -> None:
         """Attack BUNDLE's classifier and report accuracy under attack.
 
         On the device runtime, if the port vanishes or the board stops answering, the
@@ -72,6 +77,9 @@ def register(cli: click.Group) -> None:
         from .attack import attack_cli
         if resume and restart:
             raise click.UsageError("--resume and --restart exclude each other")
+        if out is not None:   # before anything (a journal, a log) is written into it
+            from .outputs import check_out
+            check_out(out, "attack", force)
         if runtime == "device" or journal is not None:
             journal = journal or default_journal(bundle, attack_name, budget, n, seed, split,
                                                  out)

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from .errors import McutextError
+from .outputs import FORCE_HELP
 
 PORT_OPTION = dict(envvar="MCUTEXT_PORT", default=None, metavar="URL", show_envvar=True,
                    help="Serial port or pyserial URL, e.g. /dev/ttyACM0 or "
@@ -31,7 +32,9 @@ def _pct(used: int, budget: int) -> str:
 
 
 def _print_build(res: dict) -> None:
-    click.echo(f"firmware: {res['elf']}")
+    click.echo(f"firmware: {res['elf']}"
+               + (" (up to date: same bundle, board, sources and options; not rebuilt)"
+                  if res.get("reused") else ""))
     click.echo(f"board:    {res['board']} ({res['cpu']})")
     click.echo(f"flash:    {_pct(res['flash_bytes'], res['flash_budget'])}")
     click.echo(f"RAM:      {_pct(res['ram_bytes'], res['ram_budget'])} "
@@ -133,22 +136,26 @@ def register(cli: click.Group) -> None:
     @click.argument("bundle", type=click.Path(path_type=Path))
     @click.option("--board", **BOARD_OPTION)
     @click.option("--out", type=click.Path(path_type=Path), default=None,
-                  help="Output folder (default: build/<bundle>/<board>/).")
+                  help="Output folder (default: beside the bundle, <bundle>/../<board>/ "
+                       "for a folder named bundle, else <bundle>-<board>/).")
     @click.option("--portable", is_flag=True,
                   help="Portable C kernels even on a core with the DSP extension.")
     @click.option("--profile", is_flag=True,
                   help="Count every kernel call of the model (`classify` adds an `ops` line).")
     @click.option("--no-personalize", "no_personalize", is_flag=True,
                   help="Leave on-device learning out (classification-only firmware).")
+    @click.option("--force", is_flag=True, help=FORCE_HELP)
     @click.option("--json", "as_json", is_flag=True)
     def build(bundle: Path, board: str, out: Path | None, portable: bool, profile: bool,
-              no_personalize: bool, as_json: bool) -> None:
+              no_personalize: bool, force: bool, as_json: bool) -> None:
         """Generate the model's C and build the firmware ELF for BOARD.
 
-        Refuses, with the overshoot in bytes, a model that does not fit the board."""
+        Refuses, with the overshoot in bytes, a model that does not fit the board. --out may
+        name an earlier firmware folder (replaced when the build succeeds); another non-empty
+        folder, or a file, only with --force."""
         from .firmware import build as run_build
         res = run_build(bundle, board, out, portable=portable, profile=profile,
-                        personalize=not no_personalize)
+                        personalize=not no_personalize, force=force)
         if as_json:
             _json(res)
         else:
@@ -160,14 +167,17 @@ def register(cli: click.Group) -> None:
     @click.option("--storage", type=click.Path(dir_okay=False, path_type=Path), default=None,
                   help="Host file of the board's storage (`head save` survives a restart); "
                        "created blank if missing. Default: no storage.")
-    def run(target: Path, board: str, storage: Path | None) -> None:
+    @click.option("--out", type=click.Path(path_type=Path), default=None,
+                  help="Firmware folder for a BUNDLE (default: as `mcutext build`).")
+    def run(target: Path, board: str, storage: Path | None, out: Path | None) -> None:
         """Boot firmware in QEMU with the UART on a local TCP port (Ctrl-C stops it).
 
-        Given a bundle folder, builds the firmware first."""
+        Given a bundle folder, builds the firmware first, unless the ELF in the output
+        folder was built from the same bundle, board, sources and options."""
         from .qemu import Qemu
         if target.is_dir():
             from .firmware import build as run_build
-            res = run_build(target, board)
+            res = run_build(target, board, out, reuse=True)
             _print_build(res)
             target = Path(res["elf"])
         vm = Qemu(target, board, storage=storage)

@@ -27,6 +27,7 @@ import click
 from . import progress
 
 from .errors import McutextError
+from .outputs import FORCE_HELP
 
 
 def split_holdout(n: int, holdout: float, seed: int = 0) -> tuple[list[int], list[int]]:
@@ -528,14 +529,17 @@ def register(cli: click.Group) -> None:
     @click.option("--port", **PORT_OPTION)
     @click.option("--timeout", type=float, default=10.0, show_default=True)
     @click.option("--log", **LOG_OPTION)
-    def head_export(file: Path, port: str | None, timeout: float, log: Path | None) -> None:
-        """Save the learned head of the device at --port to FILE (a CRC-checked blob)."""
-        import os
+    @click.option("--force", is_flag=True, help=FORCE_HELP)
+    def head_export(file: Path, port: str | None, timeout: float, log: Path | None,
+                    force: bool) -> None:
+        """Save the learned head of the device at --port to FILE (a CRC-checked blob).
+
+        FILE may be an earlier head export (it is replaced); another file only with --force."""
+        from .outputs import check_out, write_file
+        check_out(file, "head", force)   # before the device is asked
         with _dev(port, timeout, log) as dev:
             blob = dev.export_head()
-        tmp = file.with_name(file.name + ".tmp")   # a complete file or none
-        tmp.write_bytes(blob)
-        os.replace(tmp, file)
+        write_file(file, blob, kind="head", force=force)   # a complete file or none
         click.echo(f"{len(blob)} bytes to {file}")
 
     @head.command("import")

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from .outputs import FORCE_HELP
+
 
 def _json(obj) -> None:
     click.echo(json.dumps(obj, indent=2, default=float))
@@ -56,15 +58,17 @@ def register(cli: click.Group) -> None:
     @click.option("--limit", type=click.IntRange(10, None), default=None,
                   help="Train on a random subset of this many examples (quick runs; such a "
                        "teacher is not used by `mcutext train`).")
+    @click.option("--force", is_flag=True, help=FORCE_HELP)
     @click.option("--json", "as_json", is_flag=True)
     def train_cmd(recipe: str, out: Path | None, epochs: int | None, limit: int | None,
-                  as_json: bool) -> None:
+                  force: bool, as_json: bool) -> None:
         """Fine-tune RECIPE's teacher and report its test accuracy."""
         from .recipe import load_recipe
         from .teacher import train_teacher
         from .train import teacher_path
         r = load_recipe(recipe)
-        path = train_teacher(r, out=out or teacher_path(r), epochs=epochs, limit=limit)
+        path = train_teacher(r, out=out or teacher_path(r), epochs=epochs, limit=limit,
+                             force=force)
         s = _summary(path)
         if as_json:
             _json(s)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from . import quiet  # noqa: E402
 from .errors import McutextError  # noqa: E402
 from .model import OUTPUT_NAMES  # noqa: E402
 
@@ -120,19 +120,11 @@ def to_int8(keras_model, calibration_ids: np.ndarray) -> bytes:
 @contextlib.contextmanager
 def _quiet_stdout():
     """The converter prints progress to stdout (from Python and from C++); keep stdout clean
-    for `--json` output by pointing file descriptor 1 at /dev/null meanwhile."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 1)
-        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
-            yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-        os.close(devnull)
+    for `--json` output by pointing file descriptor 1 at /dev/null meanwhile (and its C++
+    log lines on stderr, unless --verbose: mcutext.quiet)."""
+    with quiet.fd_to_devnull(1), quiet.library_stderr(), open(os.devnull, "w") as sink, \
+            contextlib.redirect_stdout(sink):
+        yield
 
 
 def tflm_interpreter(tflite: bytes):

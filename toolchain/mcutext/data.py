@@ -6,6 +6,7 @@ and line on the first problem, so a broken file never half-loads.
 
 from __future__ import annotations
 
+import collections
 import csv
 import dataclasses
 import io
@@ -30,6 +31,38 @@ class Dataset:
 
     def subset(self, idx) -> "Dataset":
         return Dataset([self.texts[i] for i in idx], [self.labels[i] for i in idx], self.source)
+
+
+def limited(data: Dataset, n: int, rng) -> Dataset:
+    """A random subset of n examples (`--limit n`) that keeps every class of `data`.
+
+    The subset is the first n of rng's permutation; if that misses a class, the first example
+    of the class further on in the permutation replaces the last-drawn example of a class drawn
+    more than once, so a subset that already has every class is the plain random draw."""
+    perm = [int(i) for i in rng.permutation(len(data))]
+    pick = perm[:n]
+    classes = sorted(set(data.labels))
+    drawn = collections.Counter(data.labels[i] for i in pick)
+    missing = [c for c in classes if c not in drawn]
+    if not missing:
+        return data.subset(pick)
+    if n < len(classes):
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise McutextError(
+            f"--limit {n}: a subset of {n} training examples cannot hold all {len(classes)} "
+            f"classes of {data.source}; this one lacks {len(missing)}: {shown}",
+            hint=f"use --limit {len(classes)} or more (a few examples per class is better)")
+    first = {}
+    for i in perm[n:]:
+        first.setdefault(data.labels[i], i)
+    for c in missing:
+        for pos in range(len(pick) - 1, -1, -1):
+            if drawn[data.labels[pick[pos]]] > 1:
+                drawn[data.labels[pick[pos]]] -= 1
+                pick[pos] = first[c]
+                drawn[c] = 1
+                break
+    return data.subset(pick)
 
 
 def data_dir() -> Path:
@@ -176,7 +209,8 @@ def load_split(dataset: str, split: str) -> Dataset:
         if not folder.is_dir():
             raise McutextError(
                 f"unknown dataset '{dataset}': not one of {', '.join(NAMED_DATASETS)} "
-                "and not a folder")
+                f"and no folder {folder.absolute()}",
+                hint="a recipe's dataset path is relative to the recipe file's folder")
     for ext in LOADERS:
         p = folder / f"{split}{ext}"
         if p.is_file():

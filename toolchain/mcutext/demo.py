@@ -27,7 +27,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recipe", default="sst2")
     ap.add_argument("--board", default=os.environ.get("MCUTEXT_BOARD", "mps2-an386"))
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--verbose", action="store_true",
+                    help="Show the libraries' warnings and log lines.")
     args = ap.parse_args(argv)
+    if not args.verbose:
+        from . import quiet
+        quiet.setup()
     try:
         return run(args.recipe, args.board, args.out)
     except McutextError as e:

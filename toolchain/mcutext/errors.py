@@ -10,3 +10,13 @@ class McutextError(Exception):
     def __init__(self, message: str, hint: str | None = None):
         super().__init__(message)
         self.hint = hint
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived: raised by the CLI's signal handler (as Ctrl-C raises
+    KeyboardInterrupt), so that every `finally` and staging folder is cleaned up on the way
+    out. `signum` is the signal's number."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum

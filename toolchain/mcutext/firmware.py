@@ -1,9 +1,14 @@
 """Firmware: bundle + board -> one ELF (arm-none-eabi-gcc), with flash and RAM against the budget.
 
-    build/<bundle-name>/<board>/gen/           the generated model (mcutext.codegen)
-    build/<bundle-name>/<board>/obj/           objects and -fstack-usage reports
-    build/<bundle-name>/<board>/memory.ld      MEMORY from board.toml (INCLUDEd by link.ld)
-    build/<bundle-name>/<board>/firmware.elf   (+ firmware.map, firmware.json: the build report)
+The output folder is beside the bundle: for build/sst2/bundle (what `mcutext train` writes)
+it is build/sst2/<board>/; for a bundle folder of another name, <its folder>-<board>/ next to
+it (default_out_dir):
+
+    build/sst2/<board>/gen/           the generated model (mcutext.codegen)
+    build/sst2/<board>/obj/           objects and -fstack-usage reports
+    build/sst2/<board>/memory.ld      MEMORY from board.toml (INCLUDEd by link.ld)
+    build/sst2/<board>/firmware.elf   (+ firmware.map, firmware.json: the build report)
+    build/sst2/<board>/build.stamp    what the ELF was built from (build(reuse=True))
 
 (<board>-portable/, <board>-profile/ for the variants.) Flash = the loadable sections (vector
 table, code, read-only data, the .data image); RAM = .data + .bss + the stack reserve. A model
@@ -12,11 +17,18 @@ that does not fit is refused with the overshoot in bytes, and so is one whose wo
 uses no heap: a build that links malloc (or any other allocator or stdio entry point) is
 refused too. The report splits the flash by group (core, kernels, model, board, libc) from the
 linker map, and gives the worst-case stack with its deepest call chain.
+
+A build is written to a hidden staging folder beside its output folder and published by
+renaming its files into place only when every check passed: a build that fails (a model that
+does not fit, a stack that cannot be bounded, a compiler error, Ctrl-C) leaves the output
+folder as it was. Publishing replaces the files of an older build (gen/, obj/, firmware.*,
+memory.ld) and nothing else in the folder.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import json
 import math
 import os
@@ -30,6 +42,7 @@ from pathlib import Path
 from . import __version__, stack
 from .boards import PROJECT_ROOT, Board, get_board
 from .errors import McutextError
+from .outputs import staging
 
 FIRMWARE_DIR = PROJECT_ROOT / "firmware"
 KERNELS_DIR = FIRMWARE_DIR / "kernels"
@@ -52,8 +65,15 @@ SHF_WRITE, SHF_ALLOC = 0x1, 0x2
 def read_elf(path: Path) -> tuple[list[dict], dict[str, int]]:
     """(sections, global/weak symbols by name) of a 32-bit little-endian ELF."""
     data = Path(path).read_bytes()
-    if data[:4] != b"\x7fELF" or data[4] != 1 or data[5] != 1:
+    if len(data) < 0x34 or data[:4] != b"\x7fELF" or data[4] != 1 or data[5] != 1:
         raise McutextError(f"{path}: not a 32-bit little-endian ELF file")
+    try:
+        return _read_elf(data)
+    except (struct.error, IndexError, ValueError):
+        raise McutextError(f"{path}: a damaged ELF file (cut short?)") from None
+
+
+def _read_elf(data: bytes) -> tuple[list[dict], dict[str, int]]:
     shoff, = struct.unpack_from("<I", data, 0x20)
     shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x2E)
     raw = [struct.unpack_from("<IIIIIIIIII", data, shoff + i * shentsize) for i in range(shnum)]
@@ -108,6 +128,56 @@ def memory_usage(elf: Path) -> dict:
     if all(k in symbols for k in ("__mt_ram_start", "__mt_ram_used_end")):
         ram = symbols["__mt_ram_used_end"] - symbols["__mt_ram_start"]
     return {"flash": flash, "ram": ram, "sections": detail, "symbols": symbols}
+
+
+# The board an ELF was built for, inside the ELF (a copied ELF still carries it): a section
+# that is not loaded (no SHF_ALLOC), so the image, its flash and RAM figures are unchanged.
+BOARD_SECTION = ".mcutext.board"
+
+
+def embed_board(elf: Path, board_name: str, cc: str) -> None:
+    objcopy = Path(cc).with_name(Path(cc).name.replace("gcc", "objcopy"))
+    note = elf.with_name("board.name")
+    note.write_bytes(board_name.encode("utf-8"))
+    try:
+        _run([str(objcopy), "--add-section", f"{BOARD_SECTION}={note}",
+              "--set-section-flags", f"{BOARD_SECTION}=noload,readonly", str(elf)],
+             f"writing the board name into {elf}")
+    finally:
+        note.unlink()
+
+
+def elf_board(elf: str | Path) -> str | None:
+    """The board `elf` was built for: its BOARD_SECTION, else (an ELF built before there was
+    one) the build report beside it that names it; None when neither says."""
+    elf = Path(elf)
+    try:
+        sections, _ = read_elf(elf)
+    except McutextError:   # not an ELF: QEMU or pyOCD says so
+        return None
+    for s in sections:
+        if s["name"] == BOARD_SECTION:
+            with open(elf, "rb") as f:
+                f.seek(s["offset"])
+                return f.read(s["size"]).decode("utf-8", errors="replace")
+    report = elf.with_name("firmware.json")
+    try:
+        rep = json.loads(report.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if isinstance(rep, dict) and Path(str(rep.get("elf", ""))).name == elf.name \
+            and isinstance(rep.get("board"), str):
+        return rep["board"]
+    return None
+
+
+def check_elf_board(elf: str | Path, board: Board) -> None:
+    """Refuses an ELF built for another board (it would boot and never answer)."""
+    built = elf_board(elf)
+    if built is not None and built != board.name:
+        raise McutextError(f"{elf}: built for {built}, not for {board.name}",
+                           hint=f"use --board {built}, or build it for {board.name}: "
+                                f"`mcutext build BUNDLE --board {board.name}`")
 
 
 # --- build ---------------------------------------------------------------------------------------
@@ -217,10 +287,48 @@ def _stack_frames(obj_dir: Path) -> list[tuple[str, int]]:
     return sorted(frames, key=lambda f: -f[1])
 
 
-def default_out_dir(bundle_name: str, board_name: str, portable: bool = False,
+def default_out_dir(bundle_path: Path, board_name: str, portable: bool = False,
                     profile: bool = False) -> Path:
+    """Beside the bundle: <parent>/<board>/ for a folder named `bundle` (build/sst2/bundle ->
+    build/sst2/<board>/), else <parent>/<bundle folder>-<board>/."""
     variant = ("-portable" if portable else "") + ("-profile" if profile else "")
-    return PROJECT_ROOT / "build" / bundle_name / (board_name + variant)
+    bundle_path = Path(bundle_path).absolute()
+    prefix = "" if bundle_path.name == "bundle" else f"{bundle_path.name}-"
+    return bundle_path.parent / (prefix + board_name + variant)
+
+
+STAMP_FILE = "build.stamp"
+
+
+def build_key(bundle_path: Path, board: Board, cc: str, options: dict) -> str:
+    """sha256 of everything an ELF is made from: the bundle's files, the board's folder (and
+    boards/common), the firmware sources, the code generator, the compiler and the build
+    options. Equal keys: the same ELF would be built again."""
+    h = hashlib.sha256(json.dumps({"mcutext": __version__, "options": options},
+                                  sort_keys=True, default=str).encode())
+    h.update(_run([cc, "--version"], "").stdout.encode())
+    package = Path(__file__).parent
+    trees = [("bundle", Path(bundle_path)), ("board", board.path),
+             ("common", board.path.parent / "common"), ("firmware", FIRMWARE_DIR)]
+    files = [(tag, root, f) for tag, root in trees if root.is_dir()
+             for f in sorted(root.rglob("*")) if f.is_file()]
+    files += [("package", package, package / n) for n in ("codegen.py", "firmware.py",
+                                                          "stack.py")]
+    for tag, root, f in files:
+        h.update(f"{tag}:{f.relative_to(root)}:{f.stat().st_size}\n".encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _reusable(out: Path, key: str) -> dict | None:
+    """The build report of the ELF in `out` if its stamp says it was built from `key`."""
+    try:
+        if (out / STAMP_FILE).read_text().strip() != key:
+            return None
+        report = json.loads((out / "firmware.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return report if Path(report.get("elf", "")).is_file() else None
 
 
 # --- where the flash goes (from the linker map) -------------------------------------------------
@@ -284,9 +392,121 @@ def personalization_flash(report: dict) -> int:
     return sum(report["flash_breakdown"].get("personalize", {}).values())
 
 
+class DoesNotFit(McutextError):
+    """A model too large for the board, with what the measuring link found (`usage`: flash
+    and RAM bytes; `ram_vars`: RAM per variable, ram_variables())."""
+
+    def __init__(self, message: str, hint: str, usage: dict, ram_vars: dict):
+        super().__init__(message, hint)
+        self.usage, self.ram_vars = usage, ram_vars
+
+
+def ram_variables(map_file: Path) -> dict[tuple[str, str], int]:
+    """Bytes of RAM (.data and .bss) per (group, variable), read from the linker map
+    (-fdata-sections gives every variable a section of its own: .bss.<name>)."""
+    text = Path(map_file).read_text(errors="replace")
+    text = text[text.find("Linker script and memory map"):]
+    out: dict[tuple[str, str], int] = {}
+    for m in _MAP_INPUT.finditer(text):
+        name, addr, size, origin = m.group(1), int(m.group(2), 16), int(m.group(3), 16), m.group(4)
+        if size == 0 or addr == 0 or not name.startswith((".bss", ".data")):
+            continue
+        obj = Path(origin.strip()).name
+        group = "libc" if ".a(" in origin else obj.split("_", 1)[0]
+        var = re.sub(r"\.\d+$", "", name.split(".", 2)[2]) if name.count(".") >= 2 else obj
+        out[(group, var)] = out.get((group, var), 0) + size
+    return out
+
+
+def _without_personalization(bundle_path: Path, board: Board, out: Path, portable: bool,
+                             profile: bool, defines: dict | None) -> dict | None:
+    """Flash and RAM of the same build with personalization left out, and whether it fits
+    (None if that build fails for another reason). Built in a scratch folder, then removed."""
+    scratch = out / "no-personalize"
+    try:
+        rep = build(bundle_path, board, scratch, portable=portable, profile=profile,
+                    personalize=False, defines=defines)
+        return {"fits": True, "flash": rep["flash_bytes"], "ram": rep["ram_bytes"],
+                "ram_vars": ram_variables(Path(rep["map"]))}
+    except DoesNotFit as e:
+        return {"fits": False, "flash": e.usage["flash"], "ram": e.usage["ram"],
+                "ram_vars": e.ram_vars}
+    except McutextError:
+        return None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _largest(vars_: dict[tuple[str, str], int], n: int = 3) -> str:
+    top = sorted(vars_.items(), key=lambda kv: (-kv[1], kv[0]))
+    names = ", ".join(f"{var} {size}" for (_, var), size in top[:n])
+    return f" ({names}{', ...' if len(top) > n else ''})" if names else ""
+
+
+def _fit_report(name: str, board: Board, usage: dict, ram_vars: dict, map_file: Path, gen: dict,
+                worst: int | None, lean: dict | None, link_stderr: str) -> tuple[str, str]:
+    """The error and the hint for a model that does not fit: what uses the RAM or flash
+    that is short, and what would make it fit."""
+    flash_over, ram_over = usage["flash"] > board.flash_bytes, usage["ram"] > board.ram_bytes
+    over, parts, hints = [], [], []
+    if flash_over:
+        over.append(f"flash needs {usage['flash']} bytes of {board.flash_bytes} "
+                    f"({usage['flash'] - board.flash_bytes} bytes too many)")
+    if ram_over:
+        over.append(f"RAM needs {usage['ram']} bytes of {board.ram_bytes} "
+                    f"({usage['ram'] - board.ram_bytes} bytes too many)")
+    if not over:  # alignment padding only the real link sees
+        over = [m.group(0) for m in _OVERFLOW.finditer(link_stderr)]
+    if flash_over:
+        groups = {g: sum(k.values()) for g, k in flash_breakdown(map_file).items()}
+        weights = int(gen.get("weights_bytes") or 0)
+        parts.append(f"flash (bytes): int8 weights {weights}, the model's code and other "
+                     f"constants {groups['model'] - weights}, kernels {groups['kernels']}, core "
+                     f"{groups['core']}, board {groups['board']}, personalization "
+                     f"{groups['personalize']}, libc {groups['libc']}")
+        hints.append("fewer tokenizer.buckets or a smaller model.embed_dim shrink the int8 "
+                     "weights (the embedding table is buckets x embed_dim bytes)")
+    if ram_over:
+        arena = {k: v for k, v in ram_vars.items() if k[0] == "model"}
+        if lean is not None:   # what the build without personalization does not have
+            pers = {k: v - lean["ram_vars"].get(k, 0) for k, v in ram_vars.items()
+                    if k[0] != "model" and v > lean["ram_vars"].get(k, 0)}
+            n_pers = usage["ram"] - lean["ram"]
+        else:
+            pers = {k: v for k, v in ram_vars.items() if k[0] == "personalize"}
+            n_pers = sum(pers.values())
+        rest = {k: v for k, v in ram_vars.items() if k not in arena and k not in pers}
+        n_rest = usage["ram"] - board.stack_bytes - sum(arena.values()) - n_pers
+        stack_part = f"stack reserve {board.stack_bytes}" + (
+            f" (worst case {worst})" if worst is not None else "")
+        items = sorted([(n_pers, f"personalization {n_pers}{_largest(pers)}"),
+                        (sum(arena.values()), f"activation arena {sum(arena.values())}"),
+                        (board.stack_bytes, stack_part),
+                        (n_rest, f"the rest {n_rest}{_largest(rest)}")], key=lambda x: -x[0])
+        parts.append("RAM (bytes): " + ", ".join(text for n, text in items if n > 0))
+        biggest = items[0][1]
+        if biggest.startswith("activation arena"):
+            hints.append("fewer tokenizer.max_words or model.conv_filters shrink the activation "
+                         "arena")
+        elif biggest.startswith("personalization"):
+            hints.append("the personalization head and its buffers grow with "
+                         "model.feature_dim and model.max_new_labels")
+    if lean is not None and lean["fits"]:
+        hints.insert(0, f"`--no-personalize` fits (flash {lean['flash']} of "
+                        f"{board.flash_bytes}, RAM {lean['ram']} of {board.ram_bytes} bytes): "
+                        "classification only, no learning on the device")
+    elif lean is not None:
+        hints.append(f"even with `--no-personalize` it needs flash {lean['flash']} and RAM "
+                     f"{lean['ram']} bytes")
+    hints.append("or a board with more memory (`mcutext boards`)")
+    return (f"model '{name}' does not fit on {board.name}: " + "; ".join(over)
+            + (". " + "; ".join(parts) if parts else ""), "; ".join(hints))
+
+
 def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | None = None, *,
           portable: bool = False, profile: bool = False, personalize: bool = True,
-          defines: dict[str, str] | None = None) -> dict:
+          defines: dict[str, str] | None = None, reuse: bool = False,
+          force: bool = False) -> dict:
     """Generate the model, compile core + kernels + model + board, link, check the budget.
 
     portable=True compiles the kernels' portable C path even on a core with the DSP
@@ -296,6 +516,11 @@ def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | Non
     personalize=False leaves on-device learning out (-DMT_NO_PERSONALIZE): the
     classification-only firmware.
     defines: extra -D macros for every file (tests: MT_FAULT_COMMAND=1 adds a `fault` command).
+    reuse=True returns the report of the ELF already in the output folder, without building,
+    when its stamp (build_key) matches: same bundle, board, sources, compiler and options
+    (report["reused"] is then True).
+    out_dir may be absent, empty or an earlier firmware folder (replaced whole when the build
+    succeeds); anything else only with force=True (mcutext.outputs.check_out).
     Returns the build report (also written next to the ELF as firmware.json)."""
     from .bundle import load_bundle
 
@@ -305,12 +530,38 @@ def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | Non
     bundle = load_bundle(bundle_path)
     bundle.tflite_bytes  # a model that disagrees with its manifest: refused before out/ is touched
     cc = _toolchain()
-    out = Path(out_dir) if out_dir else default_out_dir(bundle.name, board.name, portable,
+    out = Path(out_dir) if out_dir else default_out_dir(bundle_path, board.name, portable,
                                                         profile)
-    gen_dir, obj_dir = out / "gen", out / "obj"
+    key = build_key(bundle_path, board, cc, {"portable": portable, "profile": profile,
+                                             "personalize": personalize,
+                                             "defines": defines or {}})
+    if reuse and (report := _reusable(out, key)) is not None:
+        return {**report, "reused": True}
+    made = [p for p in out.parents if not p.exists()]   # removed again if the build fails
+    # built in a staging folder beside `out` and swapped in whole: a failed or interrupted
+    # build leaves `out` as it was
+    try:
+        with staging(out, "firmware", force) as work:
+            report = _build_in(work, out, board, bundle, bundle_path, cc, portable=portable,
+                               profile=profile, personalize=personalize, defines=defines,
+                               t0=t0, key=key)
+    except BaseException:
+        for p in made:
+            try:
+                p.rmdir()
+            except OSError:
+                break
+        raise
+    return {**report, "reused": False}
+
+
+def _build_in(work: Path, out: Path, board: Board, bundle, bundle_path: Path, cc: str, *,
+              portable: bool, profile: bool, personalize: bool,
+              defines: dict[str, str] | None, t0: float, key: str) -> dict:
+    """build() in the staging folder `work`; the report names the files at `out`."""
+    gen_dir, obj_dir = work / "gen", work / "obj"
     for d in (gen_dir, obj_dir):
-        shutil.rmtree(d, ignore_errors=True)
-        d.mkdir(parents=True)
+        d.mkdir()
 
     # DSP-layout weights only where the kernels' DSP path runs (they would be dead flash
     # on a Cortex-M0 or in a portable build).
@@ -328,7 +579,9 @@ def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | Non
     seq_len = int(bundle.manifest.get("seq_len") or bundle.tokenizer.spec.seq_len)
     if not personalize:
         defines = {**(defines or {}), "MT_NO_PERSONALIZE": "1"}
-    cflags = compile_flags(board, seq_len, include_dirs, portable, profile, defines)
+    # debug info and __FILE__ name the files where they end up, not the staging folder
+    cflags = compile_flags(board, seq_len, include_dirs, portable, profile, defines) + [
+        f"-ffile-prefix-map={work}={out}"]
 
     def compile_one(item):
         i, (group, src) = item
@@ -341,37 +594,31 @@ def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | Non
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         objects = list(pool.map(compile_one, enumerate(sources)))
 
-    elf, map_file = out / "firmware.elf", out / "firmware.map"
+    elf, map_file = work / "firmware.elf", work / "firmware.map"
     link = [cc, *board.cpu_flags(), "-nostartfiles", "--specs=nano.specs",
-            "-Wl,--gc-sections", f"-Wl,-Map={map_file}", f"-L{out}",
+            "-Wl,--gc-sections", f"-Wl,-Map={map_file}", f"-L{work}",
             f"-T{board.linker_script}", *map(str, objects), "-lm", "-lgcc", "-o", str(elf)]
-    (out / "memory.ld").write_text(_memory_ld(board, board.flash_bytes, board.ram_bytes))
+    (work / "memory.ld").write_text(_memory_ld(board, board.flash_bytes, board.ram_bytes))
     p = _run(link, "")
     if p.returncode != 0:
         if not _OVERFLOW.search(p.stderr):
             raise McutextError("linking failed:\n" + "\n".join(p.stderr.strip().splitlines()[-25:]))
         # Link again with roomy regions, only to measure by how much the model is too large.
-        (out / "memory.ld").write_text(_memory_ld(board, _MEASURE_BYTES, _MEASURE_BYTES))
+        (work / "memory.ld").write_text(_memory_ld(board, _MEASURE_BYTES, _MEASURE_BYTES))
         _run(link, "linking (to measure the overshoot)")
         usage = memory_usage(elf)
+        try:
+            worst = stack.analyze(elf, obj_dir, fpu=board.fpu != "none")["worst_case"]
+        except McutextError:
+            worst = None
         elf.unlink()
-        over = []
-        if usage["flash"] > board.flash_bytes:
-            over.append(f"flash needs {usage['flash']} bytes of {board.flash_bytes} "
-                        f"({usage['flash'] - board.flash_bytes} bytes too many)")
-        if usage["ram"] > board.ram_bytes:
-            over.append(f"RAM needs {usage['ram']} bytes of {board.ram_bytes} "
-                        f"({usage['ram'] - board.ram_bytes} bytes too many)")
-        if not over:  # alignment padding only the real link sees
-            over = [m.group(0) for m in _OVERFLOW.finditer(p.stderr)]
-        sizes = (f"int8 weights {gen.get('weights_bytes')} bytes, activation arena "
-                 f"{gen.get('arena_bytes')} bytes"
-                 + (f", encoding table {gen['encoding_bytes']} bytes"
-                    if gen.get("encoding_bytes") else ""))
-        raise McutextError(f"model '{bundle.name}' does not fit on {board.name}: "
-                           + "; ".join(over) + f" ({sizes})",
-                           hint="use a smaller recipe (fewer buckets, smaller embeddings) "
-                                "or a board with more memory (`mcutext boards`)")
+        ram_vars = ram_variables(map_file)
+        # what the same build without personalization would need: measured, not estimated
+        lean = (_without_personalization(bundle_path, board, work, portable, profile, defines)
+                if personalize else None)
+        message, hint = _fit_report(bundle.name, board, usage, ram_vars, map_file, gen, worst,
+                                    lean, p.stderr)
+        raise DoesNotFit(message, hint, usage, ram_vars)
 
     usage = memory_usage(elf)
     linked = sorted(s for s in FORBIDDEN_SYMBOLS if s in usage["symbols"])
@@ -379,14 +626,13 @@ def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | Non
         raise McutextError(f"{elf}: links {', '.join(linked)}; the firmware must not use the "
                            "heap or stdio")
     frames = _stack_frames(obj_dir)
-    # Worst-case stack from the .su files and the call graph, against the stack reserve;
-    # an image that may overflow it is not left behind.
-    try:
-        stack_report = stack.analyze(elf, obj_dir, fpu=board.fpu != "none")
-        stack.check_budget(stack_report, board.stack_bytes, board.name)
-    except McutextError:
-        elf.unlink(missing_ok=True)
-        raise
+    # Worst-case stack from the .su files and the call graph, against the stack reserve (an
+    # image that may overflow it is not published: the staging folder is dropped)
+    stack_report = stack.analyze(elf, obj_dir, fpu=board.fpu != "none")
+    stack.check_budget(stack_report, board.stack_bytes, board.name)
+    embed_board(elf, board.name, cc)
+    # the map names the objects where they end up, as the debug info does
+    map_file.write_text(map_file.read_text(errors="replace").replace(str(work), str(out)))
     report = {
         "bundle": bundle.name,
         "bundle_path": str(bundle_path),
@@ -395,8 +641,8 @@ def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | Non
         "kernels": "dsp" if board.dsp and not portable else "portable",
         "profile": profile,
         "ops": gen.get("ops"),
-        "elf": str(elf),
-        "map": str(map_file),
+        "elf": str(out / elf.name),
+        "map": str(out / map_file.name),
         "flash_bytes": usage["flash"],
         "flash_budget": board.flash_bytes,
         "ram_bytes": usage["ram"],
@@ -412,7 +658,7 @@ def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | Non
         "largest_stack_frames": frames[:5],
         "stack_worst_case": stack_report["worst_case"],
         "stack": stack_report,
-        "generated": [str(f) for f in gen_files],
+        "generated": [str(out / f.relative_to(work)) for f in gen_files],
         "qemu_machine": board.qemu_machine,
         "icount_shift": board.icount_shift,
         "personalize": personalize,
@@ -420,5 +666,6 @@ def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | Non
     }
     report["runtime_flash_bytes"] = runtime_overhead(report)
     report["personalization_flash_bytes"] = personalization_flash(report)
-    (out / "firmware.json").write_text(json.dumps(report, indent=2) + "\n")
+    (work / "firmware.json").write_text(json.dumps(report, indent=2) + "\n")
+    (work / STAMP_FILE).write_text(key + "\n")
     return report

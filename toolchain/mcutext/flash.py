@@ -51,6 +51,8 @@ def flash(elf: str | Path, board: str | Board, probe: str | None = None) -> dict
     if not elf.is_file():
         raise McutextError(f"{elf}: no such firmware file",
                            hint=f"build one with `mcutext build BUNDLE --board {board.name}`")
+    from .firmware import check_elf_board
+    check_elf_board(elf, board)
     cmd = flash_command(elf, board, probe)
     p = subprocess.run(cmd, capture_output=True, text=True)
     out = (p.stdout + p.stderr).strip()

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from .boards import PROJECT_ROOT
 from .errors import McutextError
+from .outputs import check_out, write_file
 
 FIRMWARE_DIR = PROJECT_ROOT / "firmware"
 KERNELS_DIR = FIRMWARE_DIR / "kernels"
@@ -323,7 +324,7 @@ def run_target(exe: Path, seeds: Path, out_dir: str | Path, seconds: int,
 
 
 def write_report(results: list[dict], out_dir: Path, bundle: str) -> None:
-    (out_dir / "report.json").write_text(json.dumps(
+    write_file(out_dir / "report.json", json.dumps(
         {"bundle": bundle, "results": results}, indent=2) + "\n")
     lines = ["# Fuzzing report", "", f"Bundle: `{bundle}`", "",
              "| target | seconds | executions | exec/s | corpus files | result |",
@@ -332,7 +333,7 @@ def write_report(results: list[dict], out_dir: Path, bundle: str) -> None:
         rate = r["executions"] / max(r["wall_seconds"], 1e-9)
         lines.append(f"| {r['target']} | {r['seconds']} | {r['executions']:,} | {rate:,.0f} | "
                      f"{r['corpus_files']} | {'CRASH' if r['crashed'] else 'no crash'} |")
-    (out_dir / "report.md").write_text("\n".join(lines) + "\n")
+    write_file(out_dir / "report.md", "\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -342,10 +343,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(PROJECT_ROOT / "build" / "fuzz"))
     ap.add_argument("--seconds", type=int, default=600, help="per target")
     ap.add_argument("--targets", default=",".join(TARGETS))
+    ap.add_argument("--force", action="store_true",
+                    help="use --out even if it holds files that are not a fuzzing run's")
     a = ap.parse_args(argv)
     out = Path(a.out)
     targets = tuple(t for t in a.targets.split(",") if t)
     try:
+        check_out(out, "fuzz", a.force)   # gen/, obj/ and seeds/ in it are rebuilt
         if not (Path(a.bundle) / "manifest.json").is_file():
             raise McutextError(f"{a.bundle}: no bundle to fuzz with",
                                hint="train one first (`make demo`) or pass --bundle DIR")
@@ -353,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
         seeds = write_seeds(a.bundle, exes, out)
     except McutextError as e:
         print(f"error: {e}", file=sys.stderr)
+        if e.hint:
+            print(f"hint: {e.hint}", file=sys.stderr)
         return 2
     results = []
     for t in targets:   # one at a time: one core each, the others stay free

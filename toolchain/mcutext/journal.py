@@ -66,13 +66,8 @@ class Journal:
 
     def start(self, header: dict) -> None:
         """A new journal holding only `header` (replaces any older one atomically)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(json.dumps({"journal": 1, **header}) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        from .outputs import write_file
+        write_file(self.path, json.dumps({"journal": 1, **header}) + "\n")
         self.header = {"journal": 1, **header}
         self.entries = []
 

@@ -394,15 +394,18 @@ class Trainer:
         rng = np.random.default_rng(self.recipe.train.seed)
         t_sent = (data.t_sent if self.proj is not None
                   else np.zeros((n, 1), np.float32))
-        with progress.task(f"training {self.recipe.name}", total=epochs) as update:
+        # the bar counts steps (batches), so its time estimate shows within the first epoch
+        with progress.task(f"training {self.recipe.name}", total=epochs * -(-n // bs)) as update:
             for epoch in range(epochs):
                 if schedule is not None:
                     schedule.begin_epoch(epoch, epochs)
                 adv = x_tr
                 if self.cfg.adv_weight > 0:
+                    update(status=f"epoch {epoch + 1}/{epochs}: adversarial examples")
                     adv = x_tr.copy()
                     adv[orig] = self.adversarial_ids([data.texts[i] for i in orig], data.y[orig],
                                                      tokenizer, epoch)
+                update(status=f"epoch {epoch + 1}/{epochs}")
                 order = rng.permutation(n)
                 totals: dict[str, float] = {}
                 steps = 0
@@ -416,6 +419,7 @@ class Trainer:
                     for key, v in parts.items():
                         totals[key] = totals.get(key, 0.0) + float(v)
                     steps += 1
+                    update(advance=1)
                 val = self.model.predict(x_dv, batch_size=1024, verbose=0)[0].argmax(1)
                 acc = float(np.mean(val == y_dv))
                 for key, v in totals.items():
@@ -423,6 +427,7 @@ class Trainer:
                 history["val_accuracy"].append(acc)
                 if acc > best_acc and (schedule is None or schedule.may_keep(epoch, epochs)):
                     best_acc, best_weights = acc, self.model.get_weights()
-                update(advance=1, status=f"loss {totals['loss'] / steps:.3f} val_acc {acc:.3f}")
+                update(status=f"epoch {epoch + 1}/{epochs} loss {totals['loss'] / steps:.3f} "
+                              f"val_acc {acc:.3f}")
         self.model.set_weights(best_weights)
         return history

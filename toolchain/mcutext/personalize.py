@@ -22,6 +22,10 @@ factory copy is set to the same values, so L2 pulls it toward its imprint, not t
 Rows not scored (inactive, or added and not imprinted yet) take no part in a step: their
 W, b and momentum stay as they are.
 
+A refusal changes nothing, as on the device: a step (or imprint) that would leave a value not
+finite is not taken, `train` and `imprint_mean` refused part way bring the head back to where
+they started, and the update count saturates at 2^32 - 1 (`MAX_UPDATES`).
+
 Added labels' names follow the device's rule (`valid_label_name`); only added labels can be
 removed or renamed. `blob()` / `load_blob()` read and write the device's serialized state
 (format in docs/personalization.md; `firmware/personalize.c` writes the same layout).
@@ -46,6 +50,7 @@ ACTIVE, FRESH = 1, 2
 # Rows reserved for added labels when the manifest's head has no `max_new_labels`; the
 # firmware build (codegen's model_head.h) uses the same default.
 DEFAULT_MAX_NEW_LABELS = 4
+MAX_UPDATES = 0xFFFFFFFF   # the blob's uint32 update count saturates there
 
 
 def valid_label_name(name: str) -> bool:
@@ -171,6 +176,17 @@ class HeadSimulator:
         return self.scores(f).argmax(axis=-1)
 
     # --- learning ----------------------------------------------------------------------------
+    def _state(self) -> tuple:
+        """Everything a step or an imprint changes (the device's mt_head_snapshot_t)."""
+        return (self.W.copy(), self.b.copy(), self.V.copy(), self.vb.copy(), self.W0.copy(),
+                self.b0.copy(), set(self._fresh), self.updates)
+
+    def _restore(self, state: tuple) -> None:
+        (self.W, self.b, self.V, self.vb, self.W0, self.b0, self._fresh, self.updates) = state
+
+    def _count_update(self) -> None:
+        self.updates = min(self.updates + 1, MAX_UPDATES)
+
     def _imprint(self, i: int, v: np.ndarray, sub_mean: bool = True) -> None:
         """Row i = s d / |d|, d = v - mean (sub_mean) or v; s = the mean norm of the factory
         rows; bias = mean over the factory rows of (b_r + W_r . mean) - W[i] . mean."""
@@ -188,8 +204,9 @@ class HeadSimulator:
         """`head imprint`: every added label with examples in (F, Y) gets the imprint of the
         sum of its examples' unit vectors (f - mean) / |f - mean| (an example at the mean adds
         nothing); its momentum restarts at zero; each imprint counts one update. Returns the
-        rows imprinted."""
+        rows imprinted. An imprint that would overflow refuses them all (nothing changed)."""
         F, Y = np.asarray(F, F32), np.asarray(Y)
+        before = self._state()
         done = []
         for i in range(self.factory_classes, self.c_max):
             if not self.active[i] or not np.any(Y == i):
@@ -200,16 +217,14 @@ class HeadSimulator:
             acc = (d[keep] / n[keep, None]).sum(axis=0, dtype=F32).astype(F32)
             if not np.any(acc != 0):
                 continue
-            saved = (self.W.copy(), self.b.copy(), self.W0.copy(), self.b0.copy(),
-                     set(self._fresh))
             with np.errstate(over="ignore", invalid="ignore"):
                 self._imprint(i, acc, sub_mean=False)
             if not (np.isfinite(self.W).all() and np.isfinite(self.b).all()):
-                (self.W, self.b, self.W0, self.b0, self._fresh) = saved
+                self._restore(before)
                 raise McutextError("the imprint would make the head overflow: not imprinted")
             self.V[i] = 0
             self.vb[i] = 0
-            self.updates += 1
+            self._count_update()
             done.append(i)
         return done
 
@@ -221,16 +236,15 @@ class HeadSimulator:
         f = np.asarray(f, F32)
         if not self.active[y]:
             raise McutextError(f"label index {y} is not active")
-        saved = (self.W.copy(), self.b.copy(), self.V.copy(), self.vb.copy(), self.W0.copy(),
-                 self.b0.copy(), set(self._fresh))
+        saved = self._state()
         with np.errstate(over="ignore", invalid="ignore"):
             loss = self._step(f, y)
         if not (np.isfinite(self.W).all() and np.isfinite(self.b).all()
                 and np.isfinite(self.V).all() and np.isfinite(self.vb).all()):
-            (self.W, self.b, self.V, self.vb, self.W0, self.b0, self._fresh) = saved
+            self._restore(saved)
             raise McutextError("the step would make the head overflow (lower lr or l2): "
                                "not learned")
-        self.updates += 1
+        self._count_update()
         return loss
 
     def _step(self, f: np.ndarray, y: int) -> float:
@@ -255,10 +269,17 @@ class HeadSimulator:
         return loss
 
     def train(self, F: np.ndarray, Y: np.ndarray, epochs: int = 1) -> list[float]:
-        """Epochs over the examples in the given order (as the device does)."""
+        """Epochs over the examples in the given order (as the device does). A step refused part
+        way brings the head back to where it was before the first epoch, as `head train`
+        does, and raises."""
+        before = self._state()
         losses = []
-        for _ in range(epochs):
-            losses.append(float(np.mean([self.step(f, int(y)) for f, y in zip(F, Y)])))
+        try:
+            for _ in range(epochs):
+                losses.append(float(np.mean([self.step(f, int(y)) for f, y in zip(F, Y)])))
+        except McutextError:
+            self._restore(before)
+            raise
         return losses
 
     def reset(self) -> None:

@@ -14,7 +14,8 @@ positions, as the original.
 
 Primitives
     char edits on a word     swap adjacent characters, substitute, delete, insert,
-                             QWERTY-neighbour substitution (`char_edit`, `char_candidates`)
+                             QWERTY-neighbour substitution (`char_edit`, `char_candidates`);
+                             every one-edit variant of a word (`edit_family`)
     typos (Pruthi et al.)    one edit of an *internal* character: swap two adjacent internal
                              characters, drop one, add one, or replace one by a keyboard
                              neighbour; first and last characters stay (`typo`,
@@ -148,6 +149,39 @@ def char_candidates(word: str, rng: np.random.Generator, per_kind: int = 2,
             if w not in seen:
                 seen.add(w)
                 out.append(w)
+    return out
+
+
+def edit_family(word: str) -> list[str]:
+    """Every word one `char_edit` can make of `word`, each once, in a fixed order: adjacent
+    swaps of two different characters, substitutions of any character by any of the 26
+    letters (in the replaced character's case; the QWERTY-neighbour edits are among them),
+    deletions (words of 2+ characters) and insertions of any letter at any position (in the
+    case of the character before it, the first character's at position 0). The word itself
+    is not in the family. This is the family the certification (mcutext.certify) enumerates
+    and the adaptive attack searches."""
+    n = len(word)
+    seen = {word}
+    out: list[str] = []
+
+    def add(w: str) -> None:
+        if w not in seen:
+            seen.add(w)
+            out.append(w)
+
+    for i in range(n - 1):
+        if word[i] != word[i + 1]:
+            add(swap_chars(word, i))
+    for i in range(n):
+        for c in LETTERS:
+            add(substitute_char(word, i, c))
+    if n >= 2:
+        for i in range(n):
+            add(delete_char(word, i))
+    if n:
+        for i in range(n + 1):
+            for c in LETTERS:
+                add(insert_char(word, i, c))
     return out
 
 

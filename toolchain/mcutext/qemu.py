@@ -23,8 +23,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Iterator
@@ -63,6 +65,34 @@ def qemu_command(board: Board, elf: Path, chardev_fd: int,
             "-semihosting-config", semihosting_config(storage), "-kernel", str(elf)]
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int):
+    """A preexec_fn: the child gets SIGKILL when the process that started it ends, however it
+    ends (SIGKILL included), so no QEMU outlives `mcutext run` or a test and holds its port.
+    The parent may already be gone between fork and prctl: then the child ends itself."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    prctl = libc.prctl
+
+    def preexec() -> None:
+        if prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0 or os.getppid() != parent:
+            os._exit(1)
+    return preexec
+
+
+def popen(cmd: list[str], **kw) -> subprocess.Popen:
+    """subprocess.Popen for QEMU: in its own session (a Ctrl-C on the terminal reaches only
+    mcutext, which stops QEMU itself) and, on Linux, killed when its parent dies.
+
+    PR_SET_PDEATHSIG fires when the thread that forked the child exits: start QEMU from the
+    main thread or from a thread that outlives it."""
+    if sys.platform.startswith("linux"):
+        kw["preexec_fn"] = _die_with_parent(os.getpid())
+    return subprocess.Popen(cmd, start_new_session=True, **kw)
+
+
 class Qemu:
     """One running QEMU. Use `boot()`; `stop()` (or leaving the `with`) ends it."""
 
@@ -79,6 +109,8 @@ class Qemu:
                                     f"flash a real {self.board.name} with `mcutext flash`")
         if not self.elf.is_file():
             raise McutextError(f"{self.elf}: no such firmware file")
+        from .firmware import check_elf_board
+        check_elf_board(self.elf, self.board)   # another board's ELF boots and never answers
         self.log_path = Path(log_path) if log_path else self.elf.with_name("qemu.log")
         self.process: subprocess.Popen | None = None
         self.port: int | None = None
@@ -107,9 +139,8 @@ class Qemu:
             with open(self.log_path, "wb") as log:
                 log.write((" ".join(cmd) + "\n").encode())
                 log.flush()
-                self.process = subprocess.Popen(cmd, pass_fds=[fd], stdin=subprocess.DEVNULL,
-                                                stdout=log, stderr=log,
-                                                start_new_session=True)
+                self.process = popen(cmd, pass_fds=[fd], stdin=subprocess.DEVNULL,
+                                     stdout=log, stderr=log)
         finally:
             listener.close()  # QEMU holds its own copy; when it exits, connects are refused
         # A bad machine name or ELF makes QEMU exit at once: report it rather than a refused

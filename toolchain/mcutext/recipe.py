@@ -7,14 +7,22 @@ keys and impossible values are errors that name the file and the key.
 taken, and the keys the variant sets replace the base's, key by key. A variant that sets no
 `[teacher]` key and keeps the base's dataset shares the base's cached teacher
 (build/teachers/<base>).
+
+Paths in a recipe are relative to the folder of the file that names them, never to the
+current directory: `dataset` (unless it is one of the named datasets, looked up in
+MCUTEXT_DATA_DIR), `base = "x.toml"` (a name without .toml is a recipe under models/),
+`objective.teacher` and folder entries of `objective.embed_texts`. They are stored absolute,
+so a bundle finds its data from any working directory.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 from pathlib import Path
 
+from .data import NAMED_DATASETS
 from .encoding import EncodingConfig
 from .errors import McutextError
 from .objective import ObjectiveConfig
@@ -320,12 +328,38 @@ def _recipe_path(name_or_path: str | Path, relative_to: Path | None = None) -> P
         path = models_dir() / f"{name_or_path}.toml"
         if not path.is_file():
             known = ", ".join(sorted(p.stem for p in models_dir().glob("*.toml")))
-            raise McutextError(f"unknown recipe '{name_or_path}' (known: {known})")
-    elif relative_to is not None and not path.is_absolute():
-        path = relative_to.parent / path
+            raise McutextError(f"unknown recipe '{name_or_path}': no {path} (known: {known})",
+                               hint="a recipe file of your own is named by its path, "
+                                    "ending in .toml")
+    elif relative_to is not None:
+        path = _beside(relative_to, str(path))
     if not path.is_file():
-        raise McutextError(f"{path}: no such recipe file")
+        where = f", relative to the folder of {relative_to}" if relative_to is not None else ""
+        raise McutextError(f"{path.absolute()}: no such recipe file{where}")
     return path
+
+
+def _beside(recipe_file: Path, name: str) -> Path:
+    """`name` resolved against the recipe file's folder (an absolute name stays as it is)."""
+    return Path(os.path.normpath(recipe_file.absolute().parent / name))
+
+
+def _resolve_paths(raw: dict, path: Path) -> None:
+    """The recipe's path fields made absolute against its own folder (in place)."""
+    from .sentence import VOCAB_SOURCE
+
+    def resolve(v):
+        return str(_beside(path, v)) if isinstance(v, str) and v else v
+
+    if "dataset" in raw and raw["dataset"] not in NAMED_DATASETS:
+        raw["dataset"] = resolve(raw.get("dataset"))
+    obj = raw.get("objective")
+    if isinstance(obj, dict):
+        if "teacher" in obj:
+            obj["teacher"] = resolve(obj["teacher"])
+        if isinstance(obj.get("embed_texts"), list):
+            obj["embed_texts"] = [v if v in NAMED_DATASETS or v == VOCAB_SOURCE else resolve(v)
+                                  for v in obj["embed_texts"]]
 
 
 def _read_raw(path: Path, depth: int = 0) -> tuple[dict, str]:
@@ -343,6 +377,7 @@ def _read_raw(path: Path, depth: int = 0) -> tuple[dict, str]:
     for table in TABLES:
         if table in raw and not isinstance(raw[table], dict):
             raise McutextError(f"{path}: [{table}] must be a table")
+    _resolve_paths(raw, path)
     teacher_name = raw.get("name") if isinstance(raw.get("name"), str) else ""
     if "base" not in raw:
         return raw, teacher_name

@@ -18,10 +18,13 @@ what the image runs, library code and compiler-made calls included:
   and each type the functions that may be stored in it. The candidates are the functions
   whose address the objects take (a relocation that is not a call); an indirect call in a
   file without a rule, an address-taken function that no rule and no vector table covers,
-  or a rule that resolves to nothing are errors, never a guess. A struct field's pointer
-  (FIELD_OFFSETS) narrows to what the initializers put in that field; a register loaded
-  from a literal just before (`ldr r3, =f; bx r3`) is a direct call to f; a computed branch
-  (`mov pc, rX`) must be a jump table whose entries all lie in the same function.
+  or a rule that resolves to nothing are errors, never a guess, except for the pointer types
+  of NULL_CHECKED: their callers test the pointer first and the code generator leaves it NULL
+  for a model that does not use them, so with no candidate the call never happens. A
+  struct field's pointer (FIELD_OFFSETS) narrows to what the initializers put in that
+  field; a register loaded from a literal just before (`ldr r3, =f; bx r3`) is a direct
+  call to f; a computed branch (`mov pc, rX`) must be a jump table whose entries all lie in
+  the same function.
 - Recursion (a cycle in the graph) is an error: its depth has no bound.
 - Roots: the reset handler (thread mode) and every other handler of the vector table. Each
   distinct handler is assumed to be active at most once at a time (they nest, so their
@@ -63,6 +66,17 @@ CALLBACK_RULES: list[tuple[str, str, str, str]] = [
     ("conv.c", r".*", "mt_conv_quads_fn", r"model\.c:mt_gen_conv_quads\w*|conv\.c:\w+"),
     ("mul.c", r".*", "mt_mul_sum_fn", r"model\.c:mt_gen_mul_sum\w*|mul\.c:\w+"),
 ]
+
+# Pointer types whose every call site is guarded by a test against NULL, stored only by the
+# generated model (the kernels' specialized loops): an image that takes the address of none of
+# their targets (e.g. an embed_dim that is no multiple of 4 leaves the conv's DSP path out)
+# never calls through them.
+NULL_CHECKED: dict[str, str] = {
+    "mt_conv_quads_fn": "conv.c: conv_dsp_ok() requires dsp_quads unless out_ch < 4, when "
+                        "conv_dsp() does not call it",
+    "mt_avg_pool_fn": "avg_pool.c: called only when dsp_1d is not NULL",
+    "mt_mul_sum_fn": "mul.c: mul_sum_dsp_ok() requires dsp_fn",
+}
 
 # Pointer types that are fields of a struct: the field's offset -> its name. A call site that
 # loads its pointer from one of these offsets (`ldr rX, [rY, #off]` before `blx rX`) can only
@@ -493,6 +507,12 @@ def analyze(elf: str | Path, obj_dir: str | Path, fpu: bool) -> dict:
                                   "mcutext.stack.CALLBACK_RULES")
         targets = sorted({n for n, q in qualified.items()
                           for _, _, _, pat in rules if re.fullmatch(pat, q)})
+        if not targets and all(r[2] in NULL_CHECKED for r in rules):
+            resolved += [{"caller": f.name, "at": f"0x{addr:08x}", "insn": insn,
+                          "types": [r[2] for r in rules], "targets": [],
+                          "never": "; ".join(NULL_CHECKED[r[2]] for r in rules)}
+                         for addr, insn, _ in f.indirect]
+            continue
         if not targets:
             raise StackError(f"{f.name} ({f.file}) calls through "
                              f"{' / '.join(r[2] for r in rules)}, but no function whose "

@@ -28,8 +28,6 @@ import importlib.util
 import json
 import math
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
@@ -830,21 +828,26 @@ class _Trainer:
         rng = np.random.default_rng(self.cfg.seed)
         hist: dict[str, list] = {"loss": [], "dev_accuracy": [], "seconds": []}
         best, best_w = -1.0, None
-        with progress.task(f"teacher {name}", total=epochs) as update:
-            for _ in range(epochs):
+        # the bar counts steps (batches), so its time estimate shows within the first epoch
+        per_epoch = -(-len(y_tr) // self.cfg.batch_size)
+        with progress.task(f"teacher {name}", total=epochs * per_epoch) as update:
+            for epoch in range(epochs):
                 t0 = time.time()
                 total, steps = 0.0, 0
+                update(status=f"epoch {epoch + 1}/{epochs}")
                 for b in _length_batches(tr.lengths(), self.cfg.batch_size, rng):
                     x, ids, mask = tr.batch(b)
                     total += float(self._step(x, mask, pool_mask(ids, self.wp), y_tr[b]))
                     steps += 1
+                    update(advance=1)
                 acc = float(np.mean(self.predict(dv)[0].argmax(1) == y_dv))
                 hist["loss"].append(total / max(steps, 1))
                 hist["dev_accuracy"].append(acc)
                 hist["seconds"].append(round(time.time() - t0, 1))
                 if acc > best:
                     best, best_w = acc, self.trained_weights()
-                update(advance=1, status=f"loss {total / max(steps, 1):.3f} dev_acc {acc:.3f}")
+                update(status=f"epoch {epoch + 1}/{epochs} loss {total / max(steps, 1):.3f} "
+                              f"dev_acc {acc:.3f}")
         self._set(best_w)
         return hist
 
@@ -855,21 +858,24 @@ class _Trainer:
 
 
 def train_teacher(recipe, out: Path | None = None, epochs: int | None = None,
-                  limit: int | None = None) -> Path:
+                  limit: int | None = None, force: bool = False) -> Path:
     """Train the recipe's teacher and write it (atomically) to `out`; returns the folder.
 
     The settings are the recipe's [teacher] table. Default folder: build/teachers/<recipe>.
     `limit` trains on a random subset of that many training examples (dev cut to match, as in
     mcutext.train.split_train_dev) and scores a fixed random subset of at most max(300, limit)
-    test examples.
+    test examples. `out` may be absent, empty or an earlier teacher folder; anything else only
+    with `force` (mcutext.outputs.check_out).
     """
-    return train_with_config(recipe, recipe.teacher, out=out, epochs=epochs, limit=limit)
+    return train_with_config(recipe, recipe.teacher, out=out, epochs=epochs, limit=limit,
+                             force=force)
 
 
 def train_with_config(recipe, cfg: TeacherConfig, out: Path | None = None,
-                      epochs: int | None = None, limit: int | None = None) -> Path:
-    from .bundle import publish
+                      epochs: int | None = None, limit: int | None = None,
+                      force: bool = False) -> Path:
     from .data import load_split
+    from .outputs import check_out, staging
     from .evaluate import check_labels, classification_report
     from .train import configure_tensorflow, split_train_dev
     configure_tensorflow()
@@ -877,6 +883,7 @@ def train_with_config(recipe, cfg: TeacherConfig, out: Path | None = None,
     keras.utils.set_random_seed(cfg.seed)
     t0 = time.time()
     out = Path(out) if out else default_out(recipe)
+    check_out(out, "teacher", force)
     enc_cfg, base, wp, sha = load_pretrained()
     if cfg.kind == "transformer" and not 0 <= cfg.tune_layers <= enc_cfg.layers:
         raise McutextError(f"tune_layers must be in [0, {enc_cfg.layers}]")
@@ -945,17 +952,11 @@ def train_with_config(recipe, cfg: TeacherConfig, out: Path | None = None,
         "metrics": metrics,
     }
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        np.savez(staging / WEIGHTS_FILE, **trainer.trained_weights())
-        _write_memo(staging / MEMO_FILE, [train_ds, dev_ds, test_ds],
+    with staging(out, "teacher", force) as stage:
+        np.savez(stage / WEIGHTS_FILE, **trainer.trained_weights())
+        _write_memo(stage / MEMO_FILE, [train_ds, dev_ds, test_ds],
                     [outputs["train"], outputs["dev"], outputs["test"]])
-        (staging / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        publish(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        (stage / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return out
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import platform
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -14,14 +13,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from . import __version__, progress  # noqa: E402
-from .bundle import (FORMAT_VERSION, KERAS_FILE, TFLITE_FILE, load_bundle, publish,  # noqa: E402
+from .bundle import (FORMAT_VERSION, KERAS_FILE, TFLITE_FILE, load_bundle,  # noqa: E402
                      write_encoding, write_manifest)
 from .convert import (check_ops, output_order, read_model, tensor_quant, tflm_interpreter,  # noqa: E402
                       to_int8, weights_bytes)
-from .data import Dataset, has_split, load_split  # noqa: E402
+from .data import Dataset, has_split, limited, load_split  # noqa: E402
 from .errors import McutextError  # noqa: E402
 from .evaluate import check_labels, evaluate  # noqa: E402
 from .model import build_student, count_params  # noqa: E402
+from .outputs import check_out, staging as staging_folder  # noqa: E402
 from .recipe import Recipe, project_root  # noqa: E402
 
 
@@ -50,7 +50,7 @@ def split_train_dev(recipe: Recipe, limit: int | None = None) -> tuple[Dataset, 
     if recipe.train.drop_labels:
         train, dev = (drop_labels(d, recipe.train.drop_labels) for d in (train, dev))
     if limit is not None:
-        train = train.subset(rng.permutation(len(train))[:limit])
+        train = limited(train, limit, rng)
         dev = dev.subset(range(min(len(dev), max(100, limit // 5))))
     return train, dev
 
@@ -310,14 +310,17 @@ def tool_versions() -> dict:
 
 def train(recipe: Recipe, out: Path | None = None, epochs: int | None = None,
           limit: int | None = None, test_limit: int | None = None,
-          teacher: bool | None = None) -> Path:
+          teacher: bool | None = None, force: bool = False) -> Path:
     """Train, convert and verify; writes the bundle atomically and returns its path.
 
     `teacher`: distil from the recipe's teacher (when its objective uses one). The default,
     None, means yes for full runs and no for quick runs on a subset (`limit`), which must not
-    wait minutes for a teacher to be trained."""
-    configure_tensorflow()
+    wait minutes for a teacher to be trained.
+    `out` may be absent, empty or an earlier bundle; anything else only with `force`
+    (mcutext.outputs.check_out, checked before training)."""
     out = Path(out) if out else default_out(recipe)
+    check_out(out, "bundle", force)
+    configure_tensorflow()
     t0 = time.time()
     train_ds, dev_ds = split_train_dev(recipe, limit)
     labels = sorted(set(train_ds.labels))
@@ -348,9 +351,7 @@ def train(recipe: Recipe, out: Path | None = None, epochs: int | None = None,
     calib_idx = rng.permutation(len(train_ds))[:recipe.train.calibration_examples]
     tflite, int8 = convert_model(recipe, model, labels, [train_ds.texts[i] for i in calib_idx])
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staging_folder(out, "bundle", force) as staging:
         model.save(staging / KERAS_FILE)
         (staging / TFLITE_FILE).write_bytes(tflite)
         write_encoding(staging, load_tokenizer(recipe))
@@ -384,7 +385,7 @@ def train(recipe: Recipe, out: Path | None = None, epochs: int | None = None,
             "tools": tool_versions(),
         }
         write_manifest(staging, manifest)
-        b = load_bundle(staging)
+        b = load_bundle(staging, staging=True)
         metrics = {}
         for runtime in ("keras", "tflm"):
             rep = evaluate(b, "test", runtime, limit=test_limit, compare_to_float=False)
@@ -400,10 +401,6 @@ def train(recipe: Recipe, out: Path | None = None, epochs: int | None = None,
         # the student's own cost: without the teacher step (cached, measured on its own)
         manifest["total_seconds"] = round(time.time() - t1, 1)
         write_manifest(staging, manifest)
-        publish(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out
 
 
@@ -421,9 +418,6 @@ def reconvert(bundle_path: Path) -> dict:
     calib_idx = rng.permutation(len(train_ds))[:recipe.train.calibration_examples]
     tflite, int8 = convert_model(recipe, b.keras_model(), b.labels,
                                  [train_ds.texts[i] for i in calib_idx])
-    tmp = b.path / (TFLITE_FILE + ".tmp")
-    tmp.write_bytes(tflite)
-    os.replace(tmp, b.path / TFLITE_FILE)
     old = b.manifest.get("head", {})
     head = head_section(b.keras_model(), int8, old.get("feature_mean"))
     if "max_new_labels" in old:
@@ -431,5 +425,10 @@ def reconvert(bundle_path: Path) -> dict:
     manifest = dict(b.manifest, int8=int8, head=head)
     manifest["sizes"]["int8_weights_bytes"] = int8["weights_bytes"]
     manifest["sizes"]["int8_file_bytes"] = int8["file_bytes"]
-    write_manifest(b.path, manifest)
+    # a copy of the bundle with the new model and manifest, swapped in whole: the model and
+    # the manifest that records its SHA-256 never disagree, whenever the run is stopped
+    with staging_folder(b.path, "bundle") as staging:
+        shutil.copytree(b.path, staging, dirs_exist_ok=True)
+        (staging / TFLITE_FILE).write_bytes(tflite)
+        write_manifest(staging, manifest)
     return int8
