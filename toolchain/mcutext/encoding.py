@@ -36,7 +36,7 @@ import numpy as np
 
 from .errors import McutextError
 from .tokenizer import (CODE_FALLBACK, MAX_CODES, RobustTable, RobustTokenizer, TokenizerSpec,
-                        deletions, split_words)
+                        deletions, robust_codes, split_words)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,13 +215,29 @@ def build_table(texts: Sequence[str], y: np.ndarray, n_labels: int, spec: Tokeni
     if cfg.guard_neutral and neutral:
         # a neutral word one of whose typos reaches an informative code takes its typos too
         # (as the fallback): such a typo is then ambiguous, and falls back
-        reach = reachable_codes(RobustTokenizer(probe_spec, table), neutral)
-        guarded = [w for w in neutral if any(c != CODE_FALLBACK for c in reach[w])]
+        probe = RobustTokenizer(probe_spec, table)
+        reach = reachable_codes(probe, neutral)
+        own = dict(zip(neutral, robust_codes(probe, neutral).tolist()))
+        # (a neutral word the lookup sends elsewhere is pinned below: what its typos reach
+        # as "its own" code is a pull too)
+        guarded = [w for w in neutral
+                   if own[w] != CODE_FALLBACK or any(c != CODE_FALLBACK for c in reach[w])]
     # neutral words that the lookup would send to another word's code get their own entry
     probe, guard_set = RobustTokenizer(probe_spec, table), set(guarded)
     pinned = {w: CODE_FALLBACK for w in neutral
               if w in guard_set or probe.code(w) != CODE_FALLBACK}
     table = RobustTable.build(codes, {**code_of, **pinned}, informative + guarded, spec.seed)
+    if guarded:
+        # what the guard cannot reach (a typo with no deletion in common with the word, as a
+        # one-letter word's substitutions): that very string is pinned to the fallback
+        tok = RobustTokenizer(probe_spec, table)
+        known, m = set(v.words), spec.max_word_bytes
+        typos = sorted({t[:m] for w in guarded for t in _variants(w)} - known)
+        left = [t for t, c in zip(typos, robust_codes(tok, typos)) if c != CODE_FALLBACK]
+        if left:
+            pinned.update((t, CODE_FALLBACK) for t in left)
+            table = RobustTable.build(codes, {**code_of, **pinned}, informative + guarded,
+                                      spec.seed)
     summary = {"vocabulary": len(v.words), "codes": codes, "informative_words": len(code_of),
                "pinned_neutral_words": len(pinned), "guarded_neutral_words": len(guarded),
                "keys": int(len(table.keys)), "table_bytes": len(table.to_bytes())}

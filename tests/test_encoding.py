@@ -1,0 +1,98 @@
+"""The robust encoding's table built from real training text (mcutext.encoding), its vectorized
+encoder and what one edit of a word can reach."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import pytest
+
+from mcutext.data import load_split
+from mcutext.encoding import EncodingConfig, _variants, build_table, reachable_codes
+from mcutext.perturb import edit_family
+from mcutext.tokenizer import (CODE_FALLBACK, RobustTokenizer, TokenizerSpec, robust_codes,
+                               split_words)
+
+SPEC = TokenizerSpec(max_words=32, typo_features=False, encoding="robust", buckets=3)
+
+
+@pytest.fixture(scope="module")
+def sst2_table():
+    """A table from 1,500 real sst2 training sentences, its tokenizer and the vocabulary."""
+    ds = load_split("sst2", "train").subset(range(1500))
+    labels = sorted(set(ds.labels))
+    y = np.array([labels.index(v) for v in ds.labels])
+    cfg = EncodingConfig(min_count=2, neutral_share=0.8, clusters=8, smoothing=10.0,
+                         informative_min_count=5, guard_neutral=True)
+    table, summary = build_table(ds.texts, y, len(labels), SPEC, cfg)
+    spec = TokenizerSpec(max_words=32, typo_features=False, encoding="robust",
+                         buckets=table.codes, table=table.sha256)
+    counts = collections.Counter(w for t in ds.texts for w in split_words(t.encode(), 24, 32))
+    vocab = sorted(w for w, c in counts.items() if c >= cfg.min_count)   # the table's words
+    return RobustTokenizer(spec, table), summary, vocab
+
+
+def test_variants_are_the_attacks_family():
+    for w in ("a", "film", "good", "moviee", "it's"):
+        assert sorted(v.encode() for v in edit_family(w)) == _variants(w.encode())
+
+
+def test_vectorized_codes_equal_the_specification(sst2_table):
+    tok, _, vocab = sst2_table
+    words = vocab[::7] + [v for w in vocab[:40] for v in _variants(w)][::3]
+    words += [b"", b"x", b"\xff\xfe", b"z" * 24]
+    assert robust_codes(tok, words).tolist() == [tok.code(w) for w in words]
+
+
+def test_summary_and_codes(sst2_table):
+    tok, summary, vocab = sst2_table
+    assert summary["codes"] == tok.spec.buckets <= 2 + 8
+    assert 0 < summary["informative_words"] < summary["vocabulary"]
+    codes = robust_codes(tok, vocab)
+    assert codes.min() >= 1 and codes.max() < tok.spec.buckets
+    # the informative words keep codes of their own clusters; the rest share the fallback
+    assert np.sum(codes != CODE_FALLBACK) == summary["informative_words"]
+
+
+def test_reachable_codes_are_what_one_edit_gives(sst2_table):
+    tok, _, vocab = sst2_table
+    words = vocab[:: max(1, len(vocab) // 60)]
+    reach = reachable_codes(tok, words)
+    for w in words:
+        own = tok.code(w)
+        if not any(97 <= b <= 122 for b in w):   # the attacks edit only words with a letter
+            assert reach[w] == (), w
+            continue
+        brute = {tok.code(v[:24]) for v in _variants(w)} - {own}
+        assert set(reach[w]) == brute, w
+
+
+def test_a_guarded_neutral_word_reaches_no_cluster_through_a_non_word(sst2_table):
+    """A neutral word's typos that are not themselves known words never take an informative
+    code: the guard makes them ambiguous instead (only a real word one edit away can)."""
+    tok, _, vocab = sst2_table
+    known = set(vocab)
+    neutral = [w for w in vocab if tok.code(w) == CODE_FALLBACK
+               and any(97 <= b <= 122 for b in w)][:300]   # words the attacks edit
+    for w in neutral:
+        for v in _variants(w):
+            if v not in known and not any(len(v) > 1 and (v[:i] + v[i + 1:]) in known
+                                          for i in range(len(v))):
+                assert tok.code(v) == CODE_FALLBACK, (w, v)
+
+
+def test_typos_of_informative_words_come_back(sst2_table):
+    """Most one-edit typos of an informative word that are no known word get its code."""
+    tok, _, vocab = sst2_table
+    known = set(vocab)
+    informative = [w for w in vocab if tok.code(w) != CODE_FALLBACK and len(w) >= 6][:100]
+    same = total = 0
+    for w in informative:
+        for v in _variants(w):
+            if v in known:
+                continue
+            total += 1
+            same += tok.code(v) == tok.code(w)
+    # measured 0.92 on these 1,500 sentences; long words have few neighbours
+    assert total > 1000 and same / total > 0.8
