@@ -34,8 +34,8 @@ def sst2_table():
 
 
 def test_variants_are_the_attacks_family():
-    for w in ("a", "film", "good", "moviee", "it's"):
-        assert sorted(v.encode() for v in edit_family(w)) == _variants(w.encode())
+    for w in ("a", "film", "good", "moviee", "it's", "café"):
+        assert _variants(w.encode()) == sorted(v.encode() for v in edit_family(w))
 
 
 def test_vectorized_codes_equal_the_specification(sst2_table):
@@ -96,3 +96,29 @@ def test_typos_of_informative_words_come_back(sst2_table):
             same += tok.code(v) == tok.code(w)
     # measured 0.92 on these 1,500 sentences; long words have few neighbours
     assert total > 1000 and same / total > 0.8
+
+
+@pytest.mark.slow
+def test_robust_recipe_trains_a_bundle_with_its_table(tmp_path):
+    """The sst2_robust recipe on a real subset: the table is built from the training split,
+    the code-space adversary runs, and the bundle carries the table its spec names."""
+    import dataclasses
+
+    from mcutext.bundle import ENCODING_FILE, load_bundle
+    from mcutext.recipe import load_recipe
+    from mcutext.train import train
+    recipe = load_recipe("sst2_robust")
+    assert recipe.objective.adv_search == "codes" and recipe.tokenizer.robust
+    recipe = dataclasses.replace(recipe, encoding=dataclasses.replace(recipe.encoding,
+                                                                      clusters=4))
+    out = train(recipe, out=tmp_path / "bundle", limit=600, epochs=1, test_limit=100)
+    b = load_bundle(out)
+    spec = b.tokenizer.spec
+    assert spec.robust and spec.version == 2 and spec.table == b.encoding_table.sha256
+    assert (out / ENCODING_FILE).read_bytes() == b.encoding_table.to_bytes()
+    assert b.manifest["encoding"]["codes"] == spec.buckets <= 2 + 4
+    assert b.manifest["recipe"]["tokenizer"] == b.manifest["tokenizer"]
+    ids = b.tokenize(["a gripping , funny film", "a gripinng , funy film"])
+    assert ids.shape == (2, spec.max_words) and ids.max() < spec.buckets
+    # int8 and float agree on the test sentences the manifest measured
+    assert b.manifest["metrics"]["test"]["int8_float_agreement"] >= 0.9

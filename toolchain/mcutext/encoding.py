@@ -245,27 +245,12 @@ def build_table(texts: Sequence[str], y: np.ndarray, n_labels: int, spec: Tokeni
 
 
 # --- what a word's one-edit variants reach -------------------------------------------------
-_LETTERS = b"abcdefghijklmnopqrstuvwxyz"
-
-
 def _variants(w: bytes) -> list[bytes]:
-    """Every one-edit variant of a lower-cased word under the attacks' family (adjacent swap,
-    letter substitution, deletion, letter insertion; mcutext.perturb.char_edit)."""
-    out = set()
-    n = len(w)
-    for i in range(n - 1):
-        if w[i] != w[i + 1]:
-            out.add(w[:i] + w[i + 1:i + 2] + w[i:i + 1] + w[i + 2:])
-    for i in range(n):
-        for c in _LETTERS:
-            out.add(w[:i] + bytes((c,)) + w[i + 1:])
-        if n >= 2:
-            out.add(w[:i] + w[i + 1:])
-    for i in range(n + 1):
-        for c in _LETTERS:
-            out.add(w[:i] + bytes((c,)) + w[i:])
-    out.discard(w)
-    return sorted(out)
+    """The one-edit variants of a lower-cased word under the attacks' family
+    (mcutext.perturb.edit_family, applied to the word's characters), as bytes."""
+    from .perturb import edit_family
+    s = w.decode("utf-8", "surrogateescape")
+    return sorted({v.encode("utf-8", "surrogateescape") for v in edit_family(s)} - {w})
 
 
 def reachable_codes(tok, words, chunk: int = 200_000) -> dict[bytes, tuple[int, ...]]:
@@ -277,7 +262,7 @@ def reachable_codes(tok, words, chunk: int = 200_000) -> dict[bytes, tuple[int, 
     own = robust_codes(tok, [w[:m] for w in words])
     flat, owner = [], []
     for k, w in enumerate(words):
-        if any(97 <= b <= 122 for b in w):
+        if any(97 <= b <= 122 for b in w):   # the attacks edit words with a letter only
             vs = _variants(w)
             flat.extend(v[:m] for v in vs)
             owner.extend([k] * len(vs))
