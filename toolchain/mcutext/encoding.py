@@ -53,6 +53,11 @@ class EncodingConfig:
     # a word seen fewer times than this is never informative: its label distribution is noise,
     # and a typo of a common word must not reach it
     informative_min_count: int = 1
+    # exposure of a word: how often the vocabulary's other words one edit away occur, per
+    # occurrence of the word itself (an attacker turns those into it with one edit: "is" ->
+    # "us", "would" -> "world"). Informativeness is divided by 1 + exposure / exposure_scale
+    # before the most informative words are chosen; 0 = exposure not counted
+    exposure_scale: float = 0.0
     # neutral words take their typos too (with the fallback code): a typo between a neutral
     # and an informative word is then ambiguous instead of informative, so an edit cannot
     # turn a neutral word into an informative one through a typo (only into a real word)
@@ -109,6 +114,15 @@ def informativeness(v: Vocabulary, smoothing: float) -> np.ndarray:
     kl = np.sum(p * np.log(np.maximum(p, 1e-12) / q), axis=1)
     n = v.label_counts.sum(1)
     return kl * n / (n + smoothing)
+
+
+def exposure(v: Vocabulary) -> np.ndarray:
+    """Per word, the summed counts of the vocabulary's words one edit away (one deletion each,
+    the table's relation) over the word's own count."""
+    index = {w: i for i, w in enumerate(v.words)}
+    nb = one_edit_neighbours(v.words)
+    return np.array([sum(v.counts[index[u]] for u in nb.get(w, ())) / v.counts[i]
+                     for i, w in enumerate(v.words)])
 
 
 def _js(p: np.ndarray, q: np.ndarray) -> float:
@@ -175,6 +189,8 @@ def build_table(texts: Sequence[str], y: np.ndarray, n_labels: int, spec: Tokeni
         raise McutextError("the training text has no words to build the robust encoding from")
     info = informativeness(v, cfg.smoothing)
     info[v.counts < cfg.informative_min_count] = -1.0
+    if cfg.exposure_scale > 0:
+        info = np.where(info > 0, info / (1.0 + exposure(v) / cfg.exposure_scale), info)
     order = np.argsort(-info, kind="stable")
     n_keep = int(round(len(v.words) * (1.0 - cfg.neutral_share)))
     n_keep = min(n_keep, cfg.max_codes - 2, int(np.sum(info > 0)))
