@@ -9,17 +9,29 @@ import pytest
 
 os.environ.setdefault("MCUTEXT_QUIET", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# before any test starts TensorFlow: its thread counts and op determinism, as training sets
+# them, so every model the suite trains is the same whatever the test order (docs/model.md)
+import mcutext.train  # noqa: E402,F401
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _train(tmp_path_factory, recipe_name: str, ce_only: bool = False, **kw) -> Path:
+    """Train a recipe (deterministic: the same bundle on every run on this machine).
+
+    MCUTEXT_TEST_SEED=N trains with train.seed N instead of the recipe's (it also picks
+    another --limit subset): how the bounds on trained models were measured over seeds (run
+    with --junitxml: the tests record what they bound as properties)."""
     import dataclasses
 
     from mcutext.recipe import load_recipe
     from mcutext.train import train
     out = tmp_path_factory.mktemp(f"bundle_{recipe_name}") / "bundle"
     recipe = load_recipe(recipe_name)
+    seed = os.environ.get("MCUTEXT_TEST_SEED")
+    if seed:
+        recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train,
+                                                                       seed=int(seed)))
     if ce_only:
         recipe = dataclasses.replace(recipe, objective=dataclasses.replace(
             recipe.objective, kd_weight=0.0, map_weight=0.0, adv_weight=0.0))
