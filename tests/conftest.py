@@ -16,6 +16,13 @@ import mcutext.train  # noqa: E402,F401
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def seed_override(default: int | None = None) -> int | None:
+    """MCUTEXT_TEST_SEED if set (the seed the suite's trainings use instead of their own),
+    else `default`."""
+    seed = os.environ.get("MCUTEXT_TEST_SEED")
+    return int(seed) if seed else default
+
+
 def _train(tmp_path_factory, recipe_name: str, ce_only: bool = False, **kw) -> Path:
     """Train a recipe (deterministic: the same bundle on every run on this machine).
 
@@ -28,10 +35,9 @@ def _train(tmp_path_factory, recipe_name: str, ce_only: bool = False, **kw) -> P
     from mcutext.train import train
     out = tmp_path_factory.mktemp(f"bundle_{recipe_name}") / "bundle"
     recipe = load_recipe(recipe_name)
-    seed = os.environ.get("MCUTEXT_TEST_SEED")
-    if seed:
+    if seed_override() is not None:
         recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train,
-                                                                       seed=int(seed)))
+                                                                       seed=seed_override()))
     if ce_only:
         recipe = dataclasses.replace(recipe, objective=dataclasses.replace(
             recipe.objective, kd_weight=0.0, map_weight=0.0, adv_weight=0.0))
@@ -44,6 +50,14 @@ def sst2_small_bundle(tmp_path_factory) -> Path:
     non-robust student: the attack, personalization and runtime tests need one that attacks
     can break); test metrics on 300."""
     return _train(tmp_path_factory, "sst2", ce_only=True, limit=2000, epochs=3, test_limit=300)
+
+
+@pytest.fixture(scope="session")
+def baseline_bundles(tmp_path_factory) -> dict[str, Path]:
+    """sst2_fastgrnn and sst2_prado on 800 real training sentences, 2 epochs; test metrics
+    on 150 (test_baselines, test_codegen_baselines: trained once for both)."""
+    return {name: _train(tmp_path_factory, name, limit=800, epochs=2, test_limit=150)
+            for name in ("sst2_fastgrnn", "sst2_prado")}
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ table with its four rows."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -17,6 +18,12 @@ pytestmark = pytest.mark.slow
 TINY = TeacherConfig(tune_layers=1, epochs=2, max_len=48)
 
 
+def tiny() -> TeacherConfig:
+    from conftest import seed_override
+    seed = seed_override()
+    return TINY if seed is None else dataclasses.replace(TINY, seed=seed)
+
+
 @pytest.fixture(scope="module")
 def tiny_teacher(tmp_path_factory):
     from mcutext import teacher as teacher_mod
@@ -26,7 +33,7 @@ def tiny_teacher(tmp_path_factory):
     os.environ["MCUTEXT_TEACHER_CACHE"] = str(cache)
     try:
         out = tmp_path_factory.mktemp("teacher") / "sst2"
-        return teacher_mod.train_with_config(load_recipe("sst2"), TINY, out=out, limit=400)
+        return teacher_mod.train_with_config(load_recipe("sst2"), tiny(), out=out, limit=400)
     finally:
         if old is None:
             os.environ.pop("MCUTEXT_TEACHER_CACHE", None)
@@ -39,7 +46,11 @@ def recipe_file(tiny_teacher, tmp_path_factory):
     """The sst2 recipe pointed at the tiny teacher, one augmented copy per sentence."""
     from mcutext.recipe import models_dir
     import re
+    from conftest import seed_override
     text = (models_dir() / "sst2.toml").read_text()
+    if seed_override() is not None:
+        text, n = re.subn(r"(?m)^seed = .*$", f"seed = {seed_override()}", text)
+        assert n == 1
     # a budget small enough for a test that still learns something: fewer augmented copies,
     # a larger step, less dropout, small batches on the transfer set too
     for key, value in (("copies", "1"), ("dropout", "0.2"), ("learning_rate", "0.01")):
@@ -58,7 +69,8 @@ def recipe_file(tiny_teacher, tmp_path_factory):
     return path
 
 
-def test_ablate_writes_four_sane_rows(recipe_file, tiny_teacher, tmp_path, capsys):
+def test_ablate_writes_four_sane_rows(recipe_file, tiny_teacher, tmp_path, capsys,
+                                     record_property):
     from mcutext.ablation import ARMS
     from mcutext.cli import main
     out = tmp_path / "ablation"
@@ -67,6 +79,8 @@ def test_ablate_writes_four_sane_rows(recipe_file, tiny_teacher, tmp_path, capsy
     captured = capsys.readouterr()
     assert code == 0, captured.err
     rows = json.loads(captured.out)
+    record_property("arms", {r["arm"]: {k: round(r[k], 4) for k in (
+        "clean_accuracy", "float_accuracy", "spearman", "top_k_overlap")} for r in rows})
     assert [r["arm"] for r in rows] == [a[0] for a in ARMS]
     # the recipe's own a = 0.5, b = 0.1, c = 0.5
     assert [(r["kd_weight"], r["map_weight"], r["adv_weight"]) for r in rows] == [
