@@ -408,6 +408,9 @@ def test_baseline_trains_converts_and_runs_in_tflm(baseline_bundles, name, ops,
     t = m["metrics"]["test"]
     record_property("int8_float_agreement", t["int8_float_agreement"])
     record_property("tflm_accuracy", t["tflm"]["accuracy"])
+    # measured over train seeds 1-5 (MCUTEXT_TEST_SEED, conftest): agreement 0.993, 1.0,
+    # 1.0, 1.0, 1.0 (FastGRNN; its accuracy is 0.49-0.52 at this budget) and 0.987, 0.993,
+    # 0.987, 1.0, 0.993 (PRADO, accuracy 0.58-0.65)
     assert t["tflm"]["n"] == 150 and t["int8_float_agreement"] >= 0.9
     texts = ["a gorgeous , witty , seductive movie .", "dull and lifeless", ""]
     out = b.run(texts, "tflm")
