@@ -11,7 +11,9 @@ os.environ.setdefault("MCUTEXT_QUIET", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # before any test starts TensorFlow: its thread counts and op determinism, as training sets
 # them, so every model the suite trains is the same whatever the test order (docs/model.md)
-import mcutext.train  # noqa: E402,F401
+from mcutext.determinism import pin_environment  # noqa: E402
+
+pin_environment()
 
 ROOT = Path(__file__).resolve().parents[1]
 

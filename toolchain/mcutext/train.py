@@ -12,17 +12,12 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# Deterministic training (docs/model.md). TensorFlow's CPU kernels split reductions by their
-# thread count, so the same training on another number of threads gives slightly different
-# weights (measured: 1, 2, 4 and 8 threads give four different int8 models). Training runs on
-# this many threads (both pools), whatever the machine's core count, with TensorFlow's op
-# determinism on (ops without a deterministic kernel raise instead of varying): set here for
-# a TensorFlow not started yet (the whole process then trains the same way), and again by
-# configure_tensorflow.
-TRAIN_THREADS = 2
-os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(TRAIN_THREADS))
-os.environ.setdefault("TF_NUM_INTEROP_THREADS", str(TRAIN_THREADS))
-os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
+
+from .determinism import TRAIN_THREADS, pin_environment  # noqa: E402
+
+# deterministic training: set before TensorFlow starts (the whole process then trains the same
+# way), and again by configure_tensorflow for a TensorFlow already started
+pin_environment()
 
 import numpy as np  # noqa: E402
 
