@@ -9,17 +9,37 @@ import pytest
 
 os.environ.setdefault("MCUTEXT_QUIET", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# before any test starts TensorFlow: its thread counts and op determinism, as training sets
+# them, so every model the suite trains is the same whatever the test order (docs/model.md)
+from mcutext.determinism import pin_environment  # noqa: E402
+
+pin_environment()
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def seed_override(default: int | None = None) -> int | None:
+    """MCUTEXT_TEST_SEED if set (the seed the suite's trainings use instead of their own),
+    else `default`."""
+    seed = os.environ.get("MCUTEXT_TEST_SEED")
+    return int(seed) if seed else default
+
+
 def _train(tmp_path_factory, recipe_name: str, ce_only: bool = False, **kw) -> Path:
+    """Train a recipe (deterministic: the same bundle on every run on this machine).
+
+    MCUTEXT_TEST_SEED=N trains with train.seed N instead of the recipe's (it also picks
+    another --limit subset): how the bounds on trained models were measured over seeds (run
+    with --junitxml: the tests record what they bound as properties)."""
     import dataclasses
 
     from mcutext.recipe import load_recipe
     from mcutext.train import train
     out = tmp_path_factory.mktemp(f"bundle_{recipe_name}") / "bundle"
     recipe = load_recipe(recipe_name)
+    if seed_override() is not None:
+        recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train,
+                                                                       seed=seed_override()))
     if ce_only:
         recipe = dataclasses.replace(recipe, objective=dataclasses.replace(
             recipe.objective, kd_weight=0.0, map_weight=0.0, adv_weight=0.0))
@@ -32,6 +52,14 @@ def sst2_small_bundle(tmp_path_factory) -> Path:
     non-robust student: the attack, personalization and runtime tests need one that attacks
     can break); test metrics on 300."""
     return _train(tmp_path_factory, "sst2", ce_only=True, limit=2000, epochs=3, test_limit=300)
+
+
+@pytest.fixture(scope="session")
+def baseline_bundles(tmp_path_factory) -> dict[str, Path]:
+    """sst2_fastgrnn and sst2_prado on 800 real training sentences, 2 epochs; test metrics
+    on 150 (test_baselines, test_codegen_baselines: trained once for both)."""
+    return {name: _train(tmp_path_factory, name, limit=800, epochs=2, test_limit=150)
+            for name in ("sst2_fastgrnn", "sst2_prado")}
 
 
 @pytest.fixture(scope="session")

@@ -390,21 +390,12 @@ def test_projection_c_rejects_bad_arguments(projection_c):
 
 
 # --- end to end: train -> int8 -> TFLite Micro ----------------------------------------------
-@pytest.fixture(scope="module")
-def baseline_bundles(tmp_path_factory):
-    from mcutext.train import train
-    out = {}
-    for name in ("sst2_fastgrnn", "sst2_prado"):
-        d = tmp_path_factory.mktemp(name) / "bundle"
-        out[name] = train(load_recipe(name), out=d, limit=800, epochs=2, test_limit=150)
-    return out
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name,ops", [
     ("sst2_fastgrnn", {"GATHER", "FULLY_CONNECTED", "LOGISTIC", "TANH", "MUL", "ADD", "SUB"}),
     ("sst2_prado", {"FULLY_CONNECTED", "CONV_2D", "SOFTMAX", "CONCATENATION"})])
-def test_baseline_trains_converts_and_runs_in_tflm(baseline_bundles, name, ops):
+def test_baseline_trains_converts_and_runs_in_tflm(baseline_bundles, name, ops,
+                                                   record_property):
     from mcutext.baselines import EXTRA_OPS
     from mcutext.bundle import load_bundle
     from mcutext.convert import SUPPORTED_OPS
@@ -415,6 +406,11 @@ def test_baseline_trains_converts_and_runs_in_tflm(baseline_bundles, name, ops):
     assert ops <= set(m["int8"]["ops"]) <= set(SUPPORTED_OPS + EXTRA_OPS[arch])
     assert m["sizes"]["int8_weights_bytes"] <= BUDGET
     t = m["metrics"]["test"]
+    record_property("int8_float_agreement", t["int8_float_agreement"])
+    record_property("tflm_accuracy", t["tflm"]["accuracy"])
+    # measured over train seeds 1-5 (MCUTEXT_TEST_SEED, conftest): agreement 0.993, 1.0,
+    # 1.0, 1.0, 1.0 (FastGRNN; its accuracy is 0.49-0.52 at this budget) and 0.987, 0.993,
+    # 0.987, 1.0, 0.993 (PRADO, accuracy 0.58-0.65)
     assert t["tflm"]["n"] == 150 and t["int8_float_agreement"] >= 0.9
     texts = ["a gorgeous , witty , seductive movie .", "dull and lifeless", ""]
     out = b.run(texts, "tflm")

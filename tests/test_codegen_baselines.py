@@ -27,16 +27,13 @@ N_QEMU = 36       # sentences classified over the emulated UART
 
 
 @pytest.fixture(scope="session")
-def baseline_cases(tmp_path_factory):
-    """sst2_fastgrnn and sst2_prado on 800 real training sentences, 2 epochs; the first
-    N_HOST test sentences as ids and TFLite Micro's outputs for them."""
-    from mcutext.recipe import load_recipe
-    from mcutext.train import train
+def baseline_cases(baseline_bundles, tmp_path_factory):
+    """The baseline bundles (conftest); the first N_HOST test sentences as ids and TFLite
+    Micro's outputs for them."""
     cases = {}
     for arch in ARCHS:
         root = tmp_path_factory.mktemp(f"codegen_{arch}")
-        path = train(load_recipe(f"sst2_{arch}"), out=root / "bundle", limit=800, epochs=2,
-                     test_limit=40)
+        path = baseline_bundles[f"sst2_{arch}"]
         bundle = load_bundle(path)
         texts = load_split("sst2", "test").texts[:N_HOST]
         ids = bundle.tokenize(texts)

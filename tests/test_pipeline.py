@@ -32,11 +32,17 @@ def test_int8_model_has_only_tflm_ops(sst2_small_bundle):
     assert "GATHER" in ops and "SELECT_V2" not in ops
 
 
-def test_int8_accuracy_in_tflm_beats_chance(sst2_small_bundle):
+def test_int8_accuracy_in_tflm_beats_chance(sst2_small_bundle, record_property):
     m = mcutext.load_bundle(sst2_small_bundle).manifest
     t = m["metrics"]["test"]
+    record_property("tflm_accuracy", t["tflm"]["accuracy"])
+    record_property("keras_accuracy", t["keras"]["accuracy"])
+    record_property("int8_float_agreement", t["int8_float_agreement"])
     assert t["tflm"]["n"] == 300
-    # 2,000 sentences and 3 epochs: well above the 0.5 of chance, and int8 tracks float
+    # 2,000 sentences and 3 epochs: well above the 0.5 of chance, and int8 tracks float.
+    # Measured over train seeds 1-6 (MCUTEXT_TEST_SEED, conftest): tflm accuracy 0.680,
+    # 0.700, 0.713, 0.683, 0.707, 0.743; |tflm - keras| at most 0.010; agreement 0.990,
+    # 1.000, 0.993, 0.997, 0.983, 0.997
     assert t["tflm"]["accuracy"] > 0.62
     assert abs(t["tflm"]["accuracy"] - t["keras"]["accuracy"]) < 0.03
     assert t["int8_float_agreement"] > 0.95

@@ -21,8 +21,9 @@ whole soak is printed (docs/reliability.md). A failure names the board, the seed
 round; the session log of every exchange is kept next to the firmware (session.log).
 
 Throughput of the emulated UART is what bounds the size: 1.5 to 25 KB/s depending on the
-board and the host's load (docs/reliability.md), so the soak also stops after SOAK_SECONDS
-(120 s) per board; the bytes actually sent are printed and must reach MIN_BYTES (64 KiB).
+board and the host's load (docs/reliability.md), so past MIN_BYTES (64 KiB, always sent,
+however long they take: the test does not depend on the host's speed) the soak also stops
+after SOAK_SECONDS (120 s) per board; the bytes actually sent are printed.
 
     MCUTEXT_SOAK_BYTES=200000 pytest -m qemu tests/test_soak_qemu.py   # a shorter soak
     MCUTEXT_SOAK_SECONDS=600 pytest -m qemu tests/test_soak_qemu.py    # let all 512 KiB through
@@ -48,7 +49,7 @@ pytestmark = pytest.mark.qemu
 BOARDS = ["netduinoplus2", "microbit"]
 SEED = 20261123
 # Per board: the stream stops at SOAK_BYTES or after SOAK_SECONDS, whichever comes first (the
-# first bytes of the same seeded stream), and must have reached MIN_BYTES.
+# first bytes of the same seeded stream), but never before MIN_BYTES.
 SOAK_BYTES = int(os.environ.get("MCUTEXT_SOAK_BYTES", str(512 * 1024)))
 SOAK_SECONDS = float(os.environ.get("MCUTEXT_SOAK_SECONDS", "120"))
 MIN_BYTES = min(SOAK_BYTES, 64 * 1024)
@@ -324,7 +325,7 @@ class Soak:
         return res
 
     # --- the stream ----------------------------------------------------------------------------
-    def run(self, total: int, seconds: float) -> None:
+    def run(self, total: int, seconds: float, at_least: int = MIN_BYTES) -> None:
         hostile = [(self.random_burst, 6), (self.overlong, 3), (self.nul, 2),
                    (self.invalid_utf8, 3), (self.learn_corrupted, 2), (self.learn_truncated, 2),
                    (self.import_corrupted, 1), (self.import_truncated, 1)]
@@ -335,7 +336,7 @@ class Soak:
         deadline = time.monotonic() + seconds
         try:
             self.sync()
-            while self.sent < total and time.monotonic() < deadline:
+            while self.sent < total and (self.sent < at_least or time.monotonic() < deadline):
                 self.round += 1
                 for fn in self.rng.choices(h_fns, h_w, k=self.rng.randint(1, 3)):
                     fn()

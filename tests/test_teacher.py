@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
+from conftest import seed_override
 from mcutext.errors import McutextError
 from mcutext.recipe import DistillConfig, TeacherConfig
 from mcutext.tokenizer import split_words
@@ -224,7 +225,7 @@ def test_alignment_puts_weight_on_the_right_words(wp):
 # A tiny run (200 sentences, the top layer only, 2 epochs) checks the mechanics; the real
 # teachers and their accuracy are measured by `mcutext teacher train` (docs/teacher.md).
 
-TINY = TeacherConfig(tune_layers=1, epochs=4, max_len=48)
+TINY = TeacherConfig(tune_layers=1, epochs=4, max_len=48, seed=seed_override(1))
 
 
 @pytest.fixture(scope="module")
@@ -252,10 +253,13 @@ def loaded_teacher(small_teacher):
 
 
 @pytest.mark.slow
-def test_small_teacher_beats_chance_and_reloads(small_teacher, loaded_teacher):
+def test_small_teacher_beats_chance_and_reloads(small_teacher, loaded_teacher, record_property):
     meta = json.loads((small_teacher / "teacher.json").read_text())
+    record_property("test_accuracy", meta["metrics"]["test"]["accuracy"])
     assert meta["labels"] == ["negative", "positive"]
     assert meta["metrics"]["test"]["n"] == 400
+    # measured over teacher seeds 1-5 (MCUTEXT_TEST_SEED, conftest; the same 400 training
+    # sentences): 0.735, 0.738, 0.720, 0.743, 0.715
     assert meta["metrics"]["test"]["accuracy"] > 0.62, meta["metrics"]
     t = loaded_teacher
     assert t.labels == meta["labels"] and t.config == TINY
@@ -322,11 +326,13 @@ def test_teacher_staleness_and_cli_info(small_teacher):
     assert json.loads(res.output)["test"]["n"] == 400
 
 
-TINY_BILSTM = TeacherConfig(kind="bilstm", rnn_units=32, epochs=3, max_len=48, batch_size=32)
+TINY_BILSTM = TeacherConfig(kind="bilstm", rnn_units=32, epochs=3, max_len=48, batch_size=32,
+                            seed=seed_override(1))
 
 
 @pytest.mark.slow
-def test_bilstm_teacher_trains_reloads_and_agrees_with_its_memo(tmp_path, monkeypatch):
+def test_bilstm_teacher_trains_reloads_and_agrees_with_its_memo(tmp_path, monkeypatch,
+                                                                 record_property):
     """kind = "bilstm": frozen pretrained embeddings under a BiLSTM trained from scratch."""
     from mcutext.data import load_split
     from mcutext.recipe import load_recipe
@@ -335,7 +341,10 @@ def test_bilstm_teacher_trains_reloads_and_agrees_with_its_memo(tmp_path, monkey
                                          out=tmp_path / "sst2", limit=400)
     meta = json.loads((path / "teacher.json").read_text())
     assert meta["config"]["kind"] == "bilstm" and meta["encoder"]["layers"] == 0
-    assert meta["metrics"]["test"]["accuracy"] > 0.6, meta["metrics"]
+    record_property("test_accuracy", meta["metrics"]["test"]["accuracy"])
+    # measured over teacher seeds 1-5 (the same 400 training sentences): 0.640, 0.608,
+    # 0.623, 0.668, 0.640 (the bound was 0.6: too close)
+    assert meta["metrics"]["test"]["accuracy"] > 0.55, meta["metrics"]
     t = teacher_mod.load_teacher(path)
     assert t.config == TINY_BILSTM and t.top is not None
     # the pretrained word embeddings (30,522 x 384) + the BiLSTM + the head; no transformer

@@ -168,6 +168,14 @@ def info(bundle: Path | None, port: str | None, log: Path | None, as_json: bool)
         for runtime, r in rt.items():
             if isinstance(r, dict):
                 click.echo(f"{split} {runtime}: accuracy {r['accuracy']:.4f} (n={r['n']})")
+    fp = m.get("fingerprint")
+    if fp:  # bundles trained before it was recorded have none
+        files = ", ".join(f"{d['file']} {d['sha256'][:12]}" for d in fp["data"].values())
+        teacher = fp["teacher_sha256"][:12] if fp["teacher_sha256"] else "none"
+        click.echo(f"fingerprint {fp['sha256'][:16]}: recipe {fp['recipe_sha256'][:12]}, "
+                   f"{files}, teacher {teacher}")
+        tools = ", ".join(f"{k} {v}" for k, v in m.get("tools", {}).items())
+        click.echo(f"  made with {tools}; {fp['threads']['intra_op']} threads on {fp['cpu']}")
 
 
 def _register_optional() -> None:

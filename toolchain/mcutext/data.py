@@ -197,6 +197,11 @@ def has_split(dataset: str, split: str) -> bool:
 
 def load_split(dataset: str, split: str) -> Dataset:
     """Load `split` of a named dataset, or of a folder holding <split>.tsv/.csv/.jsonl."""
+    return load_file(split_file(dataset, split))
+
+
+def split_file(dataset: str, split: str) -> Path:
+    """The file holding `split` of a named dataset or of a folder (what load_split reads)."""
     if split not in SPLITS:
         raise McutextError(f"unknown split '{split}' (use one of: {', '.join(SPLITS)})")
     if dataset in NAMED_DATASETS:
@@ -214,5 +219,5 @@ def load_split(dataset: str, split: str) -> Dataset:
     for ext in LOADERS:
         p = folder / f"{split}{ext}"
         if p.is_file():
-            return load_file(p)
+            return p
     raise McutextError(f"dataset '{dataset}' has no '{split}' split in {folder}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import platform
 import shutil
@@ -9,6 +11,12 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from .determinism import TRAIN_THREADS, pin_environment  # noqa: E402
+
+# deterministic training: set before TensorFlow starts (the whole process then trains the same
+# way), and again by configure_tensorflow for a TensorFlow already started
+pin_environment()
 
 import numpy as np  # noqa: E402
 
@@ -25,13 +33,23 @@ from .outputs import check_out, staging as staging_folder  # noqa: E402
 from .recipe import Recipe, project_root  # noqa: E402
 
 
-def configure_tensorflow(threads: int = 2) -> None:
+def configure_tensorflow(threads: int = TRAIN_THREADS) -> None:
     import tensorflow as tf
+    tf.config.experimental.enable_op_determinism()
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
     except RuntimeError:
-        pass  # already initialized in this process
+        pass  # already initialized in this process (then the environment variables held)
+
+
+def tensorflow_threads() -> dict:
+    """The thread counts TensorFlow runs with in this process (0: one per core)."""
+    import tensorflow as tf
+    return {"intra_op": tf.config.threading.get_intra_op_parallelism_threads()
+            or int(os.environ.get("TF_NUM_INTRAOP_THREADS", "0")),
+            "inter_op": tf.config.threading.get_inter_op_parallelism_threads()
+            or int(os.environ.get("TF_NUM_INTEROP_THREADS", "0"))}
 
 
 def default_out(recipe: Recipe) -> Path:
@@ -308,6 +326,53 @@ def tool_versions() -> dict:
             "tflite_micro": tflm, "numpy": np.__version__, "python": platform.python_version()}
 
 
+def fingerprint(recipe: Recipe, tools: dict, teacher=None) -> dict:
+    """What a bundle was made from, so that two bundles can be compared: the recipe's content,
+    the sha256 of each data file, the teacher's weights (when distilled), TensorFlow's thread
+    counts and the package versions (`tools`, in the manifest beside it); `sha256` sums them
+    up. The same sha256 on the same machine gives the same bundle, byte for byte. The CPU is
+    recorded, not summed: another CPU may round differently (docs/model.md)."""
+    from .data import SPLITS, has_split, split_file
+    from .teacher import WEIGHTS_FILE, file_sha256
+    rec = recipe.to_dict()
+    rec.pop("path")  # where the recipe file was, not what it says
+    inputs = {
+        "recipe_sha256": _json_sha256(rec),
+        "data": {split: {"file": split_file(recipe.dataset, split).name,
+                         "sha256": file_sha256(split_file(recipe.dataset, split))}
+                 for split in SPLITS if has_split(recipe.dataset, split)},
+        "teacher_sha256": _npz_sha256(teacher.path / WEIGHTS_FILE) if teacher else None,
+        "threads": tensorflow_threads(),
+    }
+    return {"sha256": _json_sha256({**inputs, "tools": tools}), **inputs, "cpu": cpu_name()}
+
+
+def _json_sha256(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def _npz_sha256(path: Path) -> str:
+    """The sha256 of the arrays in an .npz (names, dtypes, shapes, values): the file itself
+    holds the time it was written."""
+    h = hashlib.sha256()
+    with np.load(path) as z:
+        for k in sorted(z.files):
+            a = np.ascontiguousarray(z[k])
+            h.update(f"{k}:{a.dtype.str}:{a.shape};".encode())
+            h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({platform.machine()})"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def train(recipe: Recipe, out: Path | None = None, epochs: int | None = None,
           limit: int | None = None, test_limit: int | None = None,
           teacher: bool | None = None, force: bool = False) -> Path:
@@ -351,6 +416,7 @@ def train(recipe: Recipe, out: Path | None = None, epochs: int | None = None,
     calib_idx = rng.permutation(len(train_ds))[:recipe.train.calibration_examples]
     tflite, int8 = convert_model(recipe, model, labels, [train_ds.texts[i] for i in calib_idx])
 
+    tools = tool_versions()
     with staging_folder(out, "bundle", force) as staging:
         model.save(staging / KERAS_FILE)
         (staging / TFLITE_FILE).write_bytes(tflite)
@@ -382,7 +448,8 @@ def train(recipe: Recipe, out: Path | None = None, epochs: int | None = None,
                          "teacher": teacher_info,
                          "teacher_seconds": round(t_teacher, 1)},
             "metrics": {},
-            "tools": tool_versions(),
+            "tools": tools,
+            "fingerprint": fingerprint(recipe, tools, teacher_obj),
         }
         write_manifest(staging, manifest)
         b = load_bundle(staging, staging=True)
