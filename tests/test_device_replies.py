@@ -106,3 +106,42 @@ def test_a_malformed_reply_is_one_error_line(case, capsys, tmp_path, monkeypatch
     if "lost the connection" not in words:
         assert "the device sent" in line and "(expected" in line, line
     assert not (tmp_path / "head.bin").exists()
+
+
+# --- labels: the protocol counts bytes --------------------------------------------------------
+
+def test_a_multibyte_label_counts_its_bytes_against_line_max():
+    """`learn <crc> LABEL<TAB>text`: the room left for the text is line-max minus the bytes of
+    the label (20 characters of 'é' are 40 bytes), so the line sent fits the device's line."""
+    from mcutext.device import Device
+    label = "\xe9" * 20
+    with FakeDevice(well_formed_replies(LABELS + [label], TOKENIZER)) as fake:
+        with Device(fake.url, timeout=2) as dev:
+            dev.learn(label, "word " * 400)
+            dev.learn(label, "a" * 990)
+        sent = [ln for ln in fake.requests if ln.startswith(b"learn ")]
+    assert len(sent) == 2
+    assert all(len(ln) <= 1024 for ln in sent), [len(ln) for ln in sent]
+
+
+@pytest.mark.parametrize("command", ["teach", "personalize"])
+def test_a_label_the_device_cannot_add_is_refused_before_anything_is_sent(
+        command, capsys, tmp_path, monkeypatch):
+    """The device adds labels of 1 to 23 bytes of printable ASCII: 'café' (not ASCII) and
+    twelve Cyrillic letters (24 bytes) are refused on the host, naming the label, before a
+    single `label add` or example is sent."""
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "mine.tsv"
+    data.write_text("label\ttext\ncaf\xe9\tan espresso please\nnegative\tawful\n"
+                    + "\u0436" * 12 + "\tlong name\n", encoding="utf-8")
+    with FakeDevice(well_formed_replies(LABELS, TOKENIZER)) as fake:
+        args = [command, str(data), "--port", fake.url, "--timeout", "2"]
+        code = main(args + (["--new-labels", "--journal", str(tmp_path / "j.jsonl")]
+                            if command == "personalize" else []))
+        sent = [ln for ln in fake.requests
+                if ln.split(b" ")[0] in (b"label", b"learn", b"keep", b"head")
+                and not ln.startswith((b"head state", b"head export", b"head import"))]
+    line = one_error(capsys.readouterr().err)
+    assert code == 2
+    assert "cannot be added on the device" in line and "bytes" in line, line
+    assert sent == [], sent
