@@ -118,7 +118,7 @@ def test_a_multibyte_label_counts_its_bytes_against_line_max():
     with FakeDevice(well_formed_replies(LABELS + [label], TOKENIZER)) as fake:
         with Device(fake.url, timeout=2) as dev:
             dev.learn(label, "word " * 400)
-            dev.learn(label, "a" * 990)
+            dev.learn(label, "ab " * 326)      # 978 bytes: fits 1024 - 36 - 20, not - 40
         sent = [ln for ln in fake.requests if ln.startswith(b"learn ")]
     assert len(sent) == 2
     assert all(len(ln) <= 1024 for ln in sent), [len(ln) for ln in sent]
