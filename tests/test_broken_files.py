@@ -163,6 +163,9 @@ RECIPE_CASES = [
     ("[train]\nlearning_rate = nan\n", "'train.learning_rate' = nan is out of range"),
     ("[train]\ndrop_labels = [1, 2]\n", "'train.drop_labels' must be a list of str"),
     ("[model]\ndropout = 1.5\n", r"'model.dropout' = 1.5 is out of range \[0.0, 0.9\]"),
+    # a label the data does not have: trained silently before (nothing was dropped)
+    ("[train]\ndrop_labels = ['positive', 'neutral']\n",
+     "train.drop_labels names 'neutral', which"),
 ]
 
 
@@ -191,6 +194,15 @@ DATA_CASES = [
     ("mine.csv", b'label,text\npositive,fine\nnegative,"open quote\n',
      "mine.csv:3: unexpected end of data"),
     ("mine.tsv", b"text\tlabel\nfine\tpositive\n", "mine.tsv:1: header must be"),
+    # JSON values that are not strings were turned into strings ("['a', 'b']", "7") before
+    ("mine.jsonl", b'{"label": "positive", "text": "fine"}\n{"label": ["a", "b"], "text": "x"}\n',
+     "mine.jsonl:2: 'label' must be a string, got a list"),
+    ("mine.jsonl", b'{"label": 7, "text": "fine"}\n', "mine.jsonl:1: 'label' must be a string, "
+                                                     "got a number 7"),
+    ("mine.jsonl", b'{"label": "positive", "text": {"en": "fine"}}\n',
+     "mine.jsonl:1: 'text' must be a string, got an object"),
+    ("mine.jsonl", b'{"label": "positive", "text": 3.5}\n',
+     "mine.jsonl:1: 'text' must be a string, got a number 3.5"),
 ]
 
 
@@ -205,6 +217,19 @@ def test_broken_dataset_before_the_device(name, content, msg, tmp_path, capsys):
         assert code == 2, err
         line = one_error(err)
         assert msg in line and "cannot open" not in line, line
+
+
+def test_a_file_error_hint_speaks_of_the_path(tmp_path, capsys):
+    """--log naming a folder: an OS error about a file; its hint speaks of the path, not of
+    cables (only a port's error does)."""
+    (tmp_path / "logdir").mkdir()
+    code, _, err = run_cli(capsys, "classify", "x", "--port", DEAD_PORT,
+                           "--log", tmp_path / "logdir")
+    assert code == 2, err
+    line = one_error(err)
+    assert "logdir" in line and "cable" not in err and "hint: check the path" in err, err
+    code, _, err = run_cli(capsys, "info", "--port", DEAD_PORT)
+    assert code == 2 and "cable" in err, err      # the port's error keeps its hint
 
 
 def test_broken_training_set_writes_no_bundle(tmp_path, capsys):

@@ -186,7 +186,11 @@ def main(argv: list[str] | None = None) -> int:
         if verbose or not isinstance(e, (serial.SerialException, OSError)):
             raise
         click.echo(f"error: {e}", err=True)
-        click.echo("hint: check the cable, the port name and that the board is powered", err=True)
+        # only a port's error is about cables; a file's is about its path
+        click.echo("hint: check the cable, the port name and that the board is powered"
+                   if isinstance(e, serial.SerialException) else
+                   "hint: check the path, that its folder exists and that you may write "
+                   "there", err=True)
         return 2
     return 0
 
