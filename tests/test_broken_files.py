@@ -77,7 +77,13 @@ def _add_label(m: dict) -> None:      # consistent in the manifest, not with the
     m["labels"].append("neutral")
     m["head"]["weights"] = [row + [0.0] for row in m["head"]["weights"]]
     m["head"]["bias"].append(0.0)
+    m["head"]["classes"] = 3
     m["recipe"]["tokenizer"] = m["tokenizer"]
+
+
+def _requantize_logits(m: dict) -> None:   # consistent in the manifest, not with the model
+    for q in (m["int8"]["outputs"]["logits"], m["head"]["output_quantization"]):
+        q["zero_point"] = 3
 
 
 def _set(path: str, value):
@@ -110,6 +116,16 @@ BUNDLE_CASES = {
                       "manifest.json", "unknown tokenizer keys: lowercase"),
     "manifest not JSON": (lambda b: (b / "manifest.json").write_text('{"name": "sst2", '),
                           "manifest.json", "not valid JSON"),
+    # quantization the host dequantizes with and the firmware is built with, not the model's
+    "logits quantization": (lambda b: _edit_manifest(b, _requantize_logits), "model_int8.tflite",
+                            "output 'logits' is quantized with scale .*; manifest.json's "
+                            "int8.outputs.logits says"),
+    "head quantization": (lambda b: _edit_manifest(b, _set("head.input_quantization.zero_point",
+                                                           5)),
+                          "manifest.json", "head.input_quantization .* disagrees with "
+                                           "int8.outputs.features"),
+    "head classes": (lambda b: _edit_manifest(b, _set("head.classes", 3)), "manifest.json",
+                     "head.classes 3 disagrees with the 2 labels"),
 }
 
 
@@ -141,6 +157,40 @@ def test_broken_bundle_other_commands(case, bundle, capsys):
         code, _, err = run_cli(capsys, *args)
         assert code == 2, (args, err)
         assert str(bundle / fname) in one_error(err), (args, err)
+
+
+# Fields the commands read, given the wrong type by a hand edit: a traceback (TypeError,
+# KeyError, AttributeError) in info / evaluate / explain before
+FIELD_CASES = {
+    "int8.output_order.logits": [], "int8.outputs.logits": 0.5, "int8.outputs": None,
+    "int8.outputs.logits.scale": "x", "int8.outputs.attention.zero_point": 300,
+    "seq_len": "128", "eval": "x", "eval.exclude_labels": 3, "metrics": [],
+    "metrics.test.tflm": {"n": 3}, "sizes": {}, "int8.ops": None, "recipe": 7,
+    "recipe.model": "cnn", "dataset": None, "int8.input": "prado", "head.max_new_labels": -1,
+}
+
+
+@pytest.mark.parametrize("field", list(FIELD_CASES))
+def test_a_field_of_the_wrong_type_is_one_error(field, bundle, capsys):
+    _edit_manifest(bundle, _set(field, FIELD_CASES[field]))
+    for args in (["info", bundle], ["evaluate", bundle, "--limit", "3", "--runtime", "tflm"],
+                 ["explain", bundle, "a fine film", "--runtime", "tflm"]):
+        code, _, err = run_cli(capsys, *args)
+        assert code == 2, (args, err)
+        line = one_error(err)
+        assert str(bundle / "manifest.json") in line and f"'{field.split('.')[0]}" in line, line
+
+
+def test_label_count_against_the_keras_model(bundle, capsys):
+    """Three labels in a consistent manifest, two logits in model.keras: the float runtime
+    answered with two classes before (wrong, silently)."""
+    _edit_manifest(bundle, _add_label)
+    for args in (["explain", bundle, "a fine film", "--runtime", "keras"],
+                 ["evaluate", bundle, "--limit", "3", "--runtime", "keras"]):
+        code, _, err = run_cli(capsys, *args)
+        assert code == 2, (args, err)
+        line = one_error(err)
+        assert str(bundle / "model.keras") in line and "gives 2 logits" in line, line
 
 
 def test_intact_bundle_copy_still_works(bundle, capsys):
