@@ -181,6 +181,19 @@ def test_a_field_of_the_wrong_type_is_one_error(field, bundle, capsys):
         assert str(bundle / "manifest.json") in line and f"'{field.split('.')[0]}" in line, line
 
 
+def test_a_head_without_reserved_rows_is_one_error(bundle, tmp_path, capsys):
+    """head.max_new_labels 0 (the recipe allows it): personalize.c did not compile
+    (zero-length arrays) and the build ended in a screen of compiler errors."""
+    _edit_manifest(bundle, _set("head.max_new_labels", 0))
+    code, _, err = run_cli(capsys, "build", bundle, "--board", "netduinoplus2",
+                           "--out", tmp_path / "fw")
+    assert code == 2, err
+    line = one_error(err)
+    assert f"{bundle / 'manifest.json'}: head max_new_labels 0: the personalizable firmware " \
+           "needs at least one reserved row" in line, line
+    assert "--no-personalize" in err
+
+
 def test_label_count_against_the_keras_model(bundle, capsys):
     """Three labels in a consistent manifest, two logits in model.keras: the float runtime
     answered with two classes before (wrong, silently)."""
