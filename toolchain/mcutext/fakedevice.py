@@ -45,6 +45,7 @@ class FakeDevice:
         self._listener = socket.socket()
         self._listener.bind(("127.0.0.1", 0))
         self._listener.listen(4)
+        self._listener.settimeout(0.2)
         self.port = self._listener.getsockname()[1]
         self.url = f"socket://127.0.0.1:{self.port}"
         self._stop = False
@@ -73,12 +74,13 @@ class FakeDevice:
         return reply(line) if callable(reply) else reply
 
     def _serve(self) -> None:
-        self._listener.settimeout(0.2)
         while not self._stop:
             try:
                 conn, _ = self._listener.accept()
-            except OSError:
+            except socket.timeout:
                 continue
+            except OSError:
+                return          # closed
             with conn:
                 self._talk(conn)
 
