@@ -6,7 +6,6 @@ folder. `make fuzz-host` runs the same families for FUZZ_SECONDS with fresh rand
 
 from __future__ import annotations
 
-import os
 
 import pytest
 from hypothesis import HealthCheck, given, settings
