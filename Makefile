@@ -8,15 +8,18 @@ APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm wordne
                 clang libclang-rt-14-dev
 export MCUTEXT_DATA_DIR ?= $(abspath ../shared/datasets)
 
-.PHONY: setup apt venv demo test test-fast bench fuzz clean help
+.PHONY: setup apt venv demo test test-fast bench fuzz fuzz-firmware fuzz-host clean help
 
 help:
 	@echo "make setup   install system packages (when root) and the Python environment"
 	@echo "make demo    train a small sst2 model, verify it, build firmware, classify in QEMU"
 	@echo "make test    the test suite (host, TFLite Micro, firmware under QEMU)"
 	@echo "make bench   the long measurements; results under build/bench/, summary in docs/"
-	@echo "make fuzz    the firmware's input paths under libFuzzer + ASan/UBSan, FUZZ_SECONDS"
-	@echo "             (default 600) per target, one at a time; report in build/fuzz/report.md"
+	@echo "make fuzz    fuzz-firmware, then fuzz-host"
+	@echo "make fuzz-firmware  the firmware's input paths under libFuzzer + ASan/UBSan,"
+	@echo "             FUZZ_SECONDS (default 600) per target, one at a time; build/fuzz/report.md"
+	@echo "make fuzz-host      the host probe: hostile replies, manifests, data, recipes and"
+	@echo "             arguments through the CLI for FUZZ_SECONDS; build/fuzz/host/report.md"
 
 setup: apt venv
 
@@ -57,9 +60,16 @@ FUZZ_SECONDS ?= 600
 FUZZ_BUNDLE  ?= build/sst2/bundle
 FUZZ_TARGETS ?= protocol,tokenizer,learn,head_import
 
-fuzz: venv
+fuzz: fuzz-firmware fuzz-host
+
+fuzz-firmware: venv
 	$(PY) -m mcutext.fuzz --bundle $(FUZZ_BUNDLE) --seconds $(FUZZ_SECONDS) \
 	    --targets $(FUZZ_TARGETS) --out build/fuzz
+
+# The host probe (docs/reliability.md): the real CLI on hostile inputs, FUZZ_SECONDS in all.
+fuzz-host: venv
+	$(PY) -m mcutext.hostprobe --bundle $(FUZZ_BUNDLE) --seconds $(FUZZ_SECONDS) \
+	    --out build/fuzz/host
 
 clean:
 	rm -rf build

@@ -77,7 +77,13 @@ def _add_label(m: dict) -> None:      # consistent in the manifest, not with the
     m["labels"].append("neutral")
     m["head"]["weights"] = [row + [0.0] for row in m["head"]["weights"]]
     m["head"]["bias"].append(0.0)
+    m["head"]["classes"] = 3
     m["recipe"]["tokenizer"] = m["tokenizer"]
+
+
+def _requantize_logits(m: dict) -> None:   # consistent in the manifest, not with the model
+    for q in (m["int8"]["outputs"]["logits"], m["head"]["output_quantization"]):
+        q["zero_point"] = 3
 
 
 def _set(path: str, value):
@@ -110,6 +116,16 @@ BUNDLE_CASES = {
                       "manifest.json", "unknown tokenizer keys: lowercase"),
     "manifest not JSON": (lambda b: (b / "manifest.json").write_text('{"name": "sst2", '),
                           "manifest.json", "not valid JSON"),
+    # quantization the host dequantizes with and the firmware is built with, not the model's
+    "logits quantization": (lambda b: _edit_manifest(b, _requantize_logits), "model_int8.tflite",
+                            "output 'logits' is quantized with scale .*; manifest.json's "
+                            "int8.outputs.logits says"),
+    "head quantization": (lambda b: _edit_manifest(b, _set("head.input_quantization.zero_point",
+                                                           5)),
+                          "manifest.json", "head.input_quantization .* disagrees with "
+                                           "int8.outputs.features"),
+    "head classes": (lambda b: _edit_manifest(b, _set("head.classes", 3)), "manifest.json",
+                     "head.classes 3 disagrees with the 2 labels"),
 }
 
 
@@ -143,6 +159,53 @@ def test_broken_bundle_other_commands(case, bundle, capsys):
         assert str(bundle / fname) in one_error(err), (args, err)
 
 
+# Fields the commands read, given the wrong type by a hand edit: a traceback (TypeError,
+# KeyError, AttributeError) in info / evaluate / explain before
+FIELD_CASES = {
+    "int8.output_order.logits": [], "int8.outputs.logits": 0.5, "int8.outputs": None,
+    "int8.outputs.logits.scale": "x", "int8.outputs.attention.zero_point": 300,
+    "seq_len": "128", "eval": "x", "eval.exclude_labels": 3, "metrics": [],
+    "metrics.test.tflm": {"n": 3}, "sizes": {}, "int8.ops": None, "recipe": 7,
+    "recipe.model": "cnn", "dataset": None, "int8.input": "prado", "head.max_new_labels": -1,
+}
+
+
+@pytest.mark.parametrize("field", list(FIELD_CASES))
+def test_a_field_of_the_wrong_type_is_one_error(field, bundle, capsys):
+    _edit_manifest(bundle, _set(field, FIELD_CASES[field]))
+    for args in (["info", bundle], ["evaluate", bundle, "--limit", "3", "--runtime", "tflm"],
+                 ["explain", bundle, "a fine film", "--runtime", "tflm"]):
+        code, _, err = run_cli(capsys, *args)
+        assert code == 2, (args, err)
+        line = one_error(err)
+        assert str(bundle / "manifest.json") in line and f"'{field.split('.')[0]}" in line, line
+
+
+def test_a_head_without_reserved_rows_is_one_error(bundle, tmp_path, capsys):
+    """head.max_new_labels 0 (the recipe allows it): personalize.c did not compile
+    (zero-length arrays) and the build ended in a screen of compiler errors."""
+    _edit_manifest(bundle, _set("head.max_new_labels", 0))
+    code, _, err = run_cli(capsys, "build", bundle, "--board", "netduinoplus2",
+                           "--out", tmp_path / "fw")
+    assert code == 2, err
+    line = one_error(err)
+    assert f"{bundle / 'manifest.json'}: head max_new_labels 0: the personalizable firmware " \
+           "needs at least one reserved row" in line, line
+    assert "--no-personalize" in err
+
+
+def test_label_count_against_the_keras_model(bundle, capsys):
+    """Three labels in a consistent manifest, two logits in model.keras: the float runtime
+    answered with two classes before (wrong, silently)."""
+    _edit_manifest(bundle, _add_label)
+    for args in (["explain", bundle, "a fine film", "--runtime", "keras"],
+                 ["evaluate", bundle, "--limit", "3", "--runtime", "keras"]):
+        code, _, err = run_cli(capsys, *args)
+        assert code == 2, (args, err)
+        line = one_error(err)
+        assert str(bundle / "model.keras") in line and "gives 2 logits" in line, line
+
+
 def test_intact_bundle_copy_still_works(bundle, capsys):
     """The checks pass on a real bundle (the copy the cases above break)."""
     code, out, err = run_cli(capsys, "info", bundle)
@@ -163,6 +226,9 @@ RECIPE_CASES = [
     ("[train]\nlearning_rate = nan\n", "'train.learning_rate' = nan is out of range"),
     ("[train]\ndrop_labels = [1, 2]\n", "'train.drop_labels' must be a list of str"),
     ("[model]\ndropout = 1.5\n", r"'model.dropout' = 1.5 is out of range \[0.0, 0.9\]"),
+    # a label the data does not have: trained silently before (nothing was dropped)
+    ("[train]\ndrop_labels = ['positive', 'neutral']\n",
+     "train.drop_labels names 'neutral', which"),
 ]
 
 
@@ -191,6 +257,15 @@ DATA_CASES = [
     ("mine.csv", b'label,text\npositive,fine\nnegative,"open quote\n',
      "mine.csv:3: unexpected end of data"),
     ("mine.tsv", b"text\tlabel\nfine\tpositive\n", "mine.tsv:1: header must be"),
+    # JSON values that are not strings were turned into strings ("['a', 'b']", "7") before
+    ("mine.jsonl", b'{"label": "positive", "text": "fine"}\n{"label": ["a", "b"], "text": "x"}\n',
+     "mine.jsonl:2: 'label' must be a string, got a list"),
+    ("mine.jsonl", b'{"label": 7, "text": "fine"}\n', "mine.jsonl:1: 'label' must be a string, "
+                                                     "got a number 7"),
+    ("mine.jsonl", b'{"label": "positive", "text": {"en": "fine"}}\n',
+     "mine.jsonl:1: 'text' must be a string, got an object"),
+    ("mine.jsonl", b'{"label": "positive", "text": 3.5}\n',
+     "mine.jsonl:1: 'text' must be a string, got a number 3.5"),
 ]
 
 
@@ -205,6 +280,19 @@ def test_broken_dataset_before_the_device(name, content, msg, tmp_path, capsys):
         assert code == 2, err
         line = one_error(err)
         assert msg in line and "cannot open" not in line, line
+
+
+def test_a_file_error_hint_speaks_of_the_path(tmp_path, capsys):
+    """--log naming a folder: an OS error about a file; its hint speaks of the path, not of
+    cables (only a port's error does)."""
+    (tmp_path / "logdir").mkdir()
+    code, _, err = run_cli(capsys, "classify", "x", "--port", DEAD_PORT,
+                           "--log", tmp_path / "logdir")
+    assert code == 2, err
+    line = one_error(err)
+    assert "logdir" in line and "cable" not in err and "hint: check the path" in err, err
+    code, _, err = run_cli(capsys, "info", "--port", DEAD_PORT)
+    assert code == 2 and "cable" in err, err      # the port's error keeps its hint
 
 
 def test_broken_training_set_writes_no_bundle(tmp_path, capsys):

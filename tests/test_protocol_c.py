@@ -432,7 +432,7 @@ def test_socket_closed_in_the_middle_of_a_reply():
                 if line.startswith(b"ping"):
                     conn.sendall(b"pong" + line[4:] + b"\r\nok\r\n")
                 elif line == b"info":
-                    conn.sendall(b"protocol 1\r\nline-max 100\r\nok\r\n")
+                    conn.sendall(b"protocol 1\r\nlabel 0 neg\r\nline-max 100\r\nok\r\n")
                 elif line.startswith(b"classify"):
                     conn.sendall(b"label 0 neg\r\nscores 1")   # ... and the board vanishes
                     conn.close()

@@ -77,3 +77,15 @@ def test_any_bytes_give_valid_ids(data):
     assert ids.min() >= 0 and ids.max() < SPEC.buckets
     n = Tokenizer(SPEC).num_words(data)
     assert np.all(ids[n * 4:] == 0) and np.all(ids[:n * 4] > 0)
+
+
+def test_surrogate_escaped_text_is_the_bytes_it_stands_for():
+    """A command-line argument that is not UTF-8 arrives as a str with surrogate escapes
+    (os.fsdecode): the tokenizer takes the bytes that were typed, as the C tokenizer does."""
+    import os
+    tok = Tokenizer(TokenizerSpec(buckets=1024, max_words=8))
+    raw = b"caf\xe9 \xff\xfe ok"
+    text = os.fsdecode(raw)
+    assert any(0xDC80 <= ord(c) <= 0xDCFF for c in text)
+    assert np.array_equal(tok.encode(text), tok.encode(raw))
+    assert tok.words(text) == tok.words(raw) == [b"caf\xe9", b"\xff\xfe", b"ok"]

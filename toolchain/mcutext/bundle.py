@@ -84,16 +84,31 @@ class Bundle:
         if got_in != want_in:
             raise McutextError(f"{p}: input shape {got_in} disagrees with the manifest "
                                f"(seq_len {want_in[1]})")
-        want = {"logits": len(self.labels), "attention": int(self.manifest["max_words"])}
+        head = self.manifest.get("head") or {}
+        want = {"logits": len(self.labels), "attention": int(self.manifest["max_words"]),
+                "features": head.get("in_features")}
         order = self.manifest["int8"]["output_order"]
         for name, dim in want.items():
             pos = order.get(name)
             if pos is None or pos >= len(sg.outputs):
                 raise McutextError(f"{p}: has no output '{name}' at the manifest's position")
-            shape = list(sg.tensors[sg.outputs[pos]].shape)
-            if shape[-1] != dim:
+            t = sg.tensors[sg.outputs[pos]]
+            shape = list(t.shape)
+            if dim is not None and shape[-1] != dim:
                 raise McutextError(f"{p}: output '{name}' has {shape[-1]} values, the "
                                    f"manifest says {dim}")
+            # the manifest's quantization is what the host dequantizes with and the firmware
+            # is built with: it must be the model's own
+            q = self.manifest["int8"]["outputs"][name]
+            tq = t.quantization
+            got = ([float(v) for v in tq.scale], [int(v) for v in tq.zeroPoint]) \
+                if tq is not None and tq.scale is not None and tq.zeroPoint is not None \
+                else ([], [])
+            if not (len(got[0]) == 1 and np.float32(got[0][0]) == np.float32(q["scale"])
+                    and got[1] == [q["zero_point"]]):
+                raise McutextError(f"{p}: output '{name}' is quantized with scale "
+                                   f"{got[0]}, zero point {got[1]}; manifest.json's "
+                                   f"int8.outputs.{name} says {q}", hint=_RESTORE)
 
     def keras_model(self):
         if self._keras is None:
@@ -104,7 +119,14 @@ class Bundle:
             p = self.path / KERAS_FILE
             if not p.is_file():
                 raise McutextError(f"{p}: missing")
-            self._keras = keras.models.load_model(p, compile=False)
+            model = keras.models.load_model(p, compile=False)
+            got = (model.inputs[0].shape[-1], model.outputs[0].shape[-1])
+            want = (int(self.manifest["seq_len"]), len(self.labels))
+            if got != want:
+                raise McutextError(f"{p}: takes {got[0]} ids and gives {got[1]} logits; the "
+                                   f"manifest says seq_len {want[0]} and {want[1]} labels",
+                                   hint=_RESTORE)
+            self._keras = model
         return self._keras
 
     def _quant(self, name: str) -> tuple[float, int]:
@@ -252,6 +274,7 @@ def check_manifest(mpath: Path, m: dict) -> None:
         raise bad("'labels' must be a list of at least 2 non-empty strings")
     if len(set(labels)) != len(labels):
         raise bad("'labels' has repeated names")
+    _check_fields(m, bad)
     if not isinstance(m["tokenizer"], dict):
         raise bad("'tokenizer' must be an object")
     try:
@@ -293,6 +316,94 @@ def check_manifest(mpath: Path, m: dict) -> None:
                       f"(bias {b.shape[0]})")
         if not (np.all(np.isfinite(w)) and np.all(np.isfinite(b))):
             raise bad("'head' has weights that are not finite")
+        if head.get("in_features", w.shape[0]) != w.shape[0]:
+            raise bad(f"head.in_features {head['in_features']} disagrees with the head's "
+                      f"{w.shape[0]} weight rows")
+        mean = head.get("feature_mean")
+        if mean is not None and not (isinstance(mean, list) and len(mean) == w.shape[0]
+                                     and all(_is_number(v) for v in mean)):
+            raise bad(f"head.feature_mean must be {w.shape[0]} finite numbers (one per feature)")
+    if isinstance(head, dict) and head.get("classes", len(labels)) != len(labels):
+        raise bad(f"head.classes {head['classes']} disagrees with the {len(labels)} labels")
+    for name, twin in (("input_quantization", "features"), ("output_quantization", "logits")):
+        q, out = head.get(name) if isinstance(head, dict) else None, m["int8"]["outputs"][twin]
+        if q is not None and (q["scale"], q["zero_point"]) != (out["scale"], out["zero_point"]):
+            raise bad(f"head.{name} {q} disagrees with int8.outputs.{twin} "
+                      f"{m['int8']['outputs'][twin]}")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and bool(np.isfinite(v))
+
+
+def _is_quant(v) -> bool:
+    return (isinstance(v, dict) and _is_number(v.get("scale")) and v["scale"] > 0
+            and _is_int(v.get("zero_point")) and -128 <= v["zero_point"] <= 127)
+
+
+def _str_list(v) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+_ABSENT = object()
+# Every field a command reads, with the type it must have: (path, test, what, required).
+# A hand edit can put anything anywhere; what the test refuses is one error naming the field.
+_FIELDS = (
+    ("name", lambda v: isinstance(v, str) and v != "", "a non-empty string", True),
+    ("dataset", lambda v: isinstance(v, str) and v != "", "a non-empty string", True),
+    ("max_words", lambda v: _is_int(v) and v >= 1, "a positive integer", True),
+    ("seq_len", lambda v: _is_int(v) and v >= 1, "a positive integer", True),
+    ("int8.output_order", lambda v: isinstance(v, dict) and all(
+        _is_int(v.get(k)) and v[k] >= 0 for k in ("logits", "attention", "features")),
+     "an object giving logits, attention and features a position (0, 1, 2, ...)", True),
+    ("int8.outputs", lambda v: isinstance(v, dict) and all(
+        _is_quant(v.get(k)) for k in ("logits", "attention", "features")),
+     "an object of {scale > 0, zero_point -128..127} for logits, attention and features",
+     True),
+    ("int8.input", lambda v: v is None or isinstance(v, dict) and all(
+        _is_int(v.get(k)) and v[k] >= 1 for k in ("max_words", "features_per_word",
+                                                  "feature_size")) and _is_int(v.get("seed"))
+     and isinstance(v.get("lut"), list), "an object of the projection's sizes and lut", False),
+    ("int8.ops", _str_list, "a list of op names", True),
+    ("int8.file_bytes", _is_int, "an integer", False),
+    ("sizes", lambda v: isinstance(v, dict) and all(_is_int(v.get(k)) for k in (
+        "params", "int8_weights_bytes")), "an object with integer params and "
+                                          "int8_weights_bytes", True),
+    ("metrics", lambda v: isinstance(v, dict) and all(isinstance(r, dict) and all(
+        not isinstance(x, dict) or _is_number(x.get("accuracy")) and _is_int(x.get("n"))
+        for x in r.values()) for r in v.values()),
+     "an object of splits, each of runtimes with accuracy and n", False),
+    ("eval", lambda v: isinstance(v, dict) and all(
+        _str_list(v.get(k, [])) for k in ("exclude_labels", "dropped_labels")),
+     "an object with lists of label names", False),
+    ("recipe", lambda v: isinstance(v, dict) and all(
+        isinstance(v.get(k, {}), dict) for k in ("model", "tokenizer", "train")),
+     "an object (the recipe the model was trained with)", False),
+    ("head", lambda v: isinstance(v, dict), "an object", False),
+    ("head.in_features", lambda v: _is_int(v) and v >= 1, "a positive integer", False),
+    ("head.classes", _is_int, "an integer", False),
+    ("head.max_new_labels", lambda v: _is_int(v) and 0 <= v <= 255, "an integer 0..255",
+     False),
+    ("head.input_quantization", _is_quant, "{scale > 0, zero_point -128..127}", False),
+    ("head.output_quantization", _is_quant, "{scale > 0, zero_point -128..127}", False),
+)
+
+
+def _check_fields(m: dict, bad) -> None:
+    for path, ok, what, required in _FIELDS:
+        v = m
+        for key in path.split("."):
+            v = v.get(key, _ABSENT) if isinstance(v, dict) else _ABSENT
+        if v is _ABSENT:
+            if required:
+                raise bad(f"missing '{path}'")
+            continue
+        if not ok(v):
+            raise bad(f"'{path}' must be {what}, got {json.dumps(v)[:60]}")
 
 
 def check_tflite_file(path: Path, m: dict) -> None:

@@ -266,7 +266,11 @@ def _main(argv: list[str] | None, verbose: bool) -> int:
         if verbose or not isinstance(e, (serial.SerialException, OSError)):
             raise
         click.echo(f"error: {e}", err=True)
-        click.echo("hint: check the cable, the port name and that the board is powered", err=True)
+        # only a port's error is about cables; a file's is about its path
+        click.echo("hint: check the cable, the port name and that the board is powered"
+                   if isinstance(e, serial.SerialException) else
+                   "hint: check the path, that its folder exists and that you may write "
+                   "there", err=True)
         return 2
     if _stopped_by:   # a signal that arrived while the output was being put in place
         click.echo(_SIGNAL_NAMES[_stopped_by[0]], err=True)

@@ -201,6 +201,21 @@ def _session(dev, texts, labels, inputs, jr, entries, learn_idx, held_idx, steps
     return rep
 
 
+def check_new_labels(names: list[str], data: Path | None = None) -> None:
+    """Labels the device is to add must follow its rule (1 to 23 bytes of printable ASCII,
+    no space; the protocol counts bytes, so a 12-letter name in a non-Latin script is 24 or
+    more): refused here, before anything is sent."""
+    from .personalize import NAME_BYTES, valid_label_name
+    where = f"{data}: " if data else ""
+    for name in names:
+        if not valid_label_name(name):
+            raise McutextError(f"{where}label {name!r} cannot be added on the device: a new "
+                               f"label is 1 to {NAME_BYTES - 1} bytes of "
+                               "printable ASCII without space "
+                               f"({len(name.encode('utf-8', 'surrogateescape'))} bytes given)",
+                               hint="rename the label in the data file")
+
+
 def _setup(dev, labels, keep_blob, new_labels, reset, lr, momentum, l2) -> dict:
     """Reset, update rule, new labels; returns the session's starting point."""
     if reset:
@@ -215,6 +230,7 @@ def _setup(dev, labels, keep_blob, new_labels, reset, lr, momentum, l2) -> dict:
         if not new_labels:
             raise McutextError(f"labels not on the device: {', '.join(missing)}",
                                hint="pass --new-labels to add them in the reserved rows")
+        check_new_labels(missing)
         room = state["new_labels"]["budget"] - state["new_labels"]["used"]
         if len(missing) > room:
             raise McutextError(f"{len(missing)} new labels, the device has room for {room}",
@@ -432,6 +448,7 @@ def register(cli: click.Group) -> None:
             st = dev.head_state()
             have = {lab["name"] for lab in st["labels"]}
             missing = sorted(set(labels) - have)
+            check_new_labels(missing, data)
             room = st["new_labels"]["budget"] - st["new_labels"]["used"]
             if len(missing) > room:
                 raise McutextError(f"{data}: {len(missing)} new labels, the device has room for "

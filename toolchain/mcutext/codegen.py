@@ -1598,6 +1598,11 @@ def _emit_head(bundle, features: Tensor, g_sha: str, what: str) -> dict[str, str
     n_new = int(head.get("max_new_labels", DEFAULT_MAX_NEW_LABELS))
     if not 0 <= n_new <= 255:
         raise McutextError(f"head max_new_labels {n_new}: 0..255 expected")
+    if n_new == 0:   # firmware/personalize.c sizes arrays by it: 0 does not compile
+        raise McutextError(f"{bundle.path / 'manifest.json'}: head max_new_labels 0: the "
+                           "personalizable firmware needs at least one reserved row",
+                           hint="build with --no-personalize, or train with "
+                                "model.max_new_labels >= 1")
     mean = head.get("feature_mean")
     p = "mt_gen_head"
     hdr = (_banner(what, g_sha)

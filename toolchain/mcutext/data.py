@@ -166,6 +166,11 @@ def load_jsonl(path: Path) -> Dataset:
             raise McutextError(f"{path}:{n}: invalid JSON ({e.msg})") from None
         if not isinstance(obj, dict):
             raise McutextError(f"{path}:{n}: expected a JSON object with 'label' and 'text'")
+        for key in ("label", "text"):
+            if key in obj and obj[key] is not None and not isinstance(obj[key], str):
+                raise McutextError(f"{path}:{n}: '{key}' must be a string, got "
+                                   f"{_JSON_TYPES.get(type(obj[key]), 'a value')} "
+                                   f"{json.dumps(obj[key])[:40]}")
         label, text = _check(path, n, obj.get("label"), obj.get("text"))
         labels.append(label)
         texts.append(text)
@@ -173,6 +178,9 @@ def load_jsonl(path: Path) -> Dataset:
         raise McutextError(f"{path}: no examples")
     return Dataset(texts, labels, str(path))
 
+
+_JSON_TYPES = {list: "a list", dict: "an object", int: "a number", float: "a number",
+               bool: "a boolean"}
 
 LOADERS = {".tsv": load_tsv, ".csv": load_csv, ".jsonl": load_jsonl}
 

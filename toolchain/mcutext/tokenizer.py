@@ -3,8 +3,9 @@
 This module is the specification; `firmware/tokenizer.c` implements the same bytes-to-ids
 function and is tested against it. The full spec is in docs/tokenizer.md. In short:
 
-1. The input is a byte string (str is UTF-8 encoded). ASCII A-Z are lowered; nothing else
-   is changed, so invalid UTF-8 is just bytes.
+1. The input is a byte string (str is UTF-8 encoded; surrogate escapes, which stand for the
+   bytes of a command-line argument that is not UTF-8, are encoded back to those bytes).
+   ASCII A-Z are lowered; nothing else is changed, so invalid UTF-8 is just bytes.
 2. Bytes are classed: *word* bytes are a-z, 0-9, the apostrophe and every byte >= 0x80;
    *separators* are bytes <= 0x20 and 0x7F; every other byte (ASCII punctuation) is a
    one-byte word of its own. Words are maximal runs of word bytes, truncated to their first
@@ -188,7 +189,9 @@ def split_words(data: bytes, max_word_bytes: int, max_words: int | None = None) 
 
 
 def _as_bytes(text: str | bytes) -> bytes:
-    return text.encode("utf-8") if isinstance(text, str) else bytes(text)
+    # A str from a command line that was not valid UTF-8 carries its bytes as surrogate
+    # escapes (PEP 383): those bytes are the text, as the device receives them.
+    return text.encode("utf-8", "surrogateescape") if isinstance(text, str) else bytes(text)
 
 
 class Tokenizer:

@@ -66,6 +66,14 @@ def split_train_dev(recipe: Recipe, limit: int | None = None) -> tuple[Dataset, 
         n_dev = max(1, int(len(train) * recipe.train.dev_fraction))
         dev, train = train.subset(perm[:n_dev]), train.subset(perm[n_dev:])
     if recipe.train.drop_labels:
+        unknown = [lab for lab in recipe.train.drop_labels if lab not in set(train.labels)]
+        if unknown:
+            known = sorted(set(train.labels))
+            raise McutextError(f"{recipe.path or recipe.name}: train.drop_labels names "
+                               f"{', '.join(map(repr, unknown))}, which {train.source} does "
+                               "not have",
+                               hint=f"its labels: {', '.join(known[:10])}"
+                                    f"{' ...' if len(known) > 10 else ''}")
         train, dev = (drop_labels(d, recipe.train.drop_labels) for d in (train, dev))
     if limit is not None:
         train = limited(train, limit, rng)
