@@ -63,7 +63,7 @@ const char *board_counter_unit(void) { return "instructions"; }
 static const char *const labels[] = {LABELS};
 const mt_model_info_t mt_model_info = {
     "fake\x01model", NUM_CLASSES, labels,
-    {BUCKETS, MAX_WORDS, FPW, 0u, MAX_WORD_BYTES},
+    {BUCKETS, MAX_WORDS, FPW, 0u, MAX_WORD_BYTES, 0},
     MAX_WORDS * FPW, 16u,
     {LOGITS_SCALE, LOGITS_ZP}, {ATT_SCALE, ATT_ZP}, {0.5f, 0},
     1111u, 2222u, 3333u};

@@ -64,7 +64,7 @@ const char *board_counter_unit(void) { return "instructions"; }
 static const char *const labels[] = {"neg", "pos"};
 const mt_model_info_t mt_model_info = {
     "fake", 2u, labels,
-    {BUCKETS, MAX_WORDS, FPW, 0u, MAX_WORD_BYTES},
+    {BUCKETS, MAX_WORDS, FPW, 0u, MAX_WORD_BYTES, 0},
     MAX_WORDS * FPW, FEAT_DIM,
     {0.02f, 0}, {0.004f, -128}, {FEAT_SCALE, FEAT_ZP},
     1111u, 2222u, 3333u};
