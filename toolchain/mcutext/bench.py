@@ -2,7 +2,7 @@
 docs/results.md summarizes them.
 
     python -m mcutext.bench [--out build/bench]
-                            [--only pipeline,device,robustness,baselines,personalize,teach]
+                            [--only pipeline,device,robustness,robust,baselines,personalize,teach]
                             [--recipes sst2,sms_spam,ag_news,clinc150] [--reuse]
                             [--personalize-bundle build/sst2/bundle]
                             [--teach-bundle build/clinc140/bundle]
@@ -25,7 +25,7 @@ from .errors import McutextError
 from .outputs import write_file
 
 RECIPES = ("sst2", "sms_spam", "ag_news", "clinc150")
-SECTIONS = ("pipeline", "device", "robustness", "baselines", "personalize", "teach")
+SECTIONS = ("pipeline", "device", "robustness", "robust", "baselines", "personalize", "teach")
 OPT_IN = ("ablation",)          # run only when named in --only (trains 4 students per recipe)
 ABLATION_RECIPES = ("sst2", "sms_spam", "ag_news")
 
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default=",".join(SECTIONS))
     ap.add_argument("--recipes", default=",".join(RECIPES))
     ap.add_argument("--reuse", action="store_true",
-                    help="baselines: reuse the baseline bundles already trained under "
+                    help="baselines, robust: reuse the bundles already trained under "
                          "OUT/bundles instead of training them again")
     ap.add_argument("--personalize-bundle", type=Path, default=None,
                     help="sst2 bundle of the personalization section (default: the pipeline's, "
@@ -149,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         if "robustness" in sections:
             from .bench_attack import robustness_bench
             robustness_bench(bundles, args.out)
+        if "robust" in sections:   # the *_robust recipes (docs/robustness.md)
+            from .bench_robust import bench_robust
+            bench_robust(args.out, recipes, reuse=args.reuse)
         if "baselines" in sections:
             from .bench_baselines import bench_baselines, bench_baselines_device
             bench_baselines(args.out, recipes, students=bundles, reuse=args.reuse)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -50,7 +51,15 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--out", type=Path, default=Path("build/bench"))
     a = ap.parse_args(argv)
-    res = device_agreement(a.bundle, a.board, a.limit)
+    from .errors import McutextError
+    try:
+        res = device_agreement(a.bundle, a.board, a.limit)
+    except McutextError as e:
+        print(f"error: {e}" + (f"\nhint: {e.hint}" if e.hint else ""), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("aborted", file=sys.stderr)
+        return 130
     a.out.mkdir(parents=True, exist_ok=True)
     from .outputs import write_file
     write_file(a.out / f"robust_device_{res['recipe']}_{a.board}.json",
@@ -61,3 +70,48 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# Boards the device check runs on, per recipe (the others are measured in TFLite Micro).
+DEVICE_BOARDS = {"sst2": "microbit", "clinc150": "mps2-an386"}
+
+
+def bench_robust(out: Path, recipes: list[str], reuse: bool = False, n: int = 500) -> list[dict]:
+    """The `robust` section of `make bench`: per dataset, its `<name>_robust` recipe trained
+    into OUT/bundles/, then int8 (TFLite Micro) clean accuracy, the char attack (the stronger of
+    DeepWordBug and the adaptive attack) and the word attack at 2 words, certified accuracy at
+    2 edits, on `n` test sentences; the device check where DEVICE_BOARDS names a board."""
+    from .attack import run_attack
+    from .bench import write_table
+    from .bundle import load_bundle
+    from .certify import certify
+    from .recipe import load_recipe
+    from .train import train
+    rows = []
+    for name in recipes:
+        rname = f"{name}_robust"
+        path = out / "bundles" / rname
+        if not (reuse and (path / "manifest.json").is_file()):
+            train(load_recipe(rname), out=path, force=True)
+        b = load_bundle(path)
+        (out / "certify").mkdir(parents=True, exist_ok=True)
+        cert = certify(b, edits=2, n=n, out=out / "certify" / f"{rname}-2.json", force=True)
+        char = run_attack(b, "char", n=n, budget=2, out=out / "attacks" / rname)
+        word = run_attack(b, "word", n=n, budget=2, out=out / "attacks" / rname)
+        row = {"recipe": rname, "clean": char["clean_accuracy"],
+               "char": char["accuracy_under_attack"], "word": word["accuracy_under_attack"],
+               "certified": cert["certified_accuracy"],
+               "test_int8": b.manifest["metrics"]["test"]["tflm"]["accuracy"],
+               "table_bytes": b.manifest["encoding"]["table_bytes"]}
+        if name in DEVICE_BOARDS:
+            dev = device_agreement(path, DEVICE_BOARDS[name])
+            row["device"] = f"{dev['identical_scores']}/{dev['sentences']} on {dev['board']}"
+        rows.append(row)
+    write_table(out, "robust", rows,
+                [("recipe", "recipe"), ("test_int8", "int8 test acc."), ("clean", "clean"),
+                 ("char", "char (strongest)"), ("word", "word (pwws)"),
+                 ("certified", "certified, 2 edits"), ("table_bytes", "table bytes"),
+                 ("device", "device = TFLite Micro")],
+                "The robust encoding against the strongest attack (int8, TFLite Micro)",
+                f"{n} test sentences, budget 2 words; docs/robustness.md explains each column.")
+    return rows
