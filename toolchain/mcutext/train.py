@@ -229,13 +229,18 @@ def get_teacher(recipe: Recipe, labels: list[str]):
 
 def resolve_encoding(recipe: Recipe, train_ds: Dataset, labels: list[str]):
     """A robust tokenizer's table, built from the training split (mcutext.encoding) and
-    registered; returns the recipe with the resolved spec (codes, table sha256) and
+    registered, unless the spec already names a registered table (a table made elsewhere,
+    as the QEMU tests' and bench_encoder's); returns the recipe with the resolved spec (codes, table sha256) and
     (table, summary), or the recipe unchanged and None for the hashed encoding."""
     if not recipe.tokenizer.robust:
         return recipe, None
     import dataclasses
     from .encoding import build_table
-    from .tokenizer import register_table
+    from .tokenizer import make_tokenizer, register_table
+    if recipe.tokenizer.table:   # the spec names its table already (registered): keep it
+        table = make_tokenizer(recipe.tokenizer).table
+        return recipe, (table, {"codes": table.codes, "keys": int(len(table.keys)),
+                                "table_bytes": len(table.to_bytes()), "given": True})
     index = {lab: i for i, lab in enumerate(labels)}
     y = np.array([index[v] for v in train_ds.labels], np.int32)
     table, summary = build_table(train_ds.texts, y, len(labels), recipe.tokenizer,
