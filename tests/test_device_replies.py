@@ -9,18 +9,11 @@ import pytest
 
 from mcutext.cli import main
 from mcutext.fakedevice import CLOSE, FakeDevice, well_formed_replies
+from test_broken_files import one_error  # noqa: E402  (one shared definition)
 
 LABELS = ["negative", "positive"]
 TOKENIZER = {"buckets": 10240, "max_words": 32, "typo_features": True, "seed": 0,
              "max_word_bytes": 24}
-
-
-def one_error(err: str) -> str:
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if ln.startswith("error: ")]
-    assert len(errors) == 1, err
-    assert all(ln.startswith(("error: ", "hint: ")) for ln in lines), err
-    return errors[0]
 
 
 def _lines(*ls: str) -> bytes:

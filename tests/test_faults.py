@@ -22,6 +22,7 @@ import pytest
 from mcutext.cli import main
 from mcutext.device import Device, DeviceError
 from mcutext.errors import McutextError
+from test_broken_files import one_error  # noqa: E402  (one shared definition)
 
 BOARD = "netduinoplus2"
 
@@ -30,14 +31,6 @@ def run_cli(capsys, *args) -> tuple[int, str, str]:
     code = main([str(a) for a in args])
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def one_error(err: str) -> str:
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if ln.startswith("error: ")]
-    assert len(errors) == 1, err
-    assert all(ln.startswith(("error: ", "hint: ")) for ln in lines), err
-    return errors[0]
 
 
 def hint(err: str) -> str:
