@@ -303,6 +303,38 @@ def test_an_error_caused_by_a_signal_is_the_signal(capsys, monkeypatch, signum, 
     assert {sig: signal.getsignal(sig) for sig in handlers} == handlers
 
 
+@pytest.mark.parametrize("signum, line", [(signal.SIGINT, "aborted (Ctrl-C)"),
+                                          (signal.SIGTERM, "terminated (SIGTERM)")])
+def test_a_signal_inside_a_destructor_still_stops_the_run(capsys, monkeypatch, signum, line):
+    """A signal whose handler runs inside a `__del__` (CI caught one in a regex object's)
+    raises where Python cannot propagate it: Python printed a traceback, swallowed the
+    exception and the training ran on to its last epoch. The signal must still stop the run
+    at once, with its one line, even while the main thread then waits in a blocking call."""
+    import gc
+
+    import mcutext.train
+
+    class Dies:
+        def __del__(self):
+            os.kill(os.getpid(), signum)
+            time.sleep(0.5)         # the handler raises here, inside __del__
+
+    def train_with_a_dying_object(*args, **kw):
+        Dies()
+        gc.collect()
+        time.sleep(20)              # the signal, delivered again, must end this
+        raise AssertionError("the signal was swallowed")
+
+    monkeypatch.setattr(mcutext.train, "train", train_with_a_dying_object)
+    hook = sys.unraisablehook
+    t0 = time.monotonic()
+    code, out, err = run_cli(capsys, "train", "sst2")
+    assert code == 128 + signum and out == ""
+    assert [ln for ln in err.splitlines() if ln.strip()] == [line]
+    assert time.monotonic() - t0 < 10
+    assert sys.unraisablehook is hook       # and the CLI's hook is gone again
+
+
 @pytest.fixture
 def previous_bundle(sst2_small_bundle, tmp_path) -> Path:
     out = tmp_path / "bundle"

@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 import click
@@ -203,6 +204,7 @@ _SIGNAL_NAMES = {signal.SIGINT: "aborted (Ctrl-C)", signal.SIGTERM: "terminated 
 
 
 def _on_signal(signum: int, frame) -> None:
+    _redelivery.pending = False
     if not _stopped_by:
         _stopped_by.append(signum)
     if signum == signal.SIGINT:
@@ -210,13 +212,64 @@ def _on_signal(signum: int, frame) -> None:
     raise Terminated(signum)
 
 
+class _Redelivery:
+    """A signal whose handler runs inside a `__del__` or a weakref callback raises where
+    Python cannot propagate it: Python would print a traceback and run on as if nothing had
+    happened (CI saw a training run to its last epoch that way). Such a signal is delivered
+    again, to the main thread, every 50 ms until its handler has run once more; a handler
+    whose exception is swallowed again arms the next round."""
+
+    def __init__(self) -> None:
+        self.pending = False
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, signum: int) -> None:
+        with self._lock:
+            self.pending = True
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, args=(signum,), daemon=True,
+                                                name="mcutext-signal")
+                self._thread.start()
+
+    def _run(self, signum: int) -> None:
+        # A signal that arrives just before the main thread enters a blocking call stays
+        # pending until that call returns: hence again and again, not once.
+        main = threading.main_thread().ident
+        while True:
+            time.sleep(0.05)
+            with self._lock:
+                if not self.pending:
+                    self._thread = None
+                    return
+            signal.pthread_kill(main, signum)
+
+
+_redelivery = _Redelivery()
+
+
+def _on_unraisable(unraisable) -> None:
+    if _stopped_by and isinstance(unraisable.exc_value, (KeyboardInterrupt, Terminated)):
+        _redelivery.arm(_stopped_by[0])     # say nothing: the run stops with its one line
+        return
+    _previous_unraisablehook(unraisable)
+
+
+_previous_unraisablehook = sys.unraisablehook
+
+
 def _install_signal_handlers() -> dict:
     """Ctrl-C, SIGTERM and SIGHUP raise an exception in the main thread, so that every
     `finally` runs (staging folders removed, QEMU stopped, journals kept) before the exit.
     Returns the handlers they replace (none when called from another thread)."""
+    global _previous_unraisablehook
     _stopped_by.clear()
+    _redelivery.pending = False
     if threading.current_thread() is not threading.main_thread():
         return {}
+    if sys.unraisablehook is not _on_unraisable:
+        _previous_unraisablehook = sys.unraisablehook
+        sys.unraisablehook = _on_unraisable
     return {sig: signal.signal(sig, _on_signal) for sig in _SIGNAL_NAMES}
 
 
@@ -242,8 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv, verbose)
     finally:
+        _redelivery.pending = False
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if previous and sys.unraisablehook is _on_unraisable:
+            sys.unraisablehook = _previous_unraisablehook
 
 
 def _main(argv: list[str] | None, verbose: bool) -> int:
