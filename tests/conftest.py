@@ -60,15 +60,3 @@ def baseline_bundles(tmp_path_factory) -> dict[str, Path]:
     on 150 (test_baselines, test_codegen_baselines: trained once for both)."""
     return {name: _train(tmp_path_factory, name, limit=800, epochs=2, test_limit=150)
             for name in ("sst2_fastgrnn", "sst2_prado")}
-
-
-@pytest.fixture(scope="session")
-def sst2_bundle(tmp_path_factory) -> Path:
-    """The full sst2 recipe (about 10 s of training on 2 cores)."""
-    return _train(tmp_path_factory, "sst2")
-
-
-@pytest.fixture(scope="session")
-def clinc150_bundle(tmp_path_factory) -> Path:
-    """The full clinc150 recipe (151 classes)."""
-    return _train(tmp_path_factory, "clinc150")
