@@ -45,9 +45,30 @@ def check_labels(data: Dataset, labels: list[str]) -> None:
                            f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}")
 
 
+# Texts per call when a split is classified in pieces (a multiple of Keras' predict batch
+# of 256, so that the float model sees the same batches as in one call).
+CHUNK = 512
+
+
+def predict_proba(bundle: Bundle, texts: list[str], runtime: str) -> np.ndarray:
+    """bundle.predict_proba, in pieces under a progress bar when there are many texts."""
+    if len(texts) <= CHUNK:
+        return bundle.predict_proba(texts, runtime)
+    from . import progress
+    parts = []
+    with progress.task(f"classifying ({runtime})", total=len(texts)) as update:
+        for a in range(0, len(texts), CHUNK):
+            parts.append(bundle.predict_proba(texts[a:a + CHUNK], runtime))
+            update(advance=len(parts[-1]))
+    return np.concatenate(parts)
+
+
 def evaluate(bundle: Bundle, split: str = "test", runtime: str = "tflm",
              limit: int | None = None, data: Dataset | None = None,
-             compare_to_float: bool = True) -> dict:
+             compare_to_float: bool = True, details: bool = False) -> dict:
+    """The figures of `mcutext evaluate`. details=True adds "examples": the texts, gold
+    labels and predicted label indices (and the float model's) in the split's order, for
+    the confusion matrix and the sample of `mcutext report`."""
     if data is None:
         data = load_split(bundle.manifest["dataset"], split)
     dropped = set(bundle.manifest.get("eval", {}).get("dropped_labels", ()))
@@ -57,15 +78,20 @@ def evaluate(bundle: Bundle, split: str = "test", runtime: str = "tflm",
         data = data.subset(range(min(limit, len(data))))
     check_labels(data, bundle.labels)
     exclude = tuple(bundle.manifest.get("eval", {}).get("exclude_labels", ()))
-    proba = bundle.predict_proba(data.texts, runtime)
+    proba = predict_proba(bundle, list(data.texts), runtime)
     pred_idx = proba.argmax(axis=1)
     pred = [bundle.labels[i] for i in pred_idx]
     report = classification_report(data.labels, pred, bundle.labels, exclude)
     report.update({"runtime": runtime, "split": split, "source": data.source})
+    fidx = None
     if runtime != "keras" and compare_to_float:
-        fidx = bundle.predict_proba(data.texts, "keras").argmax(axis=1)
+        fidx = predict_proba(bundle, list(data.texts), "keras").argmax(axis=1)
         fpred = [bundle.labels[i] for i in fidx]
         report["agreement_with_float"] = float(np.mean(fidx == pred_idx))
         report["float_accuracy"] = classification_report(
             data.labels, fpred, bundle.labels, exclude)["accuracy"]
+    if details:
+        report["examples"] = {"texts": list(data.texts), "gold": list(data.labels),
+                              "pred": pred_idx.tolist(),
+                              "float_pred": None if fidx is None else fidx.tolist()}
     return report

@@ -102,6 +102,18 @@ def _is_head_blob(p: Path) -> bool:
         return False
 
 
+# the first bytes of a page `mcutext report` wrote (mcutext.report_html)
+REPORT_MARK = b'<meta name="generator" content="mcutext report'
+
+
+def _is_report(p: Path) -> bool:
+    try:
+        with open(p, "rb") as f:
+            return REPORT_MARK in f.read(2048)
+    except OSError:
+        return False
+
+
 # kind -> (is it a folder, what it is called, is this path an earlier output of the kind)
 KINDS: dict[str, tuple[bool, str, Callable[[Path], bool]]] = {
     "bundle": (True, "a bundle", _is_bundle),
@@ -111,6 +123,7 @@ KINDS: dict[str, tuple[bool, str, Callable[[Path], bool]]] = {
     "attack": (True, "a folder of attack results", _is_attack_folder),
     "fuzz": (True, "a fuzzing folder", _is_fuzz_folder),
     "head": (False, "a head blob", _is_head_blob),
+    "report": (False, "a report page", _is_report),
 }
 
 
