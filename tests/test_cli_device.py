@@ -135,6 +135,31 @@ def test_classify_plain_explain_and_file(capsys, port, tmp_path):
     assert any(line.endswith("\tsecond one here") for line in lines)
 
 
+def test_plain_classify_prints_the_scores_that_decided_the_label(capsys):
+    """Factory firmware: the int8 model's scores. Once personalized, the float head decides
+    the label (its `head` line): the line shows the head's scores, says so, and its cost."""
+    from mcutext.fakedevice import FakeDevice, well_formed_replies
+    labels = ["negative", "positive"]
+    tok = {"buckets": 10240, "max_words": 32, "typo_features": True, "seed": 0,
+           "max_word_bytes": 24}
+    replies = well_formed_replies(labels, tok)
+    with FakeDevice(replies) as fake:
+        code, out, _ = run_cli(capsys, "classify", "--port", fake.url, "a fine film")
+    assert code == 0
+    assert out.split("\t")[:2] == ["positive", "int8 scores -5 5"]
+    replies["classify"] = (b"label 2 greeting\r\nhead 0.090 0.090 0.571 -\r\n"
+                           b"head-bits 3db844de 3db94312 3f120f39 ff800000\r\n"
+                           b"scores -34 -36\r\nlogits 0.122 0.073\r\nwords 2\r\n"
+                           b"cost instructions tokenizer 2367 model 952622 head 885\r\nok\r\n")
+    with FakeDevice(replies) as fake:
+        code, out, _ = run_cli(capsys, "classify", "--port", fake.url, "hello there")
+    assert code == 0
+    label, scores, cost, text = out.rstrip("\n").split("\t")
+    assert (label, scores, text) == ("greeting", "head scores 0.090 0.090 0.571 -",
+                                     "hello there")
+    assert cost == "instructions: tokenizer 2367, model 952622, head 885"
+
+
 def test_classify_dataset_file(capsys, port):
     from mcutext.data import data_dir
     tsv = data_dir() / "sst2" / "test.tsv"

@@ -62,12 +62,23 @@ def _print_build(res: dict) -> None:
                    "(on-device learning of the head)")
 
 
+def decided_by(r: dict) -> tuple[str, str]:
+    """(what decided the label, its scores as text): the personalized float head once it has
+    learned (its `head` line: one score per row, '-' for a row not scored), else the int8
+    model (its `scores`)."""
+    if r.get("head") is not None:
+        return "head", " ".join("-" if v is None else f"{v:.3f}" for v in r["head"])
+    return "int8", " ".join(map(str, r["scores"]))
+
+
 def _print_result(text: str, r: dict) -> None:
     unit = r.get("unit", "instructions")
     cost = r.get(unit, {})
-    click.echo(f"{r['label']}\tscores {' '.join(map(str, r['scores']))}\t"
+    by, scores = decided_by(r)
+    head_cost = f", head {cost['head']}" if "head" in cost else ""
+    click.echo(f"{r['label']}\t{by} scores {scores}\t"
                f"{unit}: tokenizer {cost.get('tokenizer', '?')}, model {cost.get('model', '?')}"
-               f"\t{text}")
+               f"{head_cost}\t{text}")
     for a in r.get("attribution", []):
         click.echo(f"    {a['weight']:6.3f}  {a['word']}")
 
