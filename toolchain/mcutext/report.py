@@ -130,7 +130,9 @@ def sample_indices(correct: list[bool], k: int, seed: int = 0) -> list[int]:
     n_right = min(len(right), k - n_wrong)
     n_wrong = min(len(wrong), k - n_right)
     rng = np.random.default_rng(seed)
-    pick = lambda pool, n: sorted(rng.choice(pool, size=n, replace=False).tolist()) if n else []  # noqa: E731
+
+    def pick(pool: list[int], n: int) -> list[int]:
+        return sorted(rng.choice(pool, size=n, replace=False).tolist()) if n else []
     return pick(wrong, n_wrong) + pick(right, n_right)
 
 

@@ -538,7 +538,10 @@ SCRIPT_END = """
 (function () {
   function key(td) {
     var n = td.querySelector('[data-value]');
-    if (n) { var v = JSON.parse(n.getAttribute('data-value')); if (typeof v === 'number') return v; }
+    if (n) {
+      var v = JSON.parse(n.getAttribute('data-value'));
+      if (typeof v === 'number') return v;
+    }
     return td.textContent.trim().toLowerCase();
   }
   document.querySelectorAll('table.sortable').forEach(function (table) {
