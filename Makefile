@@ -6,12 +6,15 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm wordnet-base \
                 clang libclang-rt-14-dev
+# headless Chromium: the test that opens `mcutext report`'s page in a real browser
+REPORT_PACKAGES := chromium
 export MCUTEXT_DATA_DIR ?= $(abspath ../shared/datasets)
 
-.PHONY: setup apt venv demo test test-fast bench fuzz fuzz-firmware fuzz-host clean help
+.PHONY: setup apt report-deps venv demo test test-fast bench fuzz fuzz-firmware fuzz-host clean help
 
 help:
 	@echo "make setup   install system packages (when root) and the Python environment"
+	@echo "make report-deps  only headless Chromium (apt), for tests/test_report.py"
 	@echo "make demo    train a small sst2 model, verify it, build firmware, classify in QEMU"
 	@echo "make test    the test suite (host, TFLite Micro, firmware under QEMU)"
 	@echo "make bench   the long measurements; results under build/bench/, summary in docs/"
@@ -23,13 +26,22 @@ help:
 
 setup: apt venv
 
-# System packages: the ARM cross compiler, newlib, QEMU, WordNet, clang (fuzzing).
+# System packages: the ARM cross compiler, newlib, QEMU, WordNet, clang (fuzzing), Chromium
+# (the report's browser test). $(call apt_install,PACKAGES,TARGET) installs the missing ones
+# as root, and otherwise names them.
+define apt_install
+@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+if [ -z "$$missing" ]; then echo "system packages: all present"; \
+elif [ "$$(id -u)" = 0 ]; then \
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+else echo "missing system packages:$$missing (run 'sudo make $(2)')"; exit 1; fi
+endef
+
 apt:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -z "$$missing" ]; then echo "system packages: all present"; \
-	elif [ "$$(id -u)" = 0 ]; then \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
-	else echo "missing system packages:$$missing (run 'sudo make apt')"; exit 1; fi
+	$(call apt_install,$(APT_PACKAGES) $(REPORT_PACKAGES),apt)
+
+report-deps:
+	$(call apt_install,$(REPORT_PACKAGES),report-deps)
 
 venv: $(VENV)/.installed
 
