@@ -47,11 +47,25 @@ def console_lines(stderr: str) -> list[str]:
     return [m.group(1) for line in stderr.splitlines() if (m := _CONSOLE.search(line))]
 
 
+MAX_HEIGHT = 16384   # pixels of a screenshot
+
+
 def open_page(page: Path, screenshot: Path | None = None, width: int = 1280,
-              height: int = 4000, timeout: float = 120) -> Page:
+              height: int | None = None, timeout: float = 120) -> Page:
     """Loads the file `page` in headless Chromium (no network is needed for a file: URL) and
-    returns its DOM, its console messages and, with `screenshot`, a PNG of the first
-    width x height pixels."""
+    returns its DOM, its console messages and, with `screenshot`, a PNG width pixels wide
+    and `height` high. Without `height`, the whole page: the height its script wrote on
+    <html> as data-height (the page of `mcutext report` does), found by a first load; else
+    4000."""
+    if screenshot is not None and height is None:
+        first = _load(page, None, width, 2000, timeout)
+        m = re.search(r'<html[^>]*\sdata-height="(\d+)"', first.dom)
+        height = min(int(m.group(1)), MAX_HEIGHT) if m else 4000
+    return _load(page, screenshot, width, height or 2000, timeout)
+
+
+def _load(page: Path, screenshot: Path | None, width: int, height: int,
+          timeout: float) -> Page:
     exe = find_chromium()
     if exe is None:
         raise McutextError("chromium not found",

@@ -221,21 +221,29 @@ def measure_on_qemu(rep: dict, prof: dict | None, board, sentence: str) -> dict:
 
 
 def collect_board(bundle_path: Path, bundle, board_name: str, sentence: str) -> dict:
+    """One board: the firmware `mcutext build` makes (reused when up to date), the
+    classification-only build beside it (what personalization costs in RAM; the page shows
+    that one when only it fits), and under QEMU the instructions of a classification."""
     from .boards import get_board
     from .firmware import DoesNotFit, build, default_out_dir
     from .qemu import available
     board = get_board(board_name)
     row: dict = {"board": board.name, "cpu": board.cpu, "qemu_machine": board.qemu_machine}
+    out = default_out_dir(bundle_path, board.name)
+    lean_out = out.with_name(out.name + "-no-personalize")
+    personalize, lean = True, None
     try:
         rep = build(bundle_path, board, reuse=True)
     except DoesNotFit as e:
-        return {**row, "error": str(e), "hint": e.hint}
+        try:
+            rep = build(bundle_path, board, lean_out, personalize=False, reuse=True)
+        except DoesNotFit:
+            return {**row, "error": str(e), "hint": e.hint}
+        personalize = False
+        row["personalized_does_not_fit"] = str(e)
     row["build"] = {k: rep.get(k) for k in BUILD_KEYS}
-    lean = None
     if rep.get("personalize"):
-        out = default_out_dir(bundle_path, board.name)
-        lean = build(bundle_path, board, out.with_name(out.name + "-no-personalize"),
-                     personalize=False, reuse=True)
+        lean = build(bundle_path, board, lean_out, personalize=False, reuse=True)
         row["classification_only"] = {"flash_bytes": lean["flash_bytes"],
                                       "ram_bytes": lean["ram_bytes"],
                                       "runtime_flash_bytes": lean["runtime_flash_bytes"]}
@@ -248,7 +256,11 @@ def collect_board(bundle_path: Path, bundle, board_name: str, sentence: str) -> 
     elif not available():
         row["device_note"] = "qemu-system-arm is not installed (`make setup`)"
     else:
-        prof = build(bundle_path, board, profile=True, reuse=True)
+        prof_out = default_out_dir(bundle_path, board.name, profile=True)
+        if not personalize:
+            prof_out = prof_out.with_name(prof_out.name + "-no-personalize")
+        prof = build(bundle_path, board, prof_out, profile=True, personalize=personalize,
+                     reuse=True)
         row["device"] = measure_on_qemu(rep, prof, board, sentence)
     return row
 

@@ -165,6 +165,9 @@ def ops_chart(device: dict) -> str:
     for k, v in enumerate(values):
         ax.text(v, k, f" {v:,}", va="center", fontsize=7)
     ax.set_xlim(0, max(values) * 1.18 if values else 1)
+    from matplotlib.ticker import StrMethodFormatter
+    ax.xaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
+    ax.tick_params(axis="x", labelsize=7)
     ax.set_xlabel(f"{unit} per classification")
     ax.grid(axis="x", alpha=0.3)
     return chart(fig, f"{unit} per classification, tokenizer and each operator")
@@ -187,7 +190,7 @@ def attack_chart(rob: dict) -> str:
     ax.set_xlabel("budget: words edited per sentence (0 = clean)")
     ax.set_ylabel("accuracy")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="upper right")
     return chart(fig, "accuracy under attack per budget")
 
 
@@ -233,7 +236,7 @@ def accuracy_section(data: dict) -> str:
               num(f"{k}.most_confused.{i}.count", p["count"], "int"),
               num(f"{k}.most_confused.{i}.share", p["share"], "pct")]
              for i, p in enumerate(a["most_confused"])]
-    pairs_html = (_table(["true", "predicted as", "examples", "of the true class"], pairs)
+    pairs_html = (_table(["true", "predicted as", "examples", "share"], pairs)
                   if pairs else "<p>No example is confused.</p>")
     index = ""
     if many:
@@ -242,8 +245,12 @@ def accuracy_section(data: dict) -> str:
                  + "</ol></details>")
     per_class_table = _table(["label", "precision", "recall", "F1", "support"], rows)
     if len(rows) > FEW_CLASSES:
-        per_class_table = (f"<details><summary>all {len(rows)} classes (click a column to "
-                           f"sort)</summary>{per_class_table}</details>")
+        order = sorted(range(len(rows)), key=lambda i: list(a["per_class"].values())[i]["f1"])
+        worst = _table(["label", "precision", "recall", "F1", "support"],
+                       [rows[i] for i in order[:10]])
+        per_class_table = (f"<h4>The 10 lowest F1</h4>{worst}<details><summary>all "
+                           f"{len(rows)} classes (click a column to sort)</summary>"
+                           f"{per_class_table}</details>")
     body = f"""
 <p>{num(f'{k}.n', a['n'], 'int')} examples of the {esc(a['split'])} split
 (<code>{esc(a['source'])}</code>), the int8 model in the TFLite Micro interpreter; the same
@@ -254,7 +261,8 @@ figures as <code>mcutext evaluate {esc(data['bundle']['path'])} --json</code>{
 <h3>Confusion matrix</h3>
 <div class="row">
 <div>{confusion_chart(labels, a['confusion']['matrix'])}{index}</div>
-<div class="side"><h4>Most confused pairs</h4>{pairs_html}</div>
+<div class="side"><h4>Most confused pairs</h4><p class="small">Examples of the true
+class predicted as another, and their share of the true class.</p>{pairs_html}</div>
 </div>
 <h3>Per class</h3>
 <div class="row"><div>{per_class_chart(a['per_class'])}</div>
@@ -319,12 +327,18 @@ def _board_html(i: int, b: dict) -> str:
               f"{num(f'{k}.build.stack_reserve', bd['stack_reserve'], 'int')} bytes of stack "
               f"reserve; worst case by the call graph "
               f"{num(f'{k}.build.stack_worst_case', bd['stack_worst_case'], 'int')})")
-    extra = (f"<p>{totals}. Model: int8 weights "
+    note = ""
+    if "personalized_does_not_fit" in b:
+        note = (f'<p class="warn">With on-device personalization: '
+                f'{esc(b["personalized_does_not_fit"])}.</p><p>Shown: the classification-only '
+                f"firmware (<code>--no-personalize</code>).</p>")
+    flag = "" if bd["personalize"] else " --no-personalize"
+    extra = note + (f"<p>{totals}. Model: int8 weights "
              f"{num(f'{k}.build.weights_bytes', bd['weights_bytes'], 'int')} bytes, "
              f"activation arena {num(f'{k}.build.arena_bytes', bd['arena_bytes'], 'int')} "
              f"bytes, {num(f'{k}.build.macs', bd['macs'], 'int')} MACs per classification; "
              f"kernels: {esc(bd['kernels'])}. The same figures as <code>mcutext build BUNDLE "
-             f"--board {esc(b['board'])} --json</code>.</p>")
+             f"--board {esc(b['board'])}{flag} --json</code>.</p>")
     if "classification_only" in b:
         co = b["classification_only"]
         big = ", ".join(f"{esc(v['variable'])} {v['bytes']:,}"
@@ -522,7 +536,7 @@ border-left:4px solid #5aa469} ol.explained li.wrong{border-left-color:#b04a4a}
 .w{padding:1px 2px;border-radius:3px}
 ins{background:#f9d36b;text-decoration:none;font-weight:700}
 del{color:#b04a4a} .edited{border-bottom:1px dotted #555}
-.error{color:#b04a4a;font-weight:600} .small{font-size:12px;color:#555}
+.error{color:#b04a4a;font-weight:600} .warn{color:#8a4b08} .small{font-size:12px;color:#555}
 ol.classes{columns:4;font-size:12px} pre{font-size:12px;background:#f6f8fa;padding:8px}
 """
 
@@ -560,7 +574,9 @@ SCRIPT_END = """
     });
   });
   var data = JSON.parse(document.getElementById('mcutext-report-data').textContent);
-  document.documentElement.setAttribute('data-ready', String(data.format));
+  var root = document.documentElement;
+  root.setAttribute('data-height', String(root.scrollHeight));  // for a whole-page screenshot
+  root.setAttribute('data-ready', String(data.format));
 })();
 """
 
