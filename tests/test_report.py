@@ -200,3 +200,17 @@ def _minimal_data() -> dict:
                          "confusion": {"labels": ["x"], "matrix": [[1]]},
                          "most_confused": []},
             "explanations": {"sentences": []}, "boards": [], "provenance": {"name": "b"}}
+
+
+def test_evaluation_in_pieces_equals_one_call(sst2_small_bundle, monkeypatch):
+    """The report's (and `mcutext evaluate`'s) evaluation classifies a long split in pieces
+    under a progress bar: the same probabilities as one call, for the float and int8 model."""
+    from mcutext import evaluate
+    from mcutext.bundle import load_bundle
+    from mcutext.data import load_split
+    b = load_bundle(sst2_small_bundle)
+    texts = load_split("sst2", "test").texts[:20]
+    monkeypatch.setattr(evaluate, "CHUNK", 7)
+    for runtime in ("keras", "tflm"):
+        assert np.array_equal(evaluate.predict_proba(b, texts, runtime),
+                              b.predict_proba(texts, runtime)), runtime
