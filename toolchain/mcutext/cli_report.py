@@ -36,6 +36,7 @@ def register(cli: click.Group) -> None:
                   default=None, help="Add accuracy under this attack per budget, adversarial "
                                      "examples and (char-edit attacks) certified accuracy.")
     @click.option("--budgets", default="1,2,3", show_default=True, callback=_budgets,
+                  metavar="B,B,...",
                   help="The attack's budgets (words edited per sentence), comma-separated.")
     @click.option("--attack-limit", type=click.IntRange(1, None), default=100,
                   show_default=True,
