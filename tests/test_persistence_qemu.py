@@ -24,7 +24,8 @@ from mcutext.device import Device, DeviceError
 pytestmark = pytest.mark.qemu
 
 BOARD = "netduinoplus2"
-ROUNDS = 50
+# cut rounds: 20 random cut moments in the suite; MCUTEXT_CUT_ROUNDS=200 for a longer run
+ROUNDS = int(os.environ.get("MCUTEXT_CUT_ROUNDS", "20"))
 SEED = 4
 PACE = 10
 # the slot layout of firmware/slots.c with the semihosted geometry (program unit 4 bytes)
@@ -177,7 +178,8 @@ def test_head_survives_restart_and_cut_saves(firmware, sentences, tmp_path):
           f"write; outcomes of {ROUNDS} cut saves: {outcomes}")
     # the cuts landed before, inside and after saves (the property was exercised)
     assert outcomes.get("committed", 0) >= 1
-    assert ROUNDS - outcomes.get("committed", 0) - outcomes.get("not started", 0) >= 10, outcomes
+    assert ROUNDS - outcomes.get("committed", 0) - outcomes.get("not started", 0) >= ROUNDS // 5, \
+        outcomes
 
 
 def _first_write(path, mtime_ns: int, timeout: float = 10.0) -> float:
