@@ -280,3 +280,44 @@ def test_library_frames_are_bounded_from_their_code(tmp_path):
     r = stack.analyze(elf, obj, fpu=False)
     assert "__udivsi3" in r["frames_from_code"] or "__aeabi_uidiv" in r["frames_from_code"]
     assert [n for n, _, _ in r["deepest_chain"]][:3] == ["Reset_Handler", "middle", "leaf"]
+
+
+SOFT_FLOAT = r"""
+volatile float a, b;
+volatile int sink;
+__attribute__((noinline)) void compare(void) { sink = (a == b) + (a < b) + (a >= b); }
+void Reset_Handler(void) { compare(); for (;;) { } }
+"""
+
+
+def test_soft_float_returns_of_libgcc_are_returns(tmp_path):
+    """A Cortex-M3 (no FPU: every M3, and an M4/M33 built with fpu = "none"): libgcc's
+    ARMv7-M soft-float comparisons save lr with `str lr, [sp, #-8]!` and return with
+    `ldr pc, [sp], #8`; that is a return, and their frames count in the chain."""
+    elf, obj = _image(tmp_path, {"main.c": SOFT_FLOAT}, cpu="cortex-m3")
+    dis = subprocess.run(["arm-none-eabi-objdump", "-d", str(elf)], capture_output=True,
+                         text=True, check=True).stdout
+    assert re.search(r"ldr\.w\s+pc, \[sp\], #8", dis)    # the instruction is really there
+    r = stack.analyze(elf, obj, fpu=False)
+    chain = [n for n, _, _ in r["deepest_chain"]]
+    assert chain[:2] == ["Reset_Handler", "compare"] and "__cmpsf2" in chain
+    frames = {n: f for n, f, _ in r["deepest_chain"]}
+    assert any(frames.get(n) == 8 for n in ("__aeabi_fcmpeq", "__aeabi_fcmplt",
+                                            "__aeabi_fcmpge"))
+    assert r["thread"] == sum(frames.values())
+
+
+def test_a_pc_load_from_the_stack_without_a_saved_lr_is_not_a_return(tmp_path):
+    """`ldr pc, [sp], #8` in code that never stored lr there jumps to whatever the stack
+    holds: library code doing that is reported as a gap in the analysis, not as the user's
+    missing rule."""
+    src = CHAIN.replace("void Reset_Handler(void) { middle();",
+                        "void odd(void);\nvoid Reset_Handler(void) { odd(); middle();") + r"""
+__asm__(".text\n.thumb\n.syntax unified\n.global odd\n.type odd, %function\n"
+        "odd:\n sub sp, sp, #8\n ldr.w pc, [sp], #8\n.size odd, .-odd\n");
+"""
+    elf, obj = _image(tmp_path, {"main.c": src}, cpu="cortex-m3")
+    with pytest.raises(stack.StackError) as e:
+        stack.analyze(elf, obj, fpu=False)
+    assert "odd (library code" in str(e.value) and "ldr.w pc, [sp], #8" in str(e.value)
+    assert "CALLBACK_RULES" not in e.value.hint and "not in your code" in e.value.hint
