@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mcutext import boards, firmware, stack
+from mcutext import firmware, stack
 from mcutext.errors import McutextError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,10 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # --- the real firmware ----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def built(sst2_small_bundle, tmp_path_factory):
-    out = tmp_path_factory.mktemp("fw_stack")
-    return {name: firmware.build(sst2_small_bundle, name, out / name)
-            for name in boards.board_names()}
+def built(board_firmware):
+    return board_firmware.all()
 
 
 @pytest.mark.slow
@@ -44,6 +42,22 @@ def test_every_board_has_a_worst_case_stack_within_budget(built):
         assert s["indirect_calls"] and all(c["targets"] for c in s["indirect_calls"]), name
         saved = Path(rep["elf"]).with_name("firmware.json").read_text()
         assert f'"stack_worst_case": {s["worst_case"]}' in saved
+
+
+@pytest.mark.slow
+def test_a_cortex_m3_without_fpu_builds_with_personalization(board_firmware):
+    """lm3s6965evb (Cortex-M3, soft float): the personalization code links libgcc's v7-M
+    soft-float comparisons, which return with `ldr pc, [sp], #8`; the build's stack analysis
+    follows them (it used to refuse the build)."""
+    rep = board_firmware["lm3s6965evb"]
+    assert rep["personalize"] and rep["cpu"] == "cortex-m3"
+    symbols = firmware.read_elf(Path(rep["elf"]))[1]
+    fcmp = [s for s in symbols if s.startswith("__aeabi_fcmp")]
+    assert fcmp, "no soft-float comparison linked: the test no longer tests the case"
+    dis = subprocess.run(["arm-none-eabi-objdump", "-d", rep["elf"]], capture_output=True,
+                         text=True, check=True).stdout
+    assert re.search(r"ldr\.w\s+pc, \[sp\], #8", dis)
+    assert 0 < rep["stack_worst_case"] <= rep["stack_reserve"]
 
 
 @pytest.mark.slow

@@ -90,7 +90,7 @@ FIELD_OFFSETS: dict[str, dict[int, str]] = {
 # Functions whose address the code takes without calling through it: "file:function" patterns
 # and why.
 ADDRESS_ONLY: list[tuple[str, str]] = [
-    (r"(board|stm32f4_watchdog)\.c:board_reset_cause",
+    (r"(board|\w+_watchdog)\.c:board_reset_cause",
      "an optional (weak) board hook: app.c compares its address with NULL, then calls it "
      "directly"),
 ]
