@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm wordnet-base \
-                clang libclang-rt-14-dev
+                clang libclang-rt-14-dev cmake
 export MCUTEXT_DATA_DIR ?= $(abspath ../shared/datasets)
 
 .PHONY: setup apt venv demo test test-fast bench fuzz fuzz-firmware fuzz-host clean help
@@ -23,7 +23,8 @@ help:
 
 setup: apt venv
 
-# System packages: the ARM cross compiler, newlib, QEMU, WordNet, clang (fuzzing).
+# System packages: the ARM cross compiler, newlib, QEMU, WordNet, clang (fuzzing), cmake
+# (the exported library's build, tests/test_export.py).
 apt:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -z "$$missing" ]; then echo "system packages: all present"; \
