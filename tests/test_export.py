@@ -108,27 +108,6 @@ def test_export_replaces_an_earlier_export_and_refuses_other_folders(sst2_small_
 
 # --- cmake: the example firmware on every emulated board, under QEMU ---------------------------
 
-def _classify_over_uart(elf: Path, board: str, texts: list[str]) -> list[tuple[str, list[int], int]]:
-    import serial
-
-    from mcutext.qemu import Qemu
-    out = []
-    with Qemu(elf, board) as vm:
-        port = serial.serial_for_url(vm.url, timeout=30)
-        try:
-            for text in texts:
-                port.write(text.encode("utf-8") + b"\n")
-                line = port.readline()
-                while line.startswith(b"ready "):     # the banner, if the client was quick
-                    line = port.readline()
-                assert line.endswith(b"\n"), f"{board}: no answer to {text!r} ({line!r})"
-                label, scores, words = line.decode().rstrip("\n").split("\t")
-                out.append((label, [int(s) for s in scores.split()], int(words)))
-        finally:
-            port.close()
-    return out
-
-
 @pytest.mark.qemu
 @pytest.mark.parametrize("board", EMULATED)
 def test_cmake_example_classifies_like_tflite_micro_in_qemu(board, cmake_lib, bundle,
@@ -137,7 +116,7 @@ def test_cmake_example_classifies_like_tflite_micro_in_qemu(board, cmake_lib, bu
     texts, ref = test_texts
     n = len(texts) if board == ACCEPTANCE_BOARD else N_SENTENCES
     elf = export.build_example(cmake_lib, board, tmp_path / "build")
-    got = _classify_over_uart(elf, board, texts[:n])
+    got = export.classify_over_uart(elf, board, texts[:n])
     for i, (label, scores, words) in enumerate(got):
         want = ref["logits"][i]
         assert scores == want.tolist(), f"{board}, sentence {i} {texts[i]!r}"
