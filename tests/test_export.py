@@ -214,8 +214,8 @@ def test_host_build_learns_like_the_reference(host_lib, bundle):
 
 # --- arduino: the library layout, compiled as the Arduino build compiles it ---------------------
 
-ARDUINO_STAND_IN = r"""// A stand-in for the Arduino core's Arduino.h: only what examples/classify/classify.ino
-// uses (Serial), so that the sketch compiles as C++ the way the Arduino build compiles it.
+ARDUINO_STAND_IN = r"""// A stand-in for the Arduino core's Arduino.h: only what
+// examples/classify/classify.ino uses (Serial), so that the sketch compiles as C++ the way the Arduino build compiles it.
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
@@ -316,7 +316,8 @@ def _zephyr_module_schema() -> dict:
         "boards": seq_str, "blobs": s("seq", sequence=[{"type": "map", "mapping": blob}])}}
 
 
-ZEPHYR_STAND_INS = r"""# Zephyr's CMake functions the module uses, as recorders (the real ones come with Zephyr).
+ZEPHYR_STAND_INS = r"""# Zephyr's CMake functions the module uses, as recorders (the real ones come with
+# Zephyr).
 set(CONFIG_MCUTEXT y)
 set(CONFIG_MCUTEXT_PERSONALIZE y)
 function(zephyr_library_named name)

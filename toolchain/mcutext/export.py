@@ -80,7 +80,8 @@ def library_sources(gen_dir: Path) -> dict[str, Path]:
                 continue          # rendered from mcutext.h.in
             found = _find(inc, dirs)
             if found is None:
-                raise McutextError(f"{p}: includes {inc!r}, which is not in {', '.join(map(str, dirs))}")
+                raise McutextError(f"{p}: includes {inc!r}, which is not in "
+                                   f"{', '.join(map(str, dirs))}")
             todo.append(found)
             if found.suffix == ".h" and found.parent in (FIRMWARE_DIR, KERNELS_DIR):
                 c = found.with_suffix(".c")
