@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm wordnet-base \
-                clang libclang-rt-14-dev
+                clang libclang-rt-14-dev cmake
 # headless Chromium: the test that opens `mcutext report`'s page in a real browser
 REPORT_PACKAGES := chromium
 export MCUTEXT_DATA_DIR ?= $(abspath ../shared/datasets)
@@ -26,8 +26,9 @@ help:
 
 setup: apt venv
 
-# System packages: the ARM cross compiler, newlib, QEMU, WordNet, clang (fuzzing), Chromium
-# (the report's browser test). $(call apt_install,PACKAGES,TARGET) installs the missing ones
+# System packages: the ARM cross compiler, newlib, QEMU, WordNet, clang (fuzzing), cmake (the
+# exported library's build, tests/test_export.py), Chromium (the report's browser test).
+# $(call apt_install,PACKAGES,TARGET) installs the missing ones
 # as root, and otherwise names them.
 define apt_install
 @missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

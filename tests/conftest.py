@@ -60,3 +60,29 @@ def baseline_bundles(tmp_path_factory) -> dict[str, Path]:
     on 150 (test_baselines, test_codegen_baselines: trained once for both)."""
     return {name: _train(tmp_path_factory, name, limit=800, epochs=2, test_limit=150)
             for name in ("sst2_fastgrnn", "sst2_prado")}
+
+
+class _Builds(dict):
+    """{board: build report} of the small sst2 bundle, built on first use: iterating builds
+    every board of boards/ (default options: with personalization)."""
+
+    def __init__(self, bundle: Path, out: Path):
+        super().__init__()
+        self.bundle, self.out = bundle, out
+
+    def __missing__(self, board: str) -> dict:
+        from mcutext.firmware import build
+        self[board] = build(self.bundle, board, self.out / board)
+        return self[board]
+
+    def all(self) -> dict:
+        from mcutext.boards import board_names
+        return {name: self[name] for name in board_names()}
+
+
+@pytest.fixture(scope="session")
+def board_firmware(sst2_small_bundle, tmp_path_factory) -> _Builds:
+    """The default firmware of the small sst2 bundle for each board, built once per session
+    on first use (test_boards, test_stack, test_boards_qemu share it). Read-only: a test
+    that changes a build copies it first."""
+    return _Builds(sst2_small_bundle, tmp_path_factory.mktemp("fw_boards"))

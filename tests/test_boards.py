@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -12,14 +13,18 @@ from mcutext import boards, firmware
 from mcutext.errors import McutextError
 
 ROOT = Path(__file__).resolve().parents[1]
-REQUIRED = {"netduinoplus2", "microbit", "mps2-an386", "nucleo-f401re"}
+REQUIRED = {"netduinoplus2", "microbit", "mps2-an386", "nucleo-f401re", "lm3s6965evb",
+            "mps2-an500", "mps2-an505"}
 
 
 def _fake_board(tmp_path: Path, monkeypatch, name: str, like: str, **memory) -> Path:
     """A made-up board in its own boards folder (MCUTEXT_BOARDS_DIR): a copy of `like` with
-    other [memory] values. Adding it touches neither firmware/ nor the Python package."""
+    other [memory] values (and the shared code its board.toml names, boards/common).
+    Adding it touches neither firmware/ nor the Python package."""
     d = tmp_path / "boards"
     shutil.copytree(ROOT / "boards" / like, d / name)
+    if not (d / "common").exists():
+        shutil.copytree(ROOT / "boards" / "common", d / "common")
     toml = d / name / "board.toml"
     text = toml.read_text()
     for key, value in memory.items():
@@ -121,11 +126,9 @@ def test_memory_ld_comes_from_board_toml():
 # --- builds (real codegen, real arm-none-eabi-gcc) ---------------------------------------------
 
 @pytest.fixture(scope="module")
-def built(sst2_small_bundle, tmp_path_factory):
-    """The small sst2 bundle built for every project board."""
-    out = tmp_path_factory.mktemp("fw")
-    return {name: firmware.build(sst2_small_bundle, name, out / name)
-            for name in boards.board_names()}
+def built(board_firmware):
+    """The small sst2 bundle built for every project board (conftest: once per session)."""
+    return board_firmware.all()
 
 
 @pytest.mark.slow
@@ -372,3 +375,57 @@ def test_run_builds_a_bundle_once_then_boots_the_same_elf(sst2_small_bundle, tmp
     assert seen[1][0] == (f"firmware: {elf} (up to date: same bundle, board, sources and "
                           "options; not rebuilt)")
     assert seen[0][1:] == seen[1][1:]
+
+
+# --- the shared start-up and the timer's resolution ------------------------------------------
+
+def test_vectors_of_board_toml_reach_the_shared_startup():
+    """boards/common/startup.c is every board's: what differs (the number of device
+    interrupts, which handler takes the NMI, HardFault, DebugMonitor, SysTick) comes from
+    board.toml's [vectors] as macros."""
+    an386 = boards.get_board("mps2-an386")
+    d = firmware.board_defines(an386)
+    assert d["MT_VECTOR_IRQS"] == "32u" and d["MT_VECTOR_NMI"] == "NMI_Handler"
+    assert d["MT_VECTOR_SYSTICK"] == "SysTick_Handler"
+    assert d["MT_BOARD_UART_BASE"] == "0x40004000u" and d["MT_BOARD_UART_CLOCK_HZ"] == "25000000u"
+    assert "MT_VECTOR_SYSTICK" not in firmware.board_defines(boards.get_board("microbit"))
+    startup = ROOT / "boards" / "common" / "startup.c"
+    for b in boards.list_boards():
+        assert startup in [s.resolve() for s in b.sources] and b.vectors["irqs"] > 0, b.name
+
+
+def test_broken_vectors_are_refused(tmp_path, monkeypatch):
+    d = _fake_board(tmp_path, monkeypatch, "odd", "mps2-an386")
+    toml = d / "board.toml"
+    text = toml.read_text()
+    toml.write_text(text.replace('nmi = "NMI_Handler"', 'nmi = "NMI Handler()"'))
+    with pytest.raises(McutextError, match=r"\[vectors\]: 'nmi' must name a C function"):
+        boards.get_board("odd")
+    toml.write_text(text.replace("irqs = 32", "irqs = 32\nirq = 3"))
+    with pytest.raises(McutextError, match=r"unknown key\(s\) irq"):
+        boards.get_board("odd")
+
+
+def test_a_timer_slower_than_one_tick_per_instruction_is_warned(tmp_path, monkeypatch):
+    """12.5 MHz at -icount shift=6 is 0.8 ticks per instruction: counts coarser than one
+    instruction. The project's boards all tick at least once per instruction."""
+    for b in boards.list_boards():
+        assert firmware.tick_warnings(b) == [], b.name
+        if b.qemu_machine:
+            assert b.ticks_per_instruction >= 1, b.name
+    _fake_board(tmp_path, monkeypatch, "slow", "lm3s6965evb", icount_shift=6)
+    slow = boards.get_board("slow")
+    assert slow.ticks_per_instruction == pytest.approx(0.8)
+    [w] = firmware.tick_warnings(slow)
+    assert "ticks 0.8 times per instruction" in w and "icount_shift = 7" in w
+
+
+@pytest.mark.slow
+def test_build_prints_the_timer_warning(sst2_small_bundle, tmp_path, monkeypatch, capsys):
+    _fake_board(tmp_path, monkeypatch, "slow", "lm3s6965evb", icount_shift=6)
+    from mcutext.cli import main
+    assert main(["build", str(sst2_small_bundle), "--board", "slow", "--out",
+                 str(tmp_path / "fw"), "--no-personalize"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: board 'slow': its timer (12500000 Hz) ticks 0.8 times per instruction" in err
+    assert json.loads((tmp_path / "fw" / "firmware.json").read_text())["warnings"]

@@ -41,8 +41,8 @@ def test_boards(capsys):
 def test_unknown_board_is_a_clear_error(capsys, tmp_path):
     code, _, err = run_cli(capsys, "build", str(tmp_path), "--board", "arduino-uno")
     assert code == 2
-    assert "error: unknown board 'arduino-uno' (known boards: microbit, mps2-an386, " \
-           "netduinoplus2, nucleo-f401re" in err
+    assert "error: unknown board 'arduino-uno' (known boards: lm3s6965evb, microbit, " \
+           "mps2-an386, mps2-an500, mps2-an505, netduinoplus2, nucleo-f401re" in err
 
 
 def test_board_from_the_environment(capsys, tmp_path, monkeypatch):

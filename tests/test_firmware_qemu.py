@@ -5,8 +5,9 @@ netduinoplus2 (Cortex-M4F, DSP kernels) and microbit (Cortex-M0, 16 KB RAM, port
 kernels). On both, 200 sst2 test sentences classified over the UART give label and int8
 scores byte-identical to the TFLite Micro interpreter; explanations give TFLM's attention;
 hostile input (overlong lines, NUL, invalid UTF-8, binary garbage, unknown commands) gets
-error lines and the device keeps serving. mps2-an386 boots and agrees on a smaller sample.
-The protocol's corner cases are tested without QEMU in test_protocol_c.py.
+error lines and the device keeps serving. Every emulated board (mps2-an386 and the others)
+boots and agrees on a smaller sample in test_boards_qemu.py. The protocol's corner cases are
+tested without QEMU in test_protocol_c.py.
 """
 
 from __future__ import annotations
@@ -202,15 +203,6 @@ def test_fits_with_the_protocol_running(device):
     print(f"\n{rep['board']}: flash {rep['flash_bytes']} / {rep['flash_budget']} B, RAM "
           f"{rep['ram_bytes']} / {rep['ram_budget']} B (stack high-water "
           f"{stats['stack']['used']} of {stats['stack']['budget']} B)")
-
-
-def test_mps2_an386_boots_and_agrees(builds, bundle, reference, sentences):
-    from mcutext.qemu import boot
-    res = builds["mps2-an386"]
-    with boot(res["elf"], "mps2-an386") as url, Device(url, timeout=30) as dev:
-        assert dev.info()["board"] == "mps2-an386"
-        for i, text in enumerate(sentences[:40]):
-            assert np.array_equal(scores(dev.classify(text)), reference["logits"][i])
 
 
 def test_same_counts_on_both_cortex_m4_boards(builds, sentences):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mcutext import boards, firmware, stack
+from mcutext import firmware, stack
 from mcutext.errors import McutextError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,10 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # --- the real firmware ----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def built(sst2_small_bundle, tmp_path_factory):
-    out = tmp_path_factory.mktemp("fw_stack")
-    return {name: firmware.build(sst2_small_bundle, name, out / name)
-            for name in boards.board_names()}
+def built(board_firmware):
+    return board_firmware.all()
 
 
 @pytest.mark.slow
@@ -44,6 +42,22 @@ def test_every_board_has_a_worst_case_stack_within_budget(built):
         assert s["indirect_calls"] and all(c["targets"] for c in s["indirect_calls"]), name
         saved = Path(rep["elf"]).with_name("firmware.json").read_text()
         assert f'"stack_worst_case": {s["worst_case"]}' in saved
+
+
+@pytest.mark.slow
+def test_a_cortex_m3_without_fpu_builds_with_personalization(board_firmware):
+    """lm3s6965evb (Cortex-M3, soft float): the personalization code links libgcc's v7-M
+    soft-float comparisons, which return with `ldr pc, [sp], #8`; the build's stack analysis
+    follows them (it used to refuse the build)."""
+    rep = board_firmware["lm3s6965evb"]
+    assert rep["personalize"] and rep["cpu"] == "cortex-m3"
+    symbols = firmware.read_elf(Path(rep["elf"]))[1]
+    fcmp = [s for s in symbols if s.startswith("__aeabi_fcmp")]
+    assert fcmp, "no soft-float comparison linked: the test no longer tests the case"
+    dis = subprocess.run(["arm-none-eabi-objdump", "-d", rep["elf"]], capture_output=True,
+                         text=True, check=True).stdout
+    assert re.search(r"ldr\.w\s+pc, \[sp\], #8", dis)
+    assert 0 < rep["stack_worst_case"] <= rep["stack_reserve"]
 
 
 @pytest.mark.slow
@@ -280,3 +294,44 @@ def test_library_frames_are_bounded_from_their_code(tmp_path):
     r = stack.analyze(elf, obj, fpu=False)
     assert "__udivsi3" in r["frames_from_code"] or "__aeabi_uidiv" in r["frames_from_code"]
     assert [n for n, _, _ in r["deepest_chain"]][:3] == ["Reset_Handler", "middle", "leaf"]
+
+
+SOFT_FLOAT = r"""
+volatile float a, b;
+volatile int sink;
+__attribute__((noinline)) void compare(void) { sink = (a == b) + (a < b) + (a >= b); }
+void Reset_Handler(void) { compare(); for (;;) { } }
+"""
+
+
+def test_soft_float_returns_of_libgcc_are_returns(tmp_path):
+    """A Cortex-M3 (no FPU: every M3, and an M4/M33 built with fpu = "none"): libgcc's
+    ARMv7-M soft-float comparisons save lr with `str lr, [sp, #-8]!` and return with
+    `ldr pc, [sp], #8`; that is a return, and their frames count in the chain."""
+    elf, obj = _image(tmp_path, {"main.c": SOFT_FLOAT}, cpu="cortex-m3")
+    dis = subprocess.run(["arm-none-eabi-objdump", "-d", str(elf)], capture_output=True,
+                         text=True, check=True).stdout
+    assert re.search(r"ldr\.w\s+pc, \[sp\], #8", dis)    # the instruction is really there
+    r = stack.analyze(elf, obj, fpu=False)
+    chain = [n for n, _, _ in r["deepest_chain"]]
+    assert chain[:2] == ["Reset_Handler", "compare"] and "__cmpsf2" in chain
+    frames = {n: f for n, f, _ in r["deepest_chain"]}
+    assert any(frames.get(n) == 8 for n in ("__aeabi_fcmpeq", "__aeabi_fcmplt",
+                                            "__aeabi_fcmpge"))
+    assert r["thread"] == sum(frames.values())
+
+
+def test_a_pc_load_from_the_stack_without_a_saved_lr_is_not_a_return(tmp_path):
+    """`ldr pc, [sp], #8` in code that never stored lr there jumps to whatever the stack
+    holds: library code doing that is reported as a gap in the analysis, not as the user's
+    missing rule."""
+    src = CHAIN.replace("void Reset_Handler(void) { middle();",
+                        "void odd(void);\nvoid Reset_Handler(void) { odd(); middle();") + r"""
+__asm__(".text\n.thumb\n.syntax unified\n.global odd\n.type odd, %function\n"
+        "odd:\n sub sp, sp, #8\n ldr.w pc, [sp], #8\n.size odd, .-odd\n");
+"""
+    elf, obj = _image(tmp_path, {"main.c": src}, cpu="cortex-m3")
+    with pytest.raises(stack.StackError) as e:
+        stack.analyze(elf, obj, fpu=False)
+    assert "odd (library code" in str(e.value) and "ldr.w pc, [sp], #8" in str(e.value)
+    assert "CALLBACK_RULES" not in e.value.hint and "not in your code" in e.value.hint

@@ -21,7 +21,7 @@ from mcutext.device import Device
 pytestmark = pytest.mark.qemu
 
 BOARD = "mps2-an386"
-TIMEOUT_S = 2.0          # WDOG_TIMEOUT_TICKS / 25 MHz in boards/mps2-an386/board.c: to the NMI
+TIMEOUT_S = 2.0          # WDOG_TIMEOUT_TICKS / 25 MHz in boards/common/cmsdk_watchdog.c: to the NMI
 TEXT = "a gripping , funny and moving film that never lets go of you until the very end"
 
 

@@ -2,7 +2,7 @@
 docs/results.md summarizes them.
 
     python -m mcutext.bench [--out build/bench]
-                            [--only pipeline,device,robustness,robust,baselines,personalize,teach]
+                            [--only pipeline,device,library,robustness,robust,baselines,personalize,teach]
                             [--recipes sst2,sms_spam,ag_news,clinc150] [--reuse]
                             [--personalize-bundle build/sst2/bundle]
                             [--teach-bundle build/clinc140/bundle]
@@ -25,7 +25,8 @@ from .errors import McutextError
 from .outputs import write_file
 
 RECIPES = ("sst2", "sms_spam", "ag_news", "clinc150")
-SECTIONS = ("pipeline", "device", "robustness", "robust", "baselines", "personalize", "teach")
+SECTIONS = ("pipeline", "device", "library", "robustness", "robust", "baselines", "personalize",
+            "teach")
 OPT_IN = ("ablation",)          # run only when named in --only (trains 4 students per recipe)
 ABLATION_RECIPES = ("sst2", "sms_spam", "ag_news")
 
@@ -146,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         if "device" in sections:
             from .bench_device import bench_device
             bench_device(args.out, bundles)
+        if "library" in sections:   # the exported C library per core (docs/library.md)
+            from .bench_library import bench_library
+            bench_library(args.out, bundles.get("sst2") or Path("build/sst2/bundle"))
         if "robustness" in sections:
             from .bench_attack import robustness_bench
             robustness_bench(bundles, args.out)

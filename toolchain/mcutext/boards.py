@@ -49,6 +49,15 @@ class Board:
     sources: tuple[Path, ...]
     cflags: tuple[str, ...]
     opt: str
+    vectors: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def ticks_per_instruction(self) -> float | None:
+        """Timer ticks per guest instruction under QEMU -icount shift=N (hz x 2^N / 10^9);
+        None for a board QEMU does not run."""
+        if not (self.qemu_machine and self.counter_hz):
+            return None
+        return self.counter_hz * (1 << self.icount_shift) / 1e9
 
     @property
     def counter_hz(self) -> int | None:
@@ -156,6 +165,7 @@ def load_board(path: Path) -> Board:
     counter = data.get("counter") or {}
     if "hz" in counter:
         _int(counter, "hz", f"{where} [counter]", 1)
+    vectors = _vectors(data.get("vectors"), f"{where} [vectors]")
     return Board(
         name=name, path=path, description=str(data.get("description", name)), cpu=cpu,
         fpu=fpu, float_abi=float_abi, dsp=dsp,
@@ -164,8 +174,35 @@ def load_board(path: Path) -> Board:
         stack_bytes=stack_bytes, uart=dict(data.get("uart") or {}), counter=dict(counter),
         qemu_machine=machine, icount_shift=shift,
         pyocd_target=pyocd.get("target"), linker_script=linker, sources=sources,
-        cflags=tuple(cflags), opt=str(build.get("opt", "-O2")),
+        cflags=tuple(cflags), opt=str(build.get("opt", "-O2")), vectors=vectors,
     )
+
+
+# [vectors]: what the shared start-up (boards/common/startup.c) needs to know of a board
+_VECTOR_HANDLERS = ("nmi", "hardfault", "debugmon", "systick")
+_C_IDENT = re.compile(r"^[A-Za-z_]\w*$")
+
+
+def _vectors(table, where: str) -> dict:
+    if table is None:
+        return {}
+    if not isinstance(table, dict):
+        raise McutextError(f"{where}: must be a table")
+    unknown = sorted(set(table) - {"irqs", *_VECTOR_HANDLERS})
+    if unknown:
+        raise McutextError(f"{where}: unknown key(s) {', '.join(unknown)} (known: irqs, "
+                           f"{', '.join(_VECTOR_HANDLERS)})")
+    out = {"irqs": _int(table, "irqs", where, 0)}
+    if out["irqs"] > 480:
+        raise McutextError(f"{where}: irqs must be at most 480 (the NVIC's limit), got "
+                           f"{out['irqs']}")
+    for k in _VECTOR_HANDLERS:
+        if k in table:
+            v = table[k]
+            if not isinstance(v, str) or not _C_IDENT.match(v):
+                raise McutextError(f"{where}: '{k}' must name a C function, got {v!r}")
+            out[k] = v
+    return out
 
 
 def board_names() -> list[str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__, cli_attack, cli_certify, cli_explain, cli_report
+from . import __version__, cli_attack, cli_certify, cli_explain, cli_export, cli_report
 from .errors import McutextError, Terminated
 from .outputs import FORCE_HELP
 
@@ -194,6 +194,7 @@ _register_optional()
 cli_attack.register(cli)
 cli_certify.register(cli)
 cli_explain.register(cli)
+cli_export.register(cli)
 cli_report.register(cli)
 
 

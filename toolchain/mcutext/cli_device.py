@@ -60,6 +60,8 @@ def _print_build(res: dict) -> None:
     if res.get("personalization_flash_bytes"):
         click.echo(f"personalization: {res['personalization_flash_bytes']} bytes of flash "
                    "(on-device learning of the head)")
+    for w in res.get("warnings") or []:
+        click.echo(f"warning: {w}", err=True)
 
 
 def decided_by(r: dict) -> tuple[str, str]:

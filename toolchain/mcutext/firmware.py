@@ -225,6 +225,36 @@ def icount_ratio(board: Board) -> tuple[int, int] | None:
     return num, den
 
 
+def tick_warnings(board: Board) -> list[str]:
+    """Why the board's instruction counts under QEMU would be coarse: a timer that ticks
+    less than once per instruction at the board's icount_shift (e.g. 12.5 MHz at shift 6:
+    0.8 ticks per instruction)."""
+    ticks = board.ticks_per_instruction
+    if ticks is None or ticks >= 1:
+        return []
+    shift = next(n for n in range(board.icount_shift, 64)
+                 if board.counter_hz << n >= 10**9)
+    return [f"board '{board.name}': its timer ({board.counter_hz} Hz) ticks {ticks:g} times per "
+            f"instruction under QEMU -icount shift={board.icount_shift}, so instruction counts "
+            f"are coarser than one instruction; icount_shift = {shift} in [qemu] of "
+            f"{board.path / 'board.toml'} gives {board.counter_hz * (1 << shift) / 1e9:g} "
+            "ticks per instruction"]
+
+
+def board_defines(board: Board) -> dict[str, str]:
+    """The board's facts from board.toml that its C reads: the shared start-up's [vectors]
+    (boards/common/startup.c) and the UART's base, baud rate and clock."""
+    defines = {}
+    for k, v in board.vectors.items():
+        defines[f"MT_VECTOR_{k.upper()}"] = f"{v}u" if k == "irqs" else v
+    for key, macro in (("base", "MT_BOARD_UART_BASE"), ("baud", "MT_BOARD_UART_BAUD"),
+                       ("clock_hz", "MT_BOARD_UART_CLOCK_HZ")):
+        v = board.uart.get(key)
+        if isinstance(v, int) and not isinstance(v, bool):
+            defines[macro] = f"0x{v:08X}u" if key == "base" else f"{v}u"
+    return defines
+
+
 def compile_flags(board: Board, seq_len: int, include_dirs: list[Path],
                   portable: bool = False, profile: bool = False,
                   extra_defines: dict[str, str] | None = None) -> list[str]:
@@ -236,6 +266,7 @@ def compile_flags(board: Board, seq_len: int, include_dirs: list[Path],
         "MT_FIRMWARE_VERSION": _c_string(__version__),
         "MT_MAX_SEQ_LEN": f"{seq_len}u",
     }
+    defines.update(board_defines(board))
     ratio = icount_ratio(board)
     if ratio:
         defines["MT_ICOUNT_NUM"], defines["MT_ICOUNT_DEN"] = (f"{v}u" for v in ratio)
@@ -338,7 +369,8 @@ GROUPS = ("core", "kernels", "model", "board", "libc", "personalize")
 # in the classification runtime's overhead. libm is linked for it only (expf, logf, sqrtf).
 PERSONALIZE_SOURCES = ("personalize.c", "slots.c", "head.c",
                        # storage of the learned head: the backends and the boards' part
-                       "storage.c", "storage_semihost.c", "semihost.c", "stm32f4_flash.c")
+                       "storage.c", "storage_semihost.c", "semihost.c", "stm32f4_flash.c",
+                       "storage_armv7m.c")
 _MAP_INPUT = re.compile(r"^ (\.\S+)(?:\s+|\n\s+)0x([0-9a-fA-F]+)\s+0x([0-9a-fA-F]+)\s+(\S.*)$",
                         re.MULTILINE)
 
@@ -662,6 +694,7 @@ def _build_in(work: Path, out: Path, board: Board, bundle, bundle_path: Path, cc
         "qemu_machine": board.qemu_machine,
         "icount_shift": board.icount_shift,
         "personalize": personalize,
+        "warnings": tick_warnings(board),
         "seconds": round(time.monotonic() - t0, 2),
     }
     report["runtime_flash_bytes"] = runtime_overhead(report)

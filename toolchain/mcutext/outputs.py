@@ -93,6 +93,11 @@ def _is_fuzz_folder(p: Path) -> bool:
     return (p / "seeds").is_dir() or (p / "corpus").is_dir() or (p / "report.json").is_file()
 
 
+def _is_library(p: Path) -> bool:
+    m = _read_json(p / "mcutext-export.json")    # export.EXPORT_FILE
+    return m is not None and "format" in m and "sources" in m
+
+
 def _is_head_blob(p: Path) -> bool:
     from .personalize import BLOB_MAGIC
     try:
@@ -124,6 +129,7 @@ KINDS: dict[str, tuple[bool, str, Callable[[Path], bool]]] = {
     "fuzz": (True, "a fuzzing folder", _is_fuzz_folder),
     "head": (False, "a head blob", _is_head_blob),
     "report": (False, "a report page", _is_report),
+    "library": (True, "an exported library", _is_library),
 }
 
 

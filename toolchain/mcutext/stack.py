@@ -90,7 +90,7 @@ FIELD_OFFSETS: dict[str, dict[int, str]] = {
 # Functions whose address the code takes without calling through it: "file:function" patterns
 # and why.
 ADDRESS_ONLY: list[tuple[str, str]] = [
-    (r"(board|stm32f4_watchdog)\.c:board_reset_cause",
+    (r"(board|\w+_watchdog)\.c:board_reset_cause",
      "an optional (weak) board hook: app.c compares its address with NULL, then calls it "
      "directly"),
 ]
@@ -126,6 +126,7 @@ class Function:
     indirect: list[tuple[int, str, int | None]] = field(default_factory=list)
     sp_unknown: list[str] = field(default_factory=list)
     code_frame: int = 0
+    saves_lr: bool = False         # an instruction seen so far stores lr on the stack
 
 
 def _base_name(name: str) -> str:
@@ -255,6 +256,14 @@ def _sp_decrement(mnemonic: str, ops: str) -> int | None:
     return 0
 
 
+def _saves_lr(base: str, ops: str) -> bool:
+    """True if the instruction stores lr on the stack: push {.., lr}, stmdb sp!, {.., lr},
+    str lr, [sp, #-n]!."""
+    if base == "push" or (base == "stmdb" and ops.startswith("sp!")):
+        return re.search(r"\blr\b", ops) is not None
+    return base == "str" and re.match(r"^lr,\s*\[sp,\s*#-\d+\]!$", ops) is not None
+
+
 def _disassemble(elf: Path, funcs: dict[str, Function], objdump: str) -> None:
     out = subprocess.run([objdump, "-d", "--no-show-raw-insn", str(elf)], capture_output=True,
                          text=True, check=True).stdout
@@ -330,8 +339,15 @@ def _disassemble(elf: Path, funcs: dict[str, Function], objdump: str) -> None:
                        _field_offset(insns, k, ops, current.addr, joins))
                 current.indirect.append((addr, f"{mnem} {ops}", off))
             continue
-        if base.startswith("ldr") and re.match(r"^pc,\s*\[sp\],\s*#4$", ops):
-            continue    # pop {pc}: a return
+        if _saves_lr(base, ops):
+            current.saves_lr = True
+        if base.startswith("ldr") and re.match(r"^pc,\s*\[sp\],\s*#\d+$", ops) \
+                and current.saves_lr:
+            # a return: pc from the slot where the function saved lr, sp moved past it.
+            # `#4` is gcc's pop {pc}; libgcc's ARMv7-M soft-float routines (__aeabi_fcmpeq
+            # & co., linked on every core without an FPU) save lr with `str lr, [sp, #-8]!`
+            # (8 keeps the stack 8-byte aligned) and return with `ldr pc, [sp], #8`
+            continue
         if (base.startswith("ldr") or base in ("mov", "add")) and ops.startswith("pc,"):
             if not _jump_table(insns, k, current, image):
                 current.indirect.append((addr, f"{mnem} {ops}", None))
@@ -501,7 +517,18 @@ def analyze(elf: str | Path, obj_dir: str | Path, fpu: bool) -> dict:
                  if r[0] == f.file and re.fullmatch(r[1], _base_name(f.name))]
         if not rules:
             sites = ", ".join(f"0x{a:08x} {i}" for a, i, _ in f.indirect)
-            raise StackError(f"{f.name} ({f.file or 'library code'}) calls through a function "
+            if not f.file:
+                # libgcc / newlib / libm: no rule of ours can name its pointer types; a branch
+                # the analysis does not understand there is a gap in mcutext, not in the
+                # user's code
+                raise StackError(f"{f.name} (library code, linked from libgcc, libm or libc) "
+                                 f"branches in a way the stack analysis does not understand "
+                                 f"({sites})",
+                                 hint="a gap in mcutext.stack, not in your code or board: "
+                                      "please report it with this message, the board's "
+                                      "cpu/fpu and `arm-none-eabi-gcc --version`; "
+                                      "`mcutext build --no-personalize` may avoid the routine")
+            raise StackError(f"{f.name} ({f.file}) calls through a function "
                              f"pointer ({sites}) that no rule resolves",
                              hint="add the pointer type and its possible targets to "
                                   "mcutext.stack.CALLBACK_RULES")

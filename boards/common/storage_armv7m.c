@@ -1,6 +1,7 @@
-/* Storage of this board (storage.h), kept apart from board.c: under QEMU a host file through
- * semihosting (firmware/storage_semihost.c), sized for two slots of the largest head blob of
- * the model; on silicon none (docs/personalization.md). */
+/* Storage of the emulated ARMv7-M / ARMv8-M Mainline boards (storage.h): under QEMU a host
+ * file through semihosting (firmware/storage_semihost.c), sized for two slots of the largest
+ * head blob of the model; on silicon none (docs/personalization.md). Shared by the boards
+ * whose counter is counter_armv7m.c (it tells QEMU from silicon). */
 #include "counter_armv7m.h"
 #include "personalize.h"
 #include "slots.h"
