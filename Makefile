@@ -58,11 +58,14 @@ $(VENV)/.installed: pyproject.toml
 demo: venv
 	$(PY) -m mcutext.demo
 
+# The suite runs on TEST_WORKERS processes (pytest-xdist), a test file per process at a time:
+# its trainings, compilers and QEMU boots are mostly single-threaded.
+TEST_WORKERS ?= 2
 test: venv
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: venv
-	$(PY) -m pytest -q -m "not slow and not qemu"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow and not qemu"
 
 bench: venv
 	$(PY) -m mcutext.bench --out build/bench
