@@ -46,12 +46,25 @@ def _train(tmp_path_factory, recipe_name: str, ce_only: bool = False, **kw) -> P
     return train(recipe, out=out, **kw)
 
 
+def _digest(path: Path) -> dict[str, str]:
+    import hashlib
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file()}
+
+
 @pytest.fixture(scope="session")
-def sst2_small_bundle(tmp_path_factory) -> Path:
+def sst2_small_bundle(tmp_path_factory):
     """sst2 recipe on 2,000 real training sentences, 3 epochs, cross-entropy alone (a plain,
     non-robust student: the attack, personalization and runtime tests need one that attacks
-    can break); test metrics on 300."""
-    return _train(tmp_path_factory, "sst2", ce_only=True, limit=2000, epochs=3, test_limit=300)
+    can break); test metrics on 300. Shared and read-only: firmware built from it early in
+    the session must still match it at the end (a test that changes a bundle copies it
+    first), which the teardown checks."""
+    path = _train(tmp_path_factory, "sst2", ce_only=True, limit=2000, epochs=3, test_limit=300)
+    before = _digest(path)
+    yield path
+    changed = sorted(k for k in before.keys() | _digest(path).keys()
+                     if before.get(k) != _digest(path).get(k))
+    assert not changed, f"a test changed the shared sst2_small_bundle: {changed}"
 
 
 @pytest.fixture(scope="session")

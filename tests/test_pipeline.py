@@ -71,16 +71,23 @@ def test_tflm_refuses_corrupt_model(sst2_small_bundle, tmp_path):
         tflm_interpreter(bytes(data[: len(data) // 3]))
 
 
-def test_cli_info_evaluate_convert(sst2_small_bundle, capsys):
+def test_cli_info_evaluate_convert(sst2_small_bundle, capsys, tmp_path):
     assert main(["info", str(sst2_small_bundle)]) == 0
     assert "labels (2): negative, positive" in capsys.readouterr().out
     assert main(["evaluate", str(sst2_small_bundle), "--runtime", "tflm", "--limit", "50",
                  "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["n"] == 50 and 0.0 <= rep["accuracy"] <= 1.0 and "agreement_with_float" in rep
-    assert main(["convert", str(sst2_small_bundle), "--json"]) == 0
+    # convert rewrites the bundle: a copy (the session's bundle is shared, read-only)
+    import shutil
+    copy = tmp_path / "bundle"
+    shutil.copytree(sst2_small_bundle, copy)
+    assert main(["convert", str(copy), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["weights_bytes"] > 0
-    assert main(["evaluate", str(sst2_small_bundle), "--limit", "20"]) == 0
+    # the training run's calibration subset (it had a --limit): the same int8 model again
+    assert (copy / "model_int8.tflite").read_bytes() == \
+        (sst2_small_bundle / "model_int8.tflite").read_bytes()
+    assert main(["evaluate", str(copy), "--limit", "20"]) == 0
 
 
 def test_cli_errors_exit_2(tmp_path, capsys):

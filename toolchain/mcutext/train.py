@@ -453,6 +453,7 @@ def train(recipe: Recipe, out: Path | None = None, epochs: int | None = None,
             "head": {**head_section(model, int8, history.get("feature_center")),
                      "max_new_labels": recipe.model.max_new_labels},
             "training": {"examples": len(train_ds), "dev_examples": len(dev_ds),
+                         "limit": limit,    # the --limit subset (convert calibrates on it)
                          "transfer_examples": history["examples"],
                          "epochs": len(history["loss"]), "seconds": round(train_seconds, 1),
                          "best_dev_accuracy": float(max(history["val_accuracy"])),
@@ -493,7 +494,14 @@ def reconvert(bundle_path: Path) -> dict:
     if not r:
         raise McutextError(f"{bundle_path}/manifest.json: missing 'recipe'")
     recipe = recipe_from_dict(r)
-    train_ds, _ = split_train_dev(recipe)
+    # the calibration examples of the training run: the same subset when it had a --limit, so
+    # that converting again gives the model the training run wrote
+    limit = b.manifest.get("training", {}).get("limit")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                              or limit < 1):
+        raise McutextError(f"{bundle_path}/manifest.json: 'training.limit' must be a positive "
+                           f"integer or null, got {limit!r}")
+    train_ds, _ = split_train_dev(recipe, limit)
     rng = np.random.default_rng(recipe.train.seed + 1)
     calib_idx = rng.permutation(len(train_ds))[:recipe.train.calibration_examples]
     tflite, int8 = convert_model(recipe, b.keras_model(), b.labels,
