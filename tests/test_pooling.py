@@ -41,6 +41,15 @@ def test_default_is_attention_pooling():
     assert "attention_logits" in names and "presence" not in names
 
 
+def test_pooling_is_checked():
+    from mcutext.errors import McutextError
+    from mcutext.recipe import ModelConfig
+    with pytest.raises(McutextError, match="model.pooling must be one of"):
+        ModelConfig(pooling="max")
+    with pytest.raises(McutextError, match="needs model.arch = 'cnn'"):
+        ModelConfig(arch="fastgrnn", pooling="mean")
+
+
 @pytest.mark.slow
 def test_mean_pooling_converts_and_the_generated_c_agrees(mean_bundle, tmp_path):
     b = load_bundle(mean_bundle)
