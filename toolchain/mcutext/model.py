@@ -11,6 +11,12 @@ purpose: the converter then maps them one-to-one to the ops above, with no hidde
 
 The attention weights are the per-word explanation; the features are what the device's
 personalization fine-tunes the head on.
+
+With model.pooling = "mean" the attention logits are not learned: they are 0 for a word and
+-MASK_PENALTY for padding, read from the ids (STRIDED_SLICE of each word's first id,
+MINIMUM(id, 1), GATHER from the constant table [-MASK_PENALTY, 0]), so the SOFTMAX gives every
+word present 1 / words and the same MUL + SUM computes the mean of the word states: no word
+can outweigh the others, so one edited word moves the sentence vector by at most 1 / words.
 """
 
 from __future__ import annotations
@@ -27,6 +33,12 @@ from .recipe import Recipe  # noqa: E402
 from .tokenizer import CODE_FALLBACK  # noqa: E402
 
 OUTPUT_NAMES = ("logits", "attention", "features")
+# Ops of model.pooling = "mean" beyond convert.SUPPORTED_OPS (the firmware's generator and
+# TFLite Micro run both).
+MEAN_POOL_OPS = ("STRIDED_SLICE", "MINIMUM")
+# Mean pooling's attention logit of a padding slot: after the softmax a padding slot weighs
+# e^-10 of a word's weight (0 in int8), and the logits' int8 scale is 10 / 255.
+MASK_PENALTY = 10.0
 
 
 @keras.saving.register_keras_serializable(package="mcutext")
@@ -104,6 +116,35 @@ class AttentionSum(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="mcutext")
+class PresenceLogits(keras.layers.Layer):
+    """ids [N, L*K] -> [N, L] attention logits of mean pooling: 0 where the word slot holds a
+    word, -MASK_PENALTY for padding. Converts to TFLite Micro builtins on the int32 ids
+    (like mcutext.baselines.WordPresence): STRIDED_SLICE, MINIMUM, GATHER (int8 result)."""
+
+    def __init__(self, max_words: int, features_per_word: int, **kwargs):
+        super().__init__(**kwargs)
+        self.L, self.K = max_words, features_per_word
+
+    def call(self, ids):
+        first = tf.reshape(ids, (-1, self.L, self.K))[:, :, 0]
+        return tf.gather(tf.constant([-MASK_PENALTY, 0.0]), tf.minimum(first, 1))
+
+    def get_config(self):
+        return {**super().get_config(), "max_words": self.L, "features_per_word": self.K}
+
+
+@keras.saving.register_keras_serializable(package="mcutext")
+class EmbeddingPresenceLogits(keras.layers.Layer):
+    """word embeddings [N, L, 1, D] -> PresenceLogits' values, for the training loop, where the
+    layers see embeddings only: padding embeddings are exactly zero (the table's row 0 is
+    pinned to zero; FGM perturbations are masked at padding)."""
+
+    def call(self, e):
+        present = tf.cast(tf.reduce_max(tf.abs(e), axis=[2, 3]) > 0, e.dtype)
+        return MASK_PENALTY * (present - 1.0)
+
+
+@keras.saving.register_keras_serializable(package="mcutext")
 class CosineHead(keras.layers.Layer):
     """scale * cos(f - center, w_c) for every class c: the training form of model.head =
     "prototype". It never reaches a bundle: after training, the head is replaced by a Dense
@@ -150,8 +191,13 @@ class StudentLayers:
         self.embed_dropout = keras.layers.Dropout(cfg.dropout, name="embed_dropout")
         self.conv = keras.layers.Conv2D(cfg.conv_filters, (cfg.conv_width, 1), padding="same",
                                         activation="relu", name="conv")
-        self.attention_logits = keras.layers.Conv2D(1, (1, 1), name="attention_logits")
-        self.attention_flat = keras.layers.Reshape((self.L,), name="attention_flat")
+        self.mean_pool = cfg.pooling == "mean"
+        if self.mean_pool:
+            self.presence = PresenceLogits(self.L, self.K, name="presence")
+            self.embedding_presence = EmbeddingPresenceLogits(name="embedding_presence")
+        else:
+            self.attention_logits = keras.layers.Conv2D(1, (1, 1), name="attention_logits")
+            self.attention_flat = keras.layers.Reshape((self.L,), name="attention_flat")
         self.attention = keras.layers.Softmax(name="attention")
         self.attention_nhwc = keras.layers.Reshape((self.L, 1, 1), name="attention_nhwc")
         self.pool = AttentionSum(name="attention_pool")
@@ -173,10 +219,16 @@ class StudentLayers:
         x = self.to_nhwc(self.embedding(x))
         return self.word_pool(x) if self.word_pool is not None else x
 
-    def body(self, e, training=None):
-        """word embeddings -> (logits [N, C], attention [N, L], features [N, H])."""
+    def body(self, e, training=None, mask_logits=None):
+        """word embeddings -> (logits [N, C], attention [N, L], features [N, H]).
+        `mask_logits`: mean pooling's attention logits from the ids (PresenceLogits; the
+        inference graph); from the embeddings when None."""
         h = self.conv(self.embed_dropout(e, training=training))
-        a = self.attention(self.attention_flat(self.attention_logits(h)))
+        if self.mean_pool:
+            a = self.attention(self.embedding_presence(e) if mask_logits is None
+                               else mask_logits)
+        else:
+            a = self.attention(self.attention_flat(self.attention_logits(h)))
         pooled = self.pool([h, self.attention_nhwc(a)])
         feats = self.features(pooled)
         # a prototype head measures directions: dropout would move them, so it sees the
@@ -200,7 +252,8 @@ def build_student(recipe: Recipe, n_classes: int, batch_size: int | None = None,
         keras.utils.set_random_seed(seed)
     layers = StudentLayers(recipe, n_classes, training_graph, dense_head)
     ids = keras.Input((layers.L * layers.K,), dtype="int32", batch_size=batch_size, name="ids")
-    logits, a, feats = layers.body(layers.embed(ids))
+    logits, a, feats = layers.body(layers.embed(ids), mask_logits=(
+        layers.presence(ids) if layers.mean_pool else None))
     model = keras.Model(ids, [logits, a, feats], name=f"{recipe.name}_student")
     model.student_layers = layers
     return model

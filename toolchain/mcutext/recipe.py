@@ -31,6 +31,7 @@ from .tokenizer import TokenizerSpec
 
 ARCHS = ("cnn", "fastgrnn", "prado")
 HEADS = ("dense", "prototype")
+POOLINGS = ("attention", "mean")
 LR_SCHEDULES = ("constant", "cosine")
 
 
@@ -57,6 +58,10 @@ class ModelConfig:
     feature_activation: str = "relu"
     # head rows the firmware reserves for labels the owner adds on the device
     max_new_labels: int = 4
+    # how the CNN's word states become one vector: "attention" (softmax of learned
+    # per-word scores), or "mean" (every word present weighs the same, 1 / words; the
+    # attention output is then that uniform weight; docs/robustness.md)
+    pooling: str = "attention"
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -68,6 +73,11 @@ class ModelConfig:
         if self.head not in HEADS:
             raise McutextError(f"model.head must be one of {', '.join(HEADS)}, "
                                f"got '{self.head}'")
+        if self.pooling not in POOLINGS:
+            raise McutextError(f"model.pooling must be one of {', '.join(POOLINGS)}, "
+                               f"got '{self.pooling}'")
+        if self.pooling != "attention" and self.arch != "cnn":
+            raise McutextError(f"model.pooling = '{self.pooling}' needs model.arch = 'cnn'")
         if self.head != "dense" and self.arch != "cnn":
             raise McutextError(f"model.head = '{self.head}' needs model.arch = 'cnn'")
 

@@ -279,6 +279,10 @@ def convert_model(recipe: Recipe, model, labels: list[str], calib_texts: list[st
     allowed, feed = None, None
     if recipe.model.arch == "cnn":
         m1 = batch1_copy(recipe, model, len(labels))
+        if recipe.model.pooling == "mean":
+            from .convert import SUPPORTED_OPS
+            from .model import MEAN_POOL_OPS
+            allowed = SUPPORTED_OPS + MEAN_POOL_OPS
     else:  # a baseline: its own conversion graph, input and op list
         from . import baselines
         from .convert import SUPPORTED_OPS
