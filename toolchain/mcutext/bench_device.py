@@ -28,7 +28,7 @@ import numpy as np
 from . import progress
 from .boards import PROJECT_ROOT, Board, list_boards
 from .errors import McutextError
-from .outputs import write_file
+from .outputs import replace_between_markers, write_file
 
 # Targets of issue 3 (Cortex-M4, optimized kernels).
 TARGET_INSTR_PER_MAC = 1.5
@@ -229,14 +229,7 @@ def per_op_table(rows: list[dict]) -> list[str]:
 
 def update_doc(table: str, doc: Path = DOC) -> bool:
     """Replaces the text between the result markers of docs/boards.md."""
-    if not doc.is_file():
-        return False
-    text = doc.read_text()
-    a, b = text.find(DOC_START), text.find(DOC_END)
-    if a < 0 or b < a:
-        return False
-    write_file(doc, text[:a + len(DOC_START)] + "\n\n" + table + "\n" + text[b:])
-    return True
+    return replace_between_markers(doc, DOC_START, DOC_END, table)
 
 
 def bench_device(out_dir: Path, bundles: dict[str, Path] | None = None,

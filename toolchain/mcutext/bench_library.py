@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .boards import PROJECT_ROOT, list_boards
 from .errors import McutextError
-from .outputs import write_file
+from .outputs import replace_between_markers, write_file
 
 DOC = PROJECT_ROOT / "docs" / "library.md"
 DOC_START, DOC_END = "<!-- bench-library:start -->", "<!-- bench-library:end -->"
@@ -115,14 +115,7 @@ def _table(model: str, rows: list[dict], n: int, seconds: float) -> str:
 
 
 def _update_doc(table: str, doc: Path = DOC) -> bool:
-    if not doc.is_file():
-        return False
-    text = doc.read_text()
-    a, b = text.find(DOC_START), text.find(DOC_END)
-    if a < 0 or b < a:
-        return False
-    write_file(doc, text[:a + len(DOC_START)] + "\n\n" + table + "\n" + text[b:])
-    return True
+    return replace_between_markers(doc, DOC_START, DOC_END, table)
 
 
 def main(argv: list[str] | None = None) -> int:

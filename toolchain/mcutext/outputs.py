@@ -324,3 +324,17 @@ def write_file(path: str | Path, data: bytes | str, kind: str | None = None,
             os.unlink(tmp)
         raise
     fsync_dir(path.parent)
+
+
+def replace_between_markers(doc: Path, start: str, end: str, text: str) -> bool:
+    """Rewrites what lies between the `start` and `end` marker lines of a document (a bench's
+    results table in docs/), atomically; False when the document or its markers are missing."""
+    doc = Path(doc)
+    if not doc.is_file():
+        return False
+    old = doc.read_text()
+    a, b = old.find(start), old.find(end)
+    if a < 0 or b < a:
+        return False
+    write_file(doc, old[:a + len(start)] + "\n\n" + text + "\n" + old[b:])
+    return True
