@@ -62,8 +62,8 @@ def sst2_small_bundle(tmp_path_factory):
     path = _train(tmp_path_factory, "sst2", ce_only=True, limit=2000, epochs=3, test_limit=300)
     before = _digest(path)
     yield path
-    changed = sorted(k for k in before.keys() | _digest(path).keys()
-                     if before.get(k) != _digest(path).get(k))
+    after = _digest(path)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
     assert not changed, f"a test changed the shared sst2_small_bundle: {changed}"
 
 

@@ -58,6 +58,12 @@ def unescape(s: bytes) -> bytes:
                        s)
 
 
+def _index_and_name(rest: bytes) -> tuple[int, str]:
+    """`<index> <escaped name>` of a reply line (a label): its shape checked by the caller."""
+    idx, name = rest.split(b" ", 1)
+    return int(idx), unescape(name).decode("utf-8", "replace")
+
+
 def compact_text(data: bytes, max_words: int, max_word_bytes: int) -> bytes:
     """A short byte string that tokenizes exactly like `data`: the first max_words words,
     each cut to max_word_bytes bytes, joined by single spaces.
@@ -347,10 +353,10 @@ class Device:
                 key, _, rest = line.partition(b" ")
                 k = key.decode("ascii", "replace").replace("-", "_")
                 if key == b"label":
-                    idx, name = rest.split(b" ", 1)
-                    r.need(int(idx) == len(info["labels"]) and bool(name),
+                    idx, name = _index_and_name(rest)
+                    r.need(idx == len(info["labels"]) and bool(name),
                            f"'label {len(info['labels'])} <name>': the labels in order")
-                    info["labels"].append(unescape(name).decode("utf-8", "replace"))
+                    info["labels"].append(name)
                 elif key == b"model":
                     info["model"] = unescape(rest).decode("utf-8", "replace")
                 elif key == b"tokenizer":
@@ -405,9 +411,7 @@ class Device:
             for line in r:
                 key, _, rest = line.partition(b" ")
                 if key == b"label":
-                    idx, name = rest.split(b" ", 1)
-                    res["label_index"] = int(idx)
-                    res["label"] = unescape(name).decode("utf-8", "replace")
+                    res["label_index"], res["label"] = _index_and_name(rest)
                 elif key == b"scores":
                     res["scores"] = [int(v) for v in rest.split()]
                     r.need(all(-128 <= v <= 127 for v in res["scores"]),
@@ -636,9 +640,7 @@ class Device:
             for ln in r:
                 key, _, rest = ln.partition(b" ")
                 if key == b"predicted":
-                    idx, name = rest.split(b" ", 1)
-                    res["predicted_index"] = int(idx)
-                    res["predicted"] = unescape(name).decode("utf-8", "replace")
+                    res["predicted_index"], res["predicted"] = _index_and_name(rest)
                 elif key == b"correct":
                     res["correct"] = rest == b"1"
                 elif key == b"loss":
@@ -714,9 +716,7 @@ class Device:
                 if key == b"loss":
                     res["loss"] = _f32_from_hex(rest.split()[1])
                 elif key == b"predicted":
-                    idx, name = rest.split(b" ", 1)
-                    res["predicted_index"] = int(idx)
-                    res["predicted"] = unescape(name).decode("utf-8", "replace")
+                    res["predicted_index"], res["predicted"] = _index_and_name(rest)
                 elif key == b"learned":
                     res["label_index"] = int(rest.split(b" ")[0])
                 elif key == b"updates":
