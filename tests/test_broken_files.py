@@ -167,6 +167,7 @@ FIELD_CASES = {
     "seq_len": "128", "eval": "x", "eval.exclude_labels": 3, "metrics": [],
     "metrics.test.tflm": {"n": 3}, "sizes": {}, "int8.ops": None, "recipe": 7,
     "recipe.model": "cnn", "dataset": None, "int8.input": "prado", "head.max_new_labels": -1,
+    "training.limit": "2000",
 }
 
 

@@ -383,6 +383,8 @@ _FIELDS = (
     ("recipe", lambda v: isinstance(v, dict) and all(
         isinstance(v.get(k, {}), dict) for k in ("model", "tokenizer", "train")),
      "an object (the recipe the model was trained with)", False),
+    ("training.limit", lambda v: v is None or _is_int(v) and v >= 1,
+     "a positive integer or null (the --limit subset)", False),
     ("head", lambda v: isinstance(v, dict), "an object", False),
     ("head.in_features", lambda v: _is_int(v) and v >= 1, "a positive integer", False),
     ("head.classes", _is_int, "an integer", False),

@@ -500,12 +500,7 @@ def reconvert(bundle_path: Path) -> dict:
     recipe = recipe_from_dict(r)
     # the calibration examples of the training run: the same subset when it had a --limit, so
     # that converting again gives the model the training run wrote
-    limit = b.manifest.get("training", {}).get("limit")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
-                              or limit < 1):
-        raise McutextError(f"{bundle_path}/manifest.json: 'training.limit' must be a positive "
-                           f"integer or null, got {limit!r}")
-    train_ds, _ = split_train_dev(recipe, limit)
+    train_ds, _ = split_train_dev(recipe, b.manifest.get("training", {}).get("limit"))
     rng = np.random.default_rng(recipe.train.seed + 1)
     calib_idx = rng.permutation(len(train_ds))[:recipe.train.calibration_examples]
     tflite, int8 = convert_model(recipe, b.keras_model(), b.labels,
