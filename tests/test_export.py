@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mcutext import boards, export
+from mcutext import boards, export, qemu
 from mcutext.errors import McutextError
 
 EMULATED = [b.name for b in boards.list_boards() if b.qemu_machine]
@@ -116,7 +116,7 @@ def test_cmake_example_classifies_like_tflite_micro_in_qemu(board, cmake_lib, bu
     texts, ref = test_texts
     n = len(texts) if board == ACCEPTANCE_BOARD else N_SENTENCES
     elf = export.build_example(cmake_lib, board, tmp_path / "build")
-    got = export.classify_over_uart(elf, board, texts[:n])
+    got = qemu.classify_over_uart(elf, board, texts[:n])
     for i, (label, scores, words) in enumerate(got):
         want = ref["logits"][i]
         assert scores == want.tolist(), f"{board}, sentence {i} {texts[i]!r}"

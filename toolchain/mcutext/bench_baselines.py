@@ -266,7 +266,7 @@ def measure_device(bundle_path: Path, dataset: str, model: str, out_dir: Path,
     """Build the bundle's firmware for `board`, boot it in QEMU, classify a long test sentence
     (instructions, the median of 3 runs) and n test sentences (int8 scores against TFLite
     Micro)."""
-    from .bench_device import long_sentence
+    from .data import long_sentence
     from .bundle import load_bundle
     from .data import load_split
     from .device import Device

@@ -27,6 +27,7 @@ import numpy as np
 
 from . import progress
 from .boards import PROJECT_ROOT, Board, list_boards
+from .data import SENTENCE_WORDS, long_sentence
 from .errors import McutextError
 from .outputs import replace_between_markers, write_file
 
@@ -34,24 +35,9 @@ from .outputs import replace_between_markers, write_file
 TARGET_INSTR_PER_MAC = 1.5
 TARGET_SPEEDUP = 3.0
 TARGET_RUNTIME_FLASH = 12 * 1024
-SENTENCE_WORDS = 32
 JITTER = 32  # instructions: see measure()
 DOC = PROJECT_ROOT / "docs" / "boards.md"
 DOC_START, DOC_END = "<!-- bench-device:start -->", "<!-- bench-device:end -->"
-
-
-def long_sentence(texts: list[str], tokenizer, words: int = SENTENCE_WORDS) -> str:
-    """The first test sentence with at least `words` words (the model sees `max_words`);
-    several sentences joined if none is that long."""
-    for t in texts:
-        if len(tokenizer.words(t)) >= min(words, tokenizer.spec.max_words):
-            return t
-    joined = ""
-    for t in texts:
-        joined = f"{joined} {t}".strip()
-        if len(tokenizer.words(joined)) >= min(words, tokenizer.spec.max_words):
-            break
-    return joined
 
 
 def _variants(board: Board) -> list[bool]:

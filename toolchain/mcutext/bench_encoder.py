@@ -133,7 +133,7 @@ def markdown(rows: list[dict], sentence: str) -> str:
 
 def bench_encoder(out_dir: Path, words: list[int], boards: list[str], dataset: str = "sst2"
                   ) -> dict:
-    from .bench_device import long_sentence
+    from .data import long_sentence
     from .data import load_split
     from .recipe import load_recipe
     from .train import train

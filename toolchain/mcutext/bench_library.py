@@ -39,7 +39,7 @@ def core_boards() -> list[str]:
 
 
 def bench_library(out_dir: Path, bundle: Path, n: int = 200, update_docs: bool = True) -> list:
-    from . import export, firmware
+    from . import export, firmware, qemu
     from .bundle import load_bundle
     from .data import load_split
 
@@ -58,7 +58,7 @@ def bench_library(out_dir: Path, bundle: Path, n: int = 200, update_docs: bool =
             size = export.library_flash(elf.with_name("classify.map"))
             fw = firmware.build(bundle, name, work / f"firmware-{name}", personalize=False,
                                 force=True)
-            got = export.classify_over_uart(elf, name, texts)
+            got = qemu.classify_over_uart(elf, name, texts)
             agree = sum(s == w.tolist() for (_, s, _), w in zip(got, want))
             total = size["library"] + size["libc"]
             row.update({

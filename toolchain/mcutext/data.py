@@ -229,3 +229,21 @@ def split_file(dataset: str, split: str) -> Path:
         if p.is_file():
             return p
     raise McutextError(f"dataset '{dataset}' has no '{split}' split in {folder}")
+
+
+# the sentence a device's time per classification is measured on (bench, report)
+SENTENCE_WORDS = 32
+
+
+def long_sentence(texts: list[str], tokenizer, words: int = SENTENCE_WORDS) -> str:
+    """The first test sentence with at least `words` words (the model sees `max_words`);
+    several sentences joined if none is that long."""
+    for t in texts:
+        if len(tokenizer.words(t)) >= min(words, tokenizer.spec.max_words):
+            return t
+    joined = ""
+    for t in texts:
+        joined = f"{joined} {t}".strip()
+        if len(tokenizer.words(joined)) >= min(words, tokenizer.spec.max_words):
+            break
+    return joined

@@ -304,29 +304,3 @@ def library_flash(map_file: str | Path) -> dict:
             out["libc"] += size
     out["library"] = out["code"] + out["rodata"] + out["data"]
     return out
-
-
-def classify_over_uart(elf: str | Path, board: str, texts: list[str],
-                       timeout: float = 30.0) -> list[tuple[str, list[int], int]]:
-    """Boots the example firmware `elf` in QEMU (the board's machine) and sends it `texts`,
-    one line each: its answers as (label, int8 scores, words)."""
-    import serial
-
-    from .qemu import Qemu
-    out = []
-    with Qemu(elf, board) as vm:
-        port = serial.serial_for_url(vm.url, timeout=timeout)
-        try:
-            for text in texts:
-                port.write(text.encode("utf-8") + b"\n")
-                line = port.readline()
-                while line.startswith(b"ready "):     # the banner, if the client was quick
-                    line = port.readline()
-                if not line.endswith(b"\n"):
-                    raise McutextError(f"{board}: the example firmware gave no answer to "
-                                       f"{text[:60]!r} ({line!r})")
-                label, scores, words = line.decode("utf-8", "replace").rstrip("\n").split("\t")
-                out.append((label, [int(s) for s in scores.split()], int(words)))
-        finally:
-            port.close()
-    return out

@@ -347,7 +347,7 @@ def collect_provenance(bundle) -> dict:
 def collect(bundle_path: str | Path, opts: Options) -> dict:
     """Everything the page shows, as plain JSON-able data."""
     from . import progress
-    from .bench_device import long_sentence
+    from .data import long_sentence
     from .bundle import load_bundle
     opts = check_options(opts)
     bundle_path = Path(bundle_path)
