@@ -68,7 +68,7 @@ test-fast: venv
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow and not qemu"
 
 bench: venv
-	$(PY) -m mcutext.bench --out build/bench
+	$(PY) -m bench --out build/bench
 
 # Fuzzing (docs/reliability.md): clang + libFuzzer + ASan/UBSan around the firmware core and a
 # real model (FUZZ_BUNDLE); one target at a time, each on one core for FUZZ_SECONDS.
@@ -79,12 +79,12 @@ FUZZ_TARGETS ?= protocol,tokenizer,learn,head_import
 fuzz: fuzz-firmware fuzz-host
 
 fuzz-firmware: venv
-	$(PY) -m mcutext.fuzz --bundle $(FUZZ_BUNDLE) --seconds $(FUZZ_SECONDS) \
+	$(PY) -m mcutext.reliability.fuzz --bundle $(FUZZ_BUNDLE) --seconds $(FUZZ_SECONDS) \
 	    --targets $(FUZZ_TARGETS) --out build/fuzz
 
 # The host probe (docs/reliability.md): the real CLI on hostile inputs, FUZZ_SECONDS in all.
 fuzz-host: venv
-	$(PY) -m mcutext.hostprobe --bundle $(FUZZ_BUNDLE) --seconds $(FUZZ_SECONDS) \
+	$(PY) -m mcutext.reliability.hostprobe --bundle $(FUZZ_BUNDLE) --seconds $(FUZZ_SECONDS) \
 	    --out build/fuzz/host
 
 clean:

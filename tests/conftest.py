@@ -11,7 +11,7 @@ os.environ.setdefault("MCUTEXT_QUIET", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # before any test starts TensorFlow: its thread counts and op determinism, as training sets
 # them, so every model the suite trains is the same whatever the test order (docs/model.md)
-from mcutext.determinism import pin_environment  # noqa: E402
+from mcutext.common.determinism import pin_environment  # noqa: E402
 
 pin_environment()
 
@@ -33,8 +33,8 @@ def _train(tmp_path_factory, recipe_name: str, ce_only: bool = False, **kw) -> P
     with --junitxml: the tests record what they bound as properties)."""
     import dataclasses
 
-    from mcutext.recipe import load_recipe
-    from mcutext.train import train
+    from mcutext.model.recipe import load_recipe
+    from mcutext.train.pipeline import train
     out = tmp_path_factory.mktemp(f"bundle_{recipe_name}") / "bundle"
     recipe = load_recipe(recipe_name)
     if seed_override() is not None:
@@ -84,12 +84,12 @@ class _Builds(dict):
         self.bundle, self.out = bundle, out
 
     def __missing__(self, board: str) -> dict:
-        from mcutext.firmware import build
+        from mcutext.firmware.build import build
         self[board] = build(self.bundle, board, self.out / board)
         return self[board]
 
     def all(self) -> dict:
-        from mcutext.boards import board_names
+        from mcutext.firmware.boards import board_names
         return {name: self[name] for name in board_names()}
 
 

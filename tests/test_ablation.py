@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from mcutext.recipe import TeacherConfig
+from mcutext.model.recipe import TeacherConfig
 
 pytest.importorskip("safetensors")
 pytestmark = pytest.mark.slow
@@ -26,14 +26,14 @@ def tiny() -> TeacherConfig:
 
 @pytest.fixture(scope="module")
 def tiny_teacher(tmp_path_factory):
-    from mcutext import teacher as teacher_mod
-    from mcutext.recipe import load_recipe
+    from mcutext.train.teacher.fit import train_with_config
+    from mcutext.model.recipe import load_recipe
     cache = tmp_path_factory.mktemp("teacher_cache")
     old = os.environ.get("MCUTEXT_TEACHER_CACHE")
     os.environ["MCUTEXT_TEACHER_CACHE"] = str(cache)
     try:
         out = tmp_path_factory.mktemp("teacher") / "sst2"
-        return teacher_mod.train_with_config(load_recipe("sst2"), tiny(), out=out, limit=400)
+        return train_with_config(load_recipe("sst2"), tiny(), out=out, limit=400)
     finally:
         if old is None:
             os.environ.pop("MCUTEXT_TEACHER_CACHE", None)
@@ -44,7 +44,7 @@ def tiny_teacher(tmp_path_factory):
 @pytest.fixture(scope="module")
 def recipe_file(tiny_teacher, tmp_path_factory):
     """The sst2 recipe pointed at the tiny teacher, one augmented copy per sentence."""
-    from mcutext.recipe import models_dir
+    from mcutext.model.recipe import models_dir
     import re
     from conftest import seed_override
     text = (models_dir() / "sst2.toml").read_text()
@@ -71,7 +71,7 @@ def recipe_file(tiny_teacher, tmp_path_factory):
 
 def test_ablate_writes_four_sane_rows(recipe_file, tiny_teacher, tmp_path, capsys,
                                      record_property):
-    from mcutext.ablation import ARMS
+    from mcutext.studies.ablation import ARMS
     from mcutext.cli import main
     out = tmp_path / "ablation"
     code = main(["ablate", str(recipe_file), "--limit", "600", "--epochs", "2", "--n-eval",
@@ -154,8 +154,8 @@ def test_ablate_writes_four_sane_rows(recipe_file, tiny_teacher, tmp_path, capsy
     for (_, title, _), line in zip(ARMS, table[1:]):
         assert line.startswith(f"| {title} |")
     assert "mcutext ablate sst2 --limit 600 --epochs 2 --n-eval 20" in md
-    # the bench's combined table (python -m mcutext.bench --only ablation) from the same rows
-    from mcutext.bench import write_ablation
+    # the bench's combined table (python -m bench.run --only ablation) from the same rows
+    from bench.run import write_ablation
     write_ablation(tmp_path / "bench", {"sst2": rows})
     bench_md = (tmp_path / "bench" / "ablation.md").read_text()
     assert [line.split(" | ")[1] for line in bench_md.splitlines()

@@ -10,9 +10,9 @@ import json
 import numpy as np
 import pytest
 
-from mcutext import perturb
-from mcutext.errors import McutextError
-from mcutext.perturb import Sentence
+from mcutext.text import perturb
+from mcutext.common.errors import McutextError
+from mcutext.text.perturb import Sentence
 
 TEXTS = [
     "a stirring , funny and finally transporting re-imagining of beauty and the beast .",
@@ -38,7 +38,7 @@ def damerau1(a: str, b: str) -> bool:
 
 # --- primitives -----------------------------------------------------------------------------
 def test_sentence_round_trip_and_tokenizer_alignment():
-    from mcutext.tokenizer import Tokenizer, TokenizerSpec
+    from mcutext.text.tokenizer import Tokenizer, TokenizerSpec
     tok = Tokenizer(TokenizerSpec(max_words=8, max_word_bytes=4))
     for text in TEXTS + ["", "   ", "!!", "don't stop", "naïve\u00a0café ;-)"]:
         s = Sentence.parse(text)
@@ -133,7 +133,7 @@ def bundle(sst2_small_bundle):
 @pytest.fixture(scope="module")
 def dwb(bundle, tmp_path_factory):
     """DeepWordBug at a budget of 2 words on TFLite Micro."""
-    from mcutext.attack import run_attack
+    from mcutext.attack.run import run_attack
     out = tmp_path_factory.mktemp("attack")
     return run_attack(bundle, "deepwordbug", runtime="tflm", n=N, budget=2, seed=0, out=out)
 
@@ -219,7 +219,7 @@ def test_output_files_and_queries(dwb):
 
 
 def test_attacks_are_seeded(bundle, dwb):
-    from mcutext.attack import run_attack
+    from mcutext.attack.run import run_attack
     again = run_attack(bundle, "deepwordbug", runtime="tflm", n=N, seed=0, transfer=False)
     assert [r["perturbed"] for r in again["examples"]] == [
         r["perturbed"] for r in dwb["examples"]]
@@ -233,7 +233,7 @@ def test_attacks_are_seeded(bundle, dwb):
 
 @pytest.mark.parametrize("budget", [1, 0.1])
 def test_budget_is_respected(bundle, budget, record_property):
-    from mcutext.attack import run_attack
+    from mcutext.attack.run import run_attack
     res = run_attack(bundle, "char", runtime="tflm", n=30, budget=budget, seed=2,
                      transfer=False)
     record_property("successes", res["successes"])
@@ -249,7 +249,7 @@ def test_budget_is_respected(bundle, budget, record_property):
 def test_char_is_the_stronger_of_deepwordbug_and_adaptive(bundle, dwb):
     """`char` keeps every DeepWordBug success as is and adds the adaptive attack's on the
     sentences DeepWordBug leaves; the adaptive edits stay within one character per word."""
-    from mcutext.attack import run_attack
+    from mcutext.attack.run import run_attack
     res = run_attack(bundle, "char", runtime="tflm", n=N, budget=2, seed=0, transfer=False)
     assert res["attack"] == "char"
     check_report(bundle, res, "tflm")
@@ -288,7 +288,8 @@ class Counting:
 
 
 def test_typo_batches_and_edits_internal_characters(bundle, record_property):
-    from mcutext.attack import make_classifier, run_attack
+    from mcutext.attack.classifiers import make_classifier
+    from mcutext.attack.run import run_attack
     clf = Counting(make_classifier(bundle, "litert"))
     res = run_attack(bundle, "typo", runtime="litert", n=40, budget=1, seed=1,
                      classifier=clf, transfer=False)
@@ -306,7 +307,7 @@ def test_typo_batches_and_edits_internal_characters(bundle, record_property):
 
 
 def test_word_attack_substitutes_synonyms(bundle, record_property):
-    from mcutext.attack import run_attack
+    from mcutext.attack.run import run_attack
     res = run_attack(bundle, "word", runtime="tflm", n=40, budget=0.25, seed=0)
     record_property("successes", res["successes"])
     assert res["attack"] == "pwws"
@@ -322,7 +323,7 @@ def test_word_attack_substitutes_synonyms(bundle, record_property):
 
 
 def test_hotflip_white_box_and_transfer(bundle, record_property):
-    from mcutext.attack import run_attack
+    from mcutext.attack.run import run_attack
     res = run_attack(bundle, "hotflip", runtime="keras", n=30, budget=2, seed=0)
     record_property("success_rate", res["success_rate"])
     record_property("transfer_tflm_rate", res["transfer"]["tflm"]["rate"])
@@ -408,8 +409,8 @@ class ProtocolStandIn:
 
 
 def test_device_runtime_over_the_serial_protocol(bundle, tmp_path):
-    from mcutext.attack import run_attack
-    from mcutext.bench_attack import compare_runs
+    from mcutext.attack.run import run_attack
+    from bench.attack import compare_runs
     board = ProtocolStandIn(bundle)
     try:
         dev = run_attack(bundle, "deepwordbug", runtime="device", n=15, port=board.url,
@@ -438,7 +439,7 @@ def test_device_runtime_over_the_serial_protocol(bundle, tmp_path):
 
 
 def test_bad_arguments_are_clear_errors(bundle):
-    from mcutext.attack import run_attack
+    from mcutext.attack.run import run_attack
     with pytest.raises(McutextError, match="unknown attack 'textfooler'.*char.*pwws"):
         run_attack(bundle, "textfooler", n=2)
     with pytest.raises(McutextError, match="unknown runtime 'gpu'.*keras, litert, tflm, device"):
@@ -485,7 +486,7 @@ def test_cli(sst2_small_bundle, tmp_path, capsys, monkeypatch):
 
 
 def test_robustness_bench_writes_tables(sst2_small_bundle, tmp_path):
-    from mcutext.bench_attack import robustness_bench
+    from bench.attack import robustness_bench
     res = robustness_bench({"sst2": sst2_small_bundle}, tmp_path, n=8,
                            runtimes=("tflm", "litert"), attacks=("deepwordbug",), sweep=False,
                            device=False, certify_edits=(1,))
@@ -509,8 +510,8 @@ def test_robustness_bench_writes_tables(sst2_small_bundle, tmp_path):
 def test_char_attack_on_qemu_matches_tflite_micro(bundle, sst2_small_bundle, tmp_path):
     """DeepWordBug through the firmware over serial (QEMU) finds exactly what it
     finds on TFLite Micro: same statuses, adversarial texts, queries, int8 scores."""
-    from mcutext.attack import run_attack
-    from mcutext.bench_attack import booted_device, compare_runs
+    from mcutext.attack.run import run_attack
+    from bench.attack import booted_device, compare_runs
     with booted_device(sst2_small_bundle, out_dir=tmp_path / "fw") as (url, report):
         dev = run_attack(bundle, "deepwordbug", runtime="device", port=url, n=10, seed=0,
                          out=tmp_path, transfer=False)

@@ -1,4 +1,4 @@
-"""The baselines (mcutext.baselines, docs/baselines.md).
+"""The baselines (mcutext.model.baselines, docs/baselines.md).
 
 - FastGRNN: the Keras layer gives the outputs of EdgeML's own FastGRNNCell (PyPI `edgeml`,
   run in a tf.compat.v1 graph) for the same weights, full and low rank, with and without
@@ -25,9 +25,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mcutext import projection
-from mcutext.errors import McutextError
-from mcutext.recipe import load_recipe
+from mcutext.model import projection
+from mcutext.common.errors import McutextError
+from mcutext.model.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRMWARE = ROOT / "firmware"
@@ -79,7 +79,7 @@ def test_baseline_recipe_errors(tmp_path, body, msg):
 
 
 def test_recipe_round_trips_through_the_manifest():
-    from mcutext.recipe import recipe_from_dict
+    from mcutext.model.recipe import recipe_from_dict
     for name in ("sst2_fastgrnn", "clinc150_prado"):
         r = load_recipe(name)
         d = json.loads(json.dumps(r.to_dict()))
@@ -95,7 +95,7 @@ def edgeml_reference(weights: dict, x: np.ndarray, lengths, hidden: int, w_rank,
     from edgeml.tf.graph.rnn import FastGRNNCell
     g = tf.Graph()
     with g.as_default():
-        # the suite runs TensorFlow with op determinism (mcutext.determinism), which wants a
+        # the suite runs TensorFlow with op determinism (mcutext.common.determinism), which wants a
         # graph seed for the cell's variable initializers (their values are overwritten below)
         tf.compat.v1.set_random_seed(0)
         X = tf.compat.v1.placeholder(tf.float32, (None,) + x.shape[1:])
@@ -118,7 +118,7 @@ def edgeml_reference(weights: dict, x: np.ndarray, lengths, hidden: int, w_rank,
 def test_fastgrnn_matches_edgeml_cell(w_rank, u_rank):
     import tensorflow as tf
 
-    from mcutext.baselines import FastGRNN
+    from mcutext.model.baselines import FastGRNN
     n, steps, d, h = 4, 9, 6, 7
     rng = np.random.default_rng(w_rank * 10 + u_rank)
     x = rng.normal(size=(n, steps, d)).astype(np.float32)
@@ -146,7 +146,7 @@ def test_compression_schedule_thresholds_then_fixes_the_support():
     import keras
     import tensorflow as tf
 
-    from mcutext.baselines import CompressionSchedule, FastGRNN
+    from mcutext.model.baselines import CompressionSchedule, FastGRNN
     sched = CompressionSchedule(trim_every=3)
     layer = FastGRNN(8, u_rank=4, keep_w=0.3, keep_u=0.5, schedule=sched)
     x = tf.constant(np.random.default_rng(0).normal(size=(5, 6, 4)).astype(np.float32))
@@ -205,7 +205,7 @@ def test_projection_values_and_padding():
 
 
 def spec_projection(fid: int, p: int, seed: int) -> list[int]:
-    """The spec of mcutext.projection, written out with plain Python integers."""
+    """The spec of mcutext.model.projection, written out with plain Python integers."""
     def fmix(h):
         h ^= h >> 16
         h = (h * 0x85EBCA6B) & 0xFFFFFFFF
@@ -242,15 +242,15 @@ def test_quantize_rounds_half_away_from_zero():
 
 @pytest.fixture(scope="module")
 def real_ids():
-    from mcutext.data import load_split
-    from mcutext.tokenizer import Tokenizer, TokenizerSpec
+    from mcutext.text.datasets import load_split
+    from mcutext.text.tokenizer import Tokenizer, TokenizerSpec
     texts = load_split("sst2", "test").texts[:200] + load_split("sms_spam", "test").texts[:100]
     spec = TokenizerSpec(buckets=1 << 20, max_words=32, typo_features=True)
     return Tokenizer(spec).encode_batch(texts), spec
 
 
 def test_keras_projection_layer_is_the_spec(real_ids):
-    from mcutext.baselines import PradoProjection
+    from mcutext.model.baselines import PradoProjection
     ids, spec = real_ids
     for p, seed in ((256, 0), (77, 0xDEADBEEF)):
         layer = PradoProjection(p, seed, spec.max_words, spec.features_per_word)
@@ -399,9 +399,9 @@ def test_projection_c_rejects_bad_arguments(projection_c):
     ("sst2_prado", {"FULLY_CONNECTED", "CONV_2D", "SOFTMAX", "CONCATENATION"})])
 def test_baseline_trains_converts_and_runs_in_tflm(baseline_bundles, name, ops,
                                                    record_property):
-    from mcutext.baselines import EXTRA_OPS
-    from mcutext.bundle import load_bundle
-    from mcutext.convert import SUPPORTED_OPS
+    from mcutext.model.baselines import EXTRA_OPS
+    from mcutext.int8.bundle import load_bundle
+    from mcutext.int8.convert import SUPPORTED_OPS
     b = load_bundle(baseline_bundles[name])
     m = b.manifest
     arch = name.split("_")[-1]
@@ -428,9 +428,9 @@ def test_baseline_trains_converts_and_runs_in_tflm(baseline_bundles, name, ops,
 
 @pytest.mark.slow
 def test_prado_int8_input_is_what_the_c_projection_computes(baseline_bundles, projection_c):
-    from mcutext.baselines import int8_input
-    from mcutext.bundle import load_bundle
-    from mcutext.data import load_split
+    from mcutext.model.baselines import int8_input
+    from mcutext.int8.bundle import load_bundle
+    from mcutext.text.datasets import load_split
     b = load_bundle(baseline_bundles["sst2_prado"])
     feed = b.manifest["int8"]["input"]
     assert feed["kind"] == "prado_projection" and len(feed["lut"]) == 2 * 4 + 2
@@ -447,9 +447,9 @@ def test_prado_int8_input_is_what_the_c_projection_computes(baseline_bundles, pr
 def test_fastgrnn_compression_recipe_end_to_end(tmp_path):
     import dataclasses
 
-    from mcutext.baselines import compression_report
-    from mcutext.bundle import load_bundle
-    from mcutext.train import train
+    from mcutext.model.baselines import compression_report
+    from mcutext.int8.bundle import load_bundle
+    from mcutext.train.pipeline import train
     r = load_recipe("sst2_fastgrnn")
     r = dataclasses.replace(r, fastgrnn=dataclasses.replace(
         r.fastgrnn, hidden=16, u_rank=4, keep_w=0.4, keep_u=0.5, trim_every=5))
@@ -468,8 +468,8 @@ def test_baseline_trains_with_the_adversarial_objective(tmp_path, name):
     discrete perturbations) run on the baselines' layers."""
     import dataclasses
 
-    from mcutext.bundle import load_bundle
-    from mcutext.train import train
+    from mcutext.int8.bundle import load_bundle
+    from mcutext.train.pipeline import train
     r = load_recipe(name)
     r = dataclasses.replace(r, objective=dataclasses.replace(r.objective, adv_weight=1.0))
     b = load_bundle(train(r, out=tmp_path / "b", limit=200, epochs=1, test_limit=30))

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mcutext import boards, firmware
-from mcutext.errors import McutextError
+from mcutext.firmware import boards, build as firmware
+from mcutext.common.errors import McutextError
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUIRED = {"netduinoplus2", "microbit", "mps2-an386", "nucleo-f401re", "lm3s6965evb",
@@ -101,7 +101,7 @@ def test_broken_board_toml_names_the_file(tmp_path, monkeypatch):
 
 
 def test_qemu_refuses_a_board_without_machine(tmp_path):
-    from mcutext.qemu import Qemu
+    from mcutext.device.qemu import Qemu
     elf = tmp_path / "x.elf"
     elf.write_bytes(b"\x7fELF")
     with pytest.raises(McutextError, match="no QEMU machine") as e:
@@ -110,7 +110,7 @@ def test_qemu_refuses_a_board_without_machine(tmp_path):
 
 
 def test_flash_refuses_a_board_without_pyocd_target(tmp_path):
-    from mcutext.flash import flash
+    from mcutext.device.flash import flash
     with pytest.raises(McutextError, match="no pyOCD target"):
         flash(tmp_path / "x.elf", "mps2-an386")
 
@@ -226,8 +226,8 @@ def test_portable_build_of_a_dsp_board(sst2_small_bundle, built, tmp_path):
 def big_bundle(tmp_path_factory) -> Path:
     """The sst2 recipe with 4x the hash buckets: 40,960 x 8 int8 embedding bytes alone,
     more than the micro:bit's 256 KB of flash. Trained briefly (size is what matters)."""
-    from mcutext.recipe import load_recipe
-    from mcutext.train import train
+    from mcutext.model.recipe import load_recipe
+    from mcutext.train.pipeline import train
     d = tmp_path_factory.mktemp("big")
     text = (ROOT / "models" / "sst2.toml").read_text()
     text, n = re.subn(r"(?m)^buckets = \d+", "buckets = 40960", text)
@@ -262,8 +262,8 @@ def roomy_head_bundle(tmp_path_factory) -> Path:
     """The sst2 recipe reserving head rows for 16 labels learned on the device: its
     personalization state (head, example buffers) alone is more than the micro:bit's 16 KB of
     RAM, while the classification-only firmware fits."""
-    from mcutext.recipe import load_recipe
-    from mcutext.train import train
+    from mcutext.model.recipe import load_recipe
+    from mcutext.train.pipeline import train
     d = tmp_path_factory.mktemp("roomy")
     (d / "roomy.toml").write_text('name = "roomy"\nbase = "sst2"\n[model]\n'
                                   'max_new_labels = 16\n')

@@ -5,7 +5,7 @@ change here.
 Per board, one boot of the default firmware (with personalization; conftest's
 board_firmware, built once per session): `info` names the board, its core and its kernels;
 real sst2 test sentences classify byte-identical to the TFLite Micro interpreter; a few
-on-device learning steps give the loss of the numpy reference (mcutext.personalize
+on-device learning steps give the loss of the numpy reference (mcutext.device.personalize
 .HeadSimulator), in hardware or software floating point. The long checks (200 sentences,
 explanations, hostile input, faults) run on fewer boards in test_firmware_qemu.py.
 """
@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mcutext import boards
-from mcutext.device import Device
+from mcutext.firmware import boards
+from mcutext.device.client import Device
 
 pytestmark = pytest.mark.qemu
 
@@ -27,20 +27,20 @@ N_LEARN = 4
 
 @pytest.fixture(scope="module")
 def bundle(sst2_small_bundle):
-    from mcutext.bundle import load_bundle
+    from mcutext.int8.bundle import load_bundle
     return load_bundle(sst2_small_bundle)
 
 
 @pytest.fixture(scope="module")
 def sentences(bundle) -> tuple[list[str], np.ndarray]:
-    from mcutext.data import load_split
+    from mcutext.text.datasets import load_split
     texts = load_split("sst2", "test").texts[:N_SENTENCES]
     return texts, bundle.run_int8(bundle.tokenize(texts), "tflm")["logits"]
 
 
 @pytest.fixture(scope="module")
 def examples(bundle) -> tuple[list[str], list[int], np.ndarray]:
-    from mcutext.data import load_split
+    from mcutext.text.datasets import load_split
     dev = load_split("sst2", "dev")
     texts = dev.texts[:N_LEARN]
     y = [bundle.labels.index(lab) for lab in dev.labels[:N_LEARN]]
@@ -58,8 +58,8 @@ def test_the_suite_boots_every_emulated_board():
 @pytest.mark.parametrize("board", EMULATED)
 def test_board_boots_classifies_like_tflite_micro_and_learns(board, board_firmware, bundle,
                                                               sentences, examples):
-    from mcutext.personalize import HeadSimulator, UpdateConfig
-    from mcutext.qemu import boot
+    from mcutext.device.personalize import HeadSimulator, UpdateConfig
+    from mcutext.device.qemu import boot
     rep = board_firmware[board]
     spec = boards.get_board(board)
     texts, want = sentences

@@ -316,8 +316,8 @@ def test_broken_training_set_writes_no_bundle(tmp_path, capsys):
 def _blob(bundle_path: Path) -> bytes:
     """A real head blob: the simulator of the bundle's head after a few SGD steps and a new
     label (the same format the firmware exports)."""
-    from mcutext.bundle import load_bundle
-    from mcutext.personalize import HeadSimulator
+    from mcutext.int8.bundle import load_bundle
+    from mcutext.device.personalize import HeadSimulator
     b = load_bundle(bundle_path)
     sim = HeadSimulator.from_bundle(b)
     ids = b.tokenize(["a gripping, funny film", "dull and slow", "hello there friend"])
@@ -333,7 +333,7 @@ def _recrc(data: bytes) -> bytes:
 
 
 def _nan_weight(blob: bytes) -> bytes:
-    from mcutext.personalize import BLOB_HEADER
+    from mcutext.device.personalize import BLOB_HEADER
     rows = struct.unpack_from("<H", blob, 12)[0]
     pos = BLOB_HEADER.size + ((rows + 3) & ~3) + 4 * 5
     return _recrc(blob[:pos] + struct.pack("<f", float("nan")) + blob[pos + 4:])
@@ -345,7 +345,7 @@ def _label_count(blob: bytes) -> bytes:
 
 
 def _bad_name(blob: bytes) -> bytes:
-    from mcutext.personalize import NAME_BYTES
+    from mcutext.device.personalize import NAME_BYTES
     pos = len(blob) - 4 - 4 * NAME_BYTES          # the first added row's name
     return _recrc(blob[:pos] + b"greet ing".ljust(NAME_BYTES, b"\0") + blob[pos + NAME_BYTES:])
 
@@ -363,9 +363,9 @@ BLOB_CASES = {
 
 @pytest.mark.parametrize("case", list(BLOB_CASES))
 def test_broken_head_blob_is_refused_on_the_host(case, sst2_small_bundle, tmp_path, capsys):
-    from mcutext.bundle import load_bundle
-    from mcutext.cli_personalize import check_head_blob
-    from mcutext.personalize import HeadSimulator
+    from mcutext.int8.bundle import load_bundle
+    from mcutext.cli.personalize import check_head_blob
+    from mcutext.device.personalize import HeadSimulator
     blob = _blob(sst2_small_bundle)
     # the intact blob passes the host check and loads in the simulator
     assert check_head_blob(blob, Path("x"), feature_dim=32, classes=2, rows=6)["updates"] == 3
@@ -383,8 +383,8 @@ def test_broken_head_blob_is_refused_on_the_host(case, sst2_small_bundle, tmp_pa
 
 def test_head_blob_of_another_model_shape(sst2_small_bundle):
     """Dimensions are checked against the device's model (a real device in test_faults)."""
-    from mcutext.cli_personalize import check_head_blob
-    from mcutext.errors import McutextError
+    from mcutext.cli.personalize import check_head_blob
+    from mcutext.common.errors import McutextError
     blob = _blob(sst2_small_bundle)
     with pytest.raises(McutextError, match="2 factory labels, the device's model has 3"):
         check_head_blob(blob, Path("h.bin"), feature_dim=32, classes=3, rows=7)

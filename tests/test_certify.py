@@ -1,4 +1,4 @@
-"""Certification under character edits (mcutext.certify) and the adaptive attack: the edit
+"""Certification under character edits (mcutext.attack.certify) and the adaptive attack: the edit
 family against the attacks' own edits, the enumeration on hand-made cases, and soundness on
 a real sst2 student (the strongest char attacks never break a certified sentence; every
 witness is a real misclassification within the budget)."""
@@ -10,12 +10,12 @@ import json
 import numpy as np
 import pytest
 
-from mcutext import perturb
-from mcutext.certify import (Int8Model, certify, certify_sentence, combination_rows,
-                             count_combinations, row_choice, sentence_moves)
-from mcutext.errors import McutextError
-from mcutext.perturb import Sentence
-from mcutext.tokenizer import Tokenizer, TokenizerSpec
+from mcutext.text import perturb
+from mcutext.attack.certify import Int8Model, certify, certify_sentence
+from mcutext.attack.moves import combination_rows, count_combinations, row_choice, sentence_moves
+from mcutext.common.errors import McutextError
+from mcutext.text.perturb import Sentence
+from mcutext.text.tokenizer import Tokenizer, TokenizerSpec
 
 
 def one_edit(a: str, b: str) -> bool:
@@ -207,8 +207,9 @@ def test_witnesses_are_misclassified_by_tflite_micro_within_the_budget(bundle, c
 
 
 def test_certified_sentences_resist_the_strongest_attacks(bundle, cert1):
-    from mcutext.attack import run_attack
-    from mcutext.data import Dataset
+    from mcutext.attack import adaptive
+    from mcutext.attack.run import run_attack
+    from mcutext.text.datasets import Dataset
     cert = [r for r in cert1["sentences"] if r["status"] == "certified"]
     data = Dataset([r["text"] for r in cert], [r["true"] for r in cert], "certified")
     for attack in ("deepwordbug", "adaptive", "typo", "char"):
@@ -225,14 +226,15 @@ def test_adaptive_attack_finds_what_certification_finds(bundle, cert1, monkeypat
     """On the attacked sentences, with every encoding of every word and the exhaustive
     search allowed, the adaptive attack at budget 1 finds a misclassification wherever the
     enumeration did (the two coincide: same family, same grouping by encoding)."""
-    from mcutext import attack as A
-    from mcutext.data import Dataset
+    from mcutext.attack import adaptive
+    from mcutext.attack.run import run_attack
+    from mcutext.text.datasets import Dataset
     attacked = [r for r in cert1["sentences"] if r["status"] == "attacked"]
     assert attacked
     data = Dataset([r["text"] for r in attacked], [r["true"] for r in attacked], "attacked")
-    monkeypatch.setattr(A, "ADAPTIVE_PER_WORD", 10 ** 6)
-    monkeypatch.setattr(A, "ADAPTIVE_EXHAUSTIVE", max(r["combinations"] for r in attacked))
-    res = A.run_attack(bundle, "adaptive", budget=1, data=data, transfer=False)
+    monkeypatch.setattr(adaptive, "ADAPTIVE_PER_WORD", 10 ** 6)
+    monkeypatch.setattr(adaptive, "ADAPTIVE_EXHAUSTIVE", max(r["combinations"] for r in attacked))
+    res = run_attack(bundle, "adaptive", budget=1, data=data, transfer=False)
     assert res["attacked"] == res["successes"] == len(attacked)
     for e in res["examples"]:
         assert e["queries"] <= 1 + dict((r["text"], r["combinations"])

@@ -138,7 +138,7 @@ def test_classify_plain_explain_and_file(capsys, port, tmp_path):
 def test_plain_classify_prints_the_scores_that_decided_the_label(capsys):
     """Factory firmware: the int8 model's scores. Once personalized, the float head decides
     the label (its `head` line): the line shows the head's scores, says so, and its cost."""
-    from mcutext.fakedevice import FakeDevice, well_formed_replies
+    from mcutext.reliability.fakedevice import FakeDevice, well_formed_replies
     labels = ["negative", "positive"]
     tok = {"buckets": 10240, "max_words": 32, "typo_features": True, "seed": 0,
            "max_word_bytes": 24}
@@ -161,7 +161,7 @@ def test_plain_classify_prints_the_scores_that_decided_the_label(capsys):
 
 
 def test_classify_dataset_file(capsys, port):
-    from mcutext.data import data_dir
+    from mcutext.text.datasets import data_dir
     tsv = data_dir() / "sst2" / "test.tsv"
     code, out, _ = run_cli(capsys, "classify", "--file", str(tsv), "--json")
     assert code == 0 and len(json.loads(out)) > 100
@@ -205,7 +205,7 @@ def test_port_that_is_not_there(capsys, monkeypatch):
 
 @pytest.mark.qemu
 def test_run_prints_the_url_and_stops_on_ctrl_c(sst2_small_bundle, tmp_path):
-    from mcutext.firmware import build
+    from mcutext.firmware.build import build
     res = build(sst2_small_bundle, "microbit", tmp_path / "fw")
     p = subprocess.Popen([sys.executable, "-m", "mcutext.cli", "run", "--board", "microbit",
                           res["elf"]], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -238,7 +238,7 @@ def test_run_prints_the_url_and_stops_on_ctrl_c(sst2_small_bundle, tmp_path):
 
 @pytest.fixture(scope="module")
 def microbit_elf(sst2_small_bundle, tmp_path_factory) -> Path:
-    from mcutext.firmware import build
+    from mcutext.firmware.build import build
     return Path(build(sst2_small_bundle, "microbit", tmp_path_factory.mktemp("fw") / "mb")["elf"])
 
 
@@ -282,7 +282,7 @@ def test_qemu_dies_with_mcutext_run_even_on_sigkill(microbit_elf):
 def test_run_and_flash_refuse_an_elf_built_for_another_board(capsys, microbit_elf, tmp_path,
                                                              monkeypatch):
     import shutil
-    from mcutext.firmware import elf_board
+    from mcutext.firmware.build import elf_board
     code, out, err = run_cli(capsys, "run", "--board", "netduinoplus2", str(microbit_elf))
     assert code == 2 and out == ""          # QEMU not started, no URL printed
     assert f"error: {microbit_elf}: built for microbit, not for netduinoplus2" in err

@@ -74,7 +74,7 @@ def test_without_a_terminal_a_task_writes_plain_progress_lines(monkeypatch, caps
     """stderr not a terminal (pytest captures it): a line every MCUTEXT_PROGRESS_EVERY
     seconds (0 here: every step) with the count, the status and the time left; none when
     MCUTEXT_QUIET is set."""
-    from mcutext import progress
+    from mcutext.common import progress
     monkeypatch.delenv("MCUTEXT_QUIET", raising=False)
     monkeypatch.setenv("MCUTEXT_PROGRESS_EVERY", "0")
     with progress.task("teacher sst2", total=4) as update:

@@ -12,10 +12,14 @@ import subprocess
 import numpy as np
 import pytest
 
-from mcutext import codegen, hostbuild
-from mcutext.bundle import load_bundle
-from mcutext.data import load_split
-from mcutext.errors import McutextError
+from mcutext.codegen.driver import generate
+from mcutext.codegen.graph import _schema, read_graph
+from mcutext.codegen.lowering import _round_up
+from mcutext.codegen.program import ALIGN, Buffer, build_program, plan_memory
+from mcutext.firmware import hostbuild
+from mcutext.int8.bundle import load_bundle
+from mcutext.text.datasets import load_split
+from mcutext.common.errors import McutextError
 
 from conftest import _train
 
@@ -123,8 +127,8 @@ def test_ids_outside_the_buckets_are_refused(sst2_case):
 
 @pytest.mark.slow
 def test_generate_reports_and_is_deterministic(sst2_small_bundle, tmp_path):
-    a = codegen.generate(sst2_small_bundle, tmp_path / "a")
-    b = codegen.generate(sst2_small_bundle, tmp_path / "b")
+    a = generate(sst2_small_bundle, tmp_path / "a")
+    b = generate(sst2_small_bundle, tmp_path / "b")
     names = sorted(p.rsplit("/", 1)[-1] for p in a["files"])
     assert names == ["head.c", "model.c", "model_gen.h", "model_head.h", "weights.c"]
     for fa, fb in zip(sorted(a["files"]), sorted(b["files"])):
@@ -158,8 +162,8 @@ def test_generate_reports_and_is_deterministic(sst2_small_bundle, tmp_path):
 
 @pytest.mark.slow
 def test_memory_plan_of_the_model(sst2_small_bundle):
-    graph = codegen.read_graph(load_bundle(sst2_small_bundle).tflite_bytes)
-    prog = codegen.build_program(graph)
+    graph = read_graph(load_bundle(sst2_small_bundle).tflite_bytes)
+    prog = build_program(graph)
     for plan in prog.plans.values():
         bufs = list(plan.buffers.values()) + list(plan.scratch.values())
         _assert_no_overlap(bufs)
@@ -176,7 +180,7 @@ def test_memory_plan_of_the_model(sst2_small_bundle):
 
 def _assert_no_overlap(bufs):
     for i, a in enumerate(bufs):
-        assert a.offset % codegen.ALIGN == 0
+        assert a.offset % ALIGN == 0
         for b in bufs[i + 1:]:
             live_together = not (a.last < b.first or b.last < a.first)
             disjoint = a.offset + a.size <= b.offset or b.offset + b.size <= a.offset
@@ -189,13 +193,13 @@ def test_memory_planner_on_random_lifetimes():
         bufs = []
         for k in range(int(rng.integers(1, 14))):
             first = int(rng.integers(0, 10))
-            bufs.append(codegen.Buffer(f"b{k}", int(rng.integers(1, 300)), first,
+            bufs.append(Buffer(f"b{k}", int(rng.integers(1, 300)), first,
                                        first + int(rng.integers(0, 5))))
-        arena = codegen.plan_memory(bufs)
+        arena = plan_memory(bufs)
         _assert_no_overlap(bufs)
         assert arena >= max(b.offset + b.size for b in bufs)
         # never worse than giving every buffer its own place
-        assert arena <= sum(codegen._round_up(b.size, codegen.ALIGN) for b in bufs)
+        assert arena <= sum(_round_up(b.size, ALIGN) for b in bufs)
         # at least the largest set of buffers alive at one step
         peak = max(sum(b.size for b in bufs if b.first <= t <= b.last) for t in range(15))
         assert arena >= peak
@@ -206,7 +210,7 @@ def test_unsupported_op_in_a_bundle_is_a_clear_error(sst2_small_bundle, tmp_path
     """A bundle whose model uses an op the kernels lack: generate() names the op."""
     import flatbuffers
 
-    schema = codegen._schema()
+    schema = _schema()
     bundle = tmp_path / "bundle"
     shutil.copytree(sst2_small_bundle, bundle)
     model = schema.ModelT.InitFromPackedBuf(bytearray((bundle / "model_int8.tflite")
@@ -219,7 +223,7 @@ def test_unsupported_op_in_a_bundle_is_a_clear_error(sst2_small_bundle, tmp_path
     (bundle / "model_int8.tflite").write_bytes(bytes(builder.Output()))
     _reseal(bundle)
     with pytest.raises(McutextError, match=r"unsupported op HARD_SWISH \(operator 6\)"):
-        codegen.generate(bundle, tmp_path / "gen")
+        generate(bundle, tmp_path / "gen")
 
 
 # --- cross compilation and the real DSP instructions -------------------------------------------
@@ -258,7 +262,7 @@ def _cross_compile(gen_dir, out_dir, cpu, extra=()):
 def test_cross_compiles_with_werror_and_bounded_stack(sst2_small_bundle, tmp_path, cpu, extra,
                                                       dsp):
     gen = tmp_path / "gen"
-    codegen.generate(sst2_small_bundle, gen, dsp=dsp)
+    generate(sst2_small_bundle, gen, dsp=dsp)
     frames = _cross_compile(gen, tmp_path / "obj", cpu, extra)
     assert "mt_model_run" in frames and "mt_conv_s8" in frames
     for fn, (size, kind) in frames.items():
@@ -304,7 +308,7 @@ def _reseal(bundle):
     """A bundle whose .tflite was edited on purpose: record its new hash in the manifest."""
     import json
 
-    from mcutext.bundle import write_manifest
+    from mcutext.int8.bundle import write_manifest
     m = json.loads((bundle / "manifest.json").read_text())
     m["int8"]["file_bytes"] = (bundle / "model_int8.tflite").stat().st_size
     write_manifest(bundle, m)       # records the new SHA-256

@@ -15,10 +15,14 @@ import shutil
 import numpy as np
 import pytest
 
-from mcutext import codegen, hostbuild
-from mcutext.bundle import load_bundle
-from mcutext.data import load_split
-from mcutext.errors import McutextError
+from mcutext.codegen.driver import generate
+from mcutext.codegen.graph import _schema, read_graph
+from mcutext.codegen.lowering import _round_up
+from mcutext.codegen.program import build_program
+from mcutext.firmware import hostbuild
+from mcutext.int8.bundle import load_bundle
+from mcutext.text.datasets import load_split
+from mcutext.common.errors import McutextError
 
 OUTPUTS = ("logits", "attention", "features")
 ARCHS = ("fastgrnn", "prado")
@@ -63,7 +67,7 @@ EXPECTED_OPS = {
 def test_baseline_matches_tflite_micro_on_real_sentences(baseline_cases, arch, variant):
     c = baseline_cases[arch]
     m = hostbuild.build_model(c["path"], c["root"] / variant, variant)
-    info = codegen.generate(c["path"], c["root"] / f"info_{variant}")
+    info = generate(c["path"], c["root"] / f"info_{variant}")
     assert EXPECTED_OPS[arch] <= set(info["ops"]), set(info["ops"])
     assert len(c["ids"]) == N_HOST and m.num_classes == 2
     _assert_same(m.run(c["ids"]), c["ref"])
@@ -99,7 +103,7 @@ def test_baseline_memory_plan(baseline_cases, arch):
     feed = b.manifest["int8"].get("input")
     proj = dict(feed, buckets=b.tokenizer.spec.buckets,
                 max_words=b.tokenizer.spec.max_words) if feed else None
-    prog = codegen.build_program(codegen.read_graph(b.tflite_bytes), "mt_gen", True, True,
+    prog = build_program(read_graph(b.tflite_bytes), "mt_gen", True, True,
                                  proj)
     for plan in prog.plans.values():
         bufs = list(plan.buffers.values()) + list(plan.scratch.values())
@@ -110,7 +114,7 @@ def test_baseline_memory_plan(baseline_cases, arch):
                 assert x.offset + x.size <= y.offset or y.offset + y.size <= x.offset, (x, y)
         peak = max(sum(x.size for x in bufs if x.first <= k <= x.last)
                    for k in range(len(prog.steps)))
-        assert peak <= plan.arena_bytes <= sum(codegen._round_up(x.size, 8) for x in bufs)
+        assert peak <= plan.arena_bytes <= sum(_round_up(x.size, 8) for x in bufs)
     if arch == "prado":   # the projection input lives in the arena, written by call 0
         inp = prog.plans["portable"].buffers[prog.root(prog.graph.inputs[0])]
         assert inp.first == 0 and inp.size == 32 * 257 and not prog.ext
@@ -123,7 +127,7 @@ def test_unsupported_baseline_configuration_is_a_clear_error(baseline_cases, tmp
     """A CONCATENATION whose inputs differ in quantization (TFLite Micro refuses it too)."""
     import flatbuffers
 
-    schema = codegen._schema()
+    schema = _schema()
     src = baseline_cases["prado"]["path"]
     bundle = tmp_path / "bundle"
     shutil.copytree(src, bundle)
@@ -142,7 +146,7 @@ def test_unsupported_baseline_configuration_is_a_clear_error(baseline_cases, tmp
     _reseal(bundle)
     with pytest.raises(McutextError, match=rf"CONCATENATION \(operator {concat[0]}\): a "
                                            "requantization"):
-        codegen.generate(bundle, tmp_path / "gen")
+        generate(bundle, tmp_path / "gen")
 
 
 @pytest.mark.slow
@@ -152,7 +156,7 @@ def test_baseline_cross_compiles_with_werror_and_bounded_stack(baseline_cases, t
                                                                cpu):
     from test_codegen import _cross_compile
     gen = tmp_path / "gen"
-    codegen.generate(baseline_cases[arch]["path"], gen)
+    generate(baseline_cases[arch]["path"], gen)
     frames = _cross_compile(gen, tmp_path / "obj", cpu)
     assert "mt_model_run" in frames and "mt_add_s8" in frames
     for fn, (size, kind) in frames.items():
@@ -166,9 +170,9 @@ def test_baseline_cross_compiles_with_werror_and_bounded_stack(baseline_cases, t
 def test_baseline_firmware_on_netduinoplus2_matches_tflite_micro(baseline_cases, arch):
     """`mcutext build` for netduinoplus2 (Cortex-M4F, DSP kernels), booted in QEMU: N_QEMU
     real test sentences classified over the UART give TFLite Micro's int8 scores."""
-    from mcutext.device import Device
-    from mcutext.firmware import build
-    from mcutext.qemu import boot
+    from mcutext.device.client import Device
+    from mcutext.firmware.build import build
+    from mcutext.device.qemu import boot
     assert shutil.which("qemu-system-arm"), "qemu-system-arm is part of the setup"
     c = baseline_cases[arch]
     rep = build(c["path"], "netduinoplus2", c["root"] / "fw")
@@ -190,7 +194,7 @@ def _reseal(bundle):
     """A bundle whose .tflite was edited on purpose: record its new hash in the manifest."""
     import json
 
-    from mcutext.bundle import write_manifest
+    from mcutext.int8.bundle import write_manifest
     m = json.loads((bundle / "manifest.json").read_text())
     m["int8"]["file_bytes"] = (bundle / "model_int8.tflite").stat().st_size
     write_manifest(bundle, m)       # records the new SHA-256

@@ -2,8 +2,8 @@
 
 import pytest
 
-from mcutext.data import NAMED_DATASETS, load_file, load_split
-from mcutext.errors import McutextError
+from mcutext.text.datasets import NAMED_DATASETS, load_file, load_split
+from mcutext.common.errors import McutextError
 
 
 @pytest.mark.parametrize("name", NAMED_DATASETS)
@@ -91,7 +91,7 @@ def test_limit_keeps_every_class():
     each missing class replaces an example of a class drawn more than once."""
     import numpy as np
 
-    from mcutext.data import limited
+    from mcutext.text.datasets import limited
     spam = load_split("sms_spam", "train")
     seed = _plain_misses_a_class(spam, 10)
     plain = spam.subset(np.random.default_rng(seed).permutation(len(spam))[:10])
@@ -105,7 +105,7 @@ def test_limit_keeps_every_class():
 def test_limit_below_the_number_of_classes_says_so():
     import numpy as np
 
-    from mcutext.data import limited
+    from mcutext.text.datasets import limited
     clinc = load_split("clinc150", "train")
     with pytest.raises(McutextError, match=r"--limit 100: a subset of 100 training examples "
                                            r"cannot hold all 151 classes of .*train.tsv; this "

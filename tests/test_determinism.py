@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from mcutext.bundle import TFLITE_FILE
-from mcutext.recipe import load_recipe
+from mcutext.int8.bundle import TFLITE_FILE
+from mcutext.model.recipe import load_recipe
 
 
 def without_times(obj):
@@ -48,7 +48,7 @@ def assert_same_bundle(a: Path, b: Path) -> dict:
 def test_training_twice_gives_the_same_bundle(tmp_path):
     """sst2 without a teacher (--limit): cross-entropy, dropout, word dropout, data order and
     the adversarial term (the training adversary's random edits, FGM)."""
-    from mcutext.train import train
+    from mcutext.train.pipeline import train
     recipe = load_recipe("sst2")
     assert recipe.objective.adv_weight > 0 and recipe.model.word_dropout > 0
 
@@ -64,8 +64,10 @@ def test_distilling_twice_gives_the_same_teacher_transfer_set_and_bundle(tmp_pat
     """The full objective (KD, explainable feature mapping, adversarial): a tiny teacher
     trained from scratch in each run (its frozen-layer states cached in the build folder),
     its transfer set, and the student distilled from it."""
-    from mcutext.teacher import WEIGHTS_FILE, TeacherConfig, train_with_config
-    from mcutext.train import _npz_sha256, train
+    from mcutext.train.teacher.trained import WEIGHTS_FILE
+    from mcutext.model.recipe import TeacherConfig
+    from mcutext.train.teacher.fit import train_with_config
+    from mcutext.train.pipeline import _npz_sha256, train
     base = load_recipe("sst2")
 
     def make(build: Path) -> None:

@@ -1,5 +1,5 @@
 """The host against a device that sends malformed replies (a fake device on a local socket,
-mcutext.fakedevice): a missing field, a non-number, a wrong count, an overlong line, a
+mcutext.reliability.fakedevice): a missing field, a non-number, a wrong count, an overlong line, a
 connection closed mid-reply. Each must end in one line, `error: ... the device sent ...
 (expected ...)`, exit code 2, never a traceback and never a hang."""
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from mcutext.cli import main
-from mcutext.fakedevice import CLOSE, FakeDevice, well_formed_replies
+from mcutext.reliability.fakedevice import CLOSE, FakeDevice, well_formed_replies
 from test_broken_files import one_error  # noqa: E402  (one shared definition)
 
 LABELS = ["negative", "positive"]
@@ -106,7 +106,7 @@ def test_a_malformed_reply_is_one_error_line(case, capsys, tmp_path, monkeypatch
 def test_a_multibyte_label_counts_its_bytes_against_line_max():
     """`learn <crc> LABEL<TAB>text`: the room left for the text is line-max minus the bytes of
     the label (20 characters of 'é' are 40 bytes), so the line sent fits the device's line."""
-    from mcutext.device import Device
+    from mcutext.device.client import Device
     label = "\xe9" * 20
     with FakeDevice(well_formed_replies(LABELS + [label], TOKENIZER)) as fake:
         with Device(fake.url, timeout=2) as dev:

@@ -1,4 +1,4 @@
-"""The robust encoding's table built from real training text (mcutext.encoding), its vectorized
+"""The robust encoding's table built from real training text (mcutext.text.encoding), its vectorized
 encoder and what one edit of a word can reach."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ import collections
 import numpy as np
 import pytest
 
-from mcutext.data import load_split
-from mcutext.encoding import EncodingConfig, _variants, build_table, reachable_codes
-from mcutext.perturb import edit_family
-from mcutext.tokenizer import (CODE_FALLBACK, RobustTokenizer, TokenizerSpec, robust_codes,
-                               split_words)
+from mcutext.text.datasets import load_split
+from mcutext.text.encoding import EncodingConfig, _variants, build_table, reachable_codes
+from mcutext.text.perturb import edit_family
+from mcutext.text.tokenizer import (
+    CODE_FALLBACK, RobustTokenizer, TokenizerSpec, robust_codes, split_words)
 
 SPEC = TokenizerSpec(max_words=32, typo_features=False, encoding="robust", buckets=3)
 
@@ -104,9 +104,9 @@ def test_robust_recipe_trains_a_bundle_with_its_table(tmp_path):
     the code-space adversary runs, and the bundle carries the table its spec names."""
     import dataclasses
 
-    from mcutext.bundle import ENCODING_FILE, load_bundle
-    from mcutext.recipe import load_recipe
-    from mcutext.train import train
+    from mcutext.int8.bundle import ENCODING_FILE, load_bundle
+    from mcutext.model.recipe import load_recipe
+    from mcutext.train.pipeline import train
     recipe = load_recipe("sst2_robust")
     assert recipe.objective.adv_search == "codes" and recipe.tokenizer.robust
     recipe = dataclasses.replace(recipe, encoding=dataclasses.replace(recipe.encoding,

@@ -1,4 +1,4 @@
-"""Explanations (mcutext.explain): the metrics on toy cases computed by hand, then on a real
+"""Explanations (mcutext.explain.attribution): the metrics on toy cases computed by hand, then on a real
 sst2 student (float and int8), and `mcutext explain` on a bundle."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from mcutext import explain as ex
-from mcutext.errors import McutextError
+from mcutext.explain import attribution as ex
+from mcutext.common.errors import McutextError
 
 
 def sigmoid(x: float) -> float:
@@ -115,13 +115,13 @@ def test_spearman_and_agreement_by_hand():
 # --- a real student ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def bundle(sst2_small_bundle):
-    from mcutext.bundle import load_bundle
+    from mcutext.int8.bundle import load_bundle
     return load_bundle(sst2_small_bundle)
 
 
 @pytest.fixture(scope="module")
 def texts() -> list[str]:
-    from mcutext.data import load_split
+    from mcutext.text.datasets import load_split
     return load_split("sst2", "test").texts[:200]
 
 
@@ -217,7 +217,7 @@ def test_agreement_of_float_and_int8_attention(bundle, texts, record_property):
 
 
 def test_baseline_bundles_are_refused(tmp_path):
-    from mcutext.bundle import Bundle
+    from mcutext.int8.bundle import Bundle
     b = Bundle(tmp_path, {"name": "x", "labels": ["a", "b"], "max_words": 4,
                           "tokenizer": {"max_words": 4},
                           "recipe": {"model": {"arch": "prado"}}, "int8": {"input": {}}})
@@ -228,7 +228,7 @@ def test_baseline_bundles_are_refused(tmp_path):
 # --- the command line ---------------------------------------------------------------------------
 def test_cli_explain_bundle(bundle, capsys):
     from mcutext.cli import main
-    from mcutext.cli_explain import colour
+    from mcutext.cli.explain import colour
     text = "a gripping , funny and moving film"
     assert main(["explain", str(bundle.path), text, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)

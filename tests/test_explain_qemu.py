@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from mcutext import explain as ex
-from mcutext.device import Device
+from mcutext.explain import attribution as ex
+from mcutext.device.client import Device
 
 pytestmark = pytest.mark.qemu
 
@@ -20,13 +20,13 @@ N_SENTENCES = 40
 
 @pytest.fixture(scope="module")
 def bundle(sst2_small_bundle):
-    from mcutext.bundle import load_bundle
+    from mcutext.int8.bundle import load_bundle
     return load_bundle(sst2_small_bundle)
 
 
 @pytest.fixture(scope="module")
 def sentences() -> list[str]:
-    from mcutext.data import load_split
+    from mcutext.text.datasets import load_split
     texts = load_split("sst2", "test").texts
     # a spread of lengths, including sentences longer than the model's 32 words
     return texts[:N_SENTENCES - 2] + [max(texts, key=len), "Not bad at ALL !!"]
@@ -34,8 +34,8 @@ def sentences() -> list[str]:
 
 @pytest.fixture(scope="module")
 def url(sst2_small_bundle, tmp_path_factory):
-    from mcutext.firmware import build
-    from mcutext.qemu import boot
+    from mcutext.firmware.build import build
+    from mcutext.device.qemu import boot
     res = build(sst2_small_bundle, BOARD, tmp_path_factory.mktemp("fw_explain") / BOARD)
     with boot(res["elf"], BOARD) as u:
         yield u

@@ -28,8 +28,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mcutext import boards, export, qemu
-from mcutext.errors import McutextError
+from mcutext.firmware import boards, export
+from mcutext.device import qemu
+from mcutext.common.errors import McutextError
 
 EMULATED = [b.name for b in boards.list_boards() if b.qemu_machine]
 N_SENTENCES = 24        # per board; 200 on ACCEPTANCE_BOARD
@@ -38,13 +39,13 @@ ACCEPTANCE_BOARD = "mps2-an386"
 
 @pytest.fixture(scope="module")
 def bundle(sst2_small_bundle):
-    from mcutext.bundle import load_bundle
+    from mcutext.int8.bundle import load_bundle
     return load_bundle(sst2_small_bundle)
 
 
 @pytest.fixture(scope="module")
 def test_texts(bundle) -> tuple[list[str], dict]:
-    from mcutext.data import load_split
+    from mcutext.text.datasets import load_split
     texts = load_split("sst2", "test").texts[:200]
     return texts, bundle.run_int8(bundle.tokenize(texts), "tflm")
 
@@ -190,8 +191,8 @@ def test_host_build_classifies_like_tflite_micro(host_lib, bundle, test_texts):
 
 
 def test_host_build_learns_like_the_reference(host_lib, bundle):
-    from mcutext.data import load_split
-    from mcutext.personalize import HeadSimulator
+    from mcutext.text.datasets import load_split
+    from mcutext.device.personalize import HeadSimulator
     dev = load_split("sst2", "dev")
     texts, labels = dev.texts[:6], [bundle.labels.index(lab) for lab in dev.labels[:6]]
     feats = bundle.run_int8(bundle.tokenize(texts), "tflm")["features"].astype(np.int8)

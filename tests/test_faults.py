@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from mcutext.cli import main
-from mcutext.device import Device, DeviceError
-from mcutext.errors import McutextError
+from mcutext.device.client import Device, DeviceError
+from mcutext.common.errors import McutextError
 from test_broken_files import one_error  # noqa: E402  (one shared definition)
 
 BOARD = "netduinoplus2"
@@ -61,7 +61,7 @@ def cut_off(firmware, tmp_path: Path, capsys, args: list, path: Path, needle: st
     """Runs the CLI command `args` against a fresh QEMU that is killed (the port vanishes)
     once `path` holds `count` occurrences of `needle`. Checks the command fails with exit 2
     and one `lost the connection` line; returns that line and the whole stderr."""
-    from mcutext.qemu import Qemu
+    from mcutext.device.qemu import Qemu
     vm = Qemu(firmware["elf"], BOARD, log_path=tmp_path / "qemu1.log")
     url = vm.start()
     try:
@@ -100,7 +100,7 @@ def test_timeout_gives_a_hint_and_the_log_records_it(tmp_path, capsys):
 
 
 def test_journal_ignores_a_torn_last_line(tmp_path):
-    from mcutext.journal import Journal
+    from mcutext.common.journal import Journal
     j = Journal(tmp_path / "j.jsonl")
     j.start({"kind": "test", "n": 3})
     for k in range(3):
@@ -144,7 +144,7 @@ def test_refused_port(capsys):
 
 @pytest.fixture(scope="module")
 def firmware(sst2_small_bundle, tmp_path_factory):
-    from mcutext.firmware import build
+    from mcutext.firmware.build import build
     out = tmp_path_factory.mktemp("fw_faults")
     # MT_FAULT_COMMAND: the test-only `fault` command (a real CPU fault, then a reset)
     return build(sst2_small_bundle, BOARD, out / BOARD, defines={"MT_FAULT_COMMAND": "1"})
@@ -152,7 +152,7 @@ def firmware(sst2_small_bundle, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def owner_data(tmp_path_factory) -> Path:
-    from mcutext.data import load_split
+    from mcutext.text.datasets import load_split
     dev = load_split("sst2", "dev")
     rows = [f"{y}\t{t}" for t, y in zip(dev.texts[:20], dev.labels[:20])]
     rows += [f"greeting\t{t}" for t in ("hello there", "hi friend", "hey hello", "hi hi",
@@ -171,7 +171,7 @@ def reference(firmware, owner_data, tmp_path_factory) -> dict:
     """An uninterrupted session: its JSON report and the head it leaves on the device."""
     import contextlib
     import io
-    from mcutext.qemu import boot
+    from mcutext.device.qemu import boot
     tmp = tmp_path_factory.mktemp("ref")
     out = io.StringIO()
     with boot(firmware["elf"], BOARD) as url:
@@ -187,7 +187,7 @@ def reference(firmware, owner_data, tmp_path_factory) -> dict:
 
 def test_personalize_resumes_after_the_port_vanishes(firmware, owner_data, reference,
                                                      tmp_path, capsys):
-    from mcutext.qemu import boot
+    from mcutext.device.qemu import boot
     capsys.readouterr()
     journal, log = tmp_path / "journal.jsonl", tmp_path / "session.log"
     args = ["personalize", owner_data, *PERSONALIZE, "--journal", journal, "--log", log]
@@ -242,9 +242,9 @@ class FaultAfter(Device):
 
 def test_personalize_resumes_after_a_device_reset(firmware, owner_data, reference, tmp_path,
                                                   capsys):
-    from mcutext.cli_personalize import personalize_on_device
-    from mcutext.data import load_file
-    from mcutext.qemu import boot
+    from mcutext.cli.personalize import personalize_on_device
+    from mcutext.text.datasets import load_file
+    from mcutext.device.qemu import boot
     ds = load_file(owner_data)
     journal = tmp_path / "journal.jsonl"
     kw = dict(epochs=2, new_labels=True, reset=True, lr=0.1, journal=journal)
@@ -274,7 +274,7 @@ def test_personalize_resumes_after_a_device_reset(firmware, owner_data, referenc
 
 def test_attack_on_the_device_resumes_after_the_port_vanishes(firmware, sst2_small_bundle,
                                                                tmp_path, capsys):
-    from mcutext.qemu import boot
+    from mcutext.device.qemu import boot
     args = ["attack", sst2_small_bundle, "--attack", "deepwordbug", "--runtime", "device",
             "--n", "6", "--budget", "1", "--json"]
     with boot(firmware["elf"], BOARD) as url:
@@ -330,9 +330,9 @@ def test_device_refuses_bad_head_blobs_and_keeps_its_head(firmware, sst2_small_b
                                                           tmp_path, capsys):
     """The firmware's own checks (firmware/personalize.c mt_head_load), with the host's
     checks bypassed: blobs sent straight with Device.import_head."""
-    from mcutext.bundle import load_bundle
-    from mcutext.personalize import BLOB_HEADER, NAME_BYTES, HeadSimulator
-    from mcutext.qemu import boot
+    from mcutext.int8.bundle import load_bundle
+    from mcutext.device.personalize import BLOB_HEADER, NAME_BYTES, HeadSimulator
+    from mcutext.device.qemu import boot
     bundle = load_bundle(sst2_small_bundle)
     with boot(firmware["elf"], BOARD) as url:
         dev = Device(url, timeout=30)
@@ -409,7 +409,7 @@ def test_teach_after_the_port_vanishes(firmware, tmp_path, capsys):
     """`mcutext teach` with QEMU killed part way through the `keep`s: one error line that says
     how far it got and how to start over; the same command with --reset on a rebooted device
     ends with exactly the head of an uninterrupted run."""
-    from mcutext.qemu import boot
+    from mcutext.device.qemu import boot
     capsys.readouterr()
     data = tmp_path / "new.tsv"
     rows = [("greeting", f"{g} {w}") for g in ("hello", "hi", "hey") for w in

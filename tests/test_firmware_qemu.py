@@ -17,7 +17,7 @@ import random
 import numpy as np
 import pytest
 
-from mcutext.device import Device, DeviceError
+from mcutext.device.client import Device, DeviceError
 
 pytestmark = pytest.mark.qemu
 
@@ -27,13 +27,13 @@ N_SENTENCES = 200
 
 @pytest.fixture(scope="module")
 def sentences() -> list[str]:
-    from mcutext.data import load_split
+    from mcutext.text.datasets import load_split
     return load_split("sst2", "test").texts[:N_SENTENCES]
 
 
 @pytest.fixture(scope="module")
 def bundle(sst2_small_bundle):
-    from mcutext.bundle import load_bundle
+    from mcutext.int8.bundle import load_bundle
     return load_bundle(sst2_small_bundle)
 
 
@@ -51,7 +51,7 @@ def tflm(bundle, texts) -> dict:
 def builds(sst2_small_bundle, tmp_path_factory) -> dict:
     """The firmware for each board, with the test-only `fault` command (MT_FAULT_COMMAND:
     an #if'd branch of the dispatcher, nothing else differs from a normal build)."""
-    from mcutext.firmware import build
+    from mcutext.firmware.build import build
     out = tmp_path_factory.mktemp("fw")
     return {b: build(sst2_small_bundle, b, out / b, defines={"MT_FAULT_COMMAND": "1"})
             for b in BOARDS + ["mps2-an386"]}
@@ -59,7 +59,7 @@ def builds(sst2_small_bundle, tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="module", params=BOARDS)
 def device(request, builds, tmp_path_factory):
-    from mcutext.qemu import boot
+    from mcutext.device.qemu import boot
     res = builds[request.param]
     log = tmp_path_factory.mktemp(f"session_{request.param}") / "session.log"
     with boot(res["elf"], request.param) as url:
@@ -208,7 +208,7 @@ def test_fits_with_the_protocol_running(device):
 def test_same_counts_on_both_cortex_m4_boards(builds, sentences):
     """netduinoplus2 (SysTick at 168 MHz) and mps2-an386 (25 MHz) run the same M4 code: equal
     instruction counts check the tick-to-instruction conversion of both."""
-    from mcutext.qemu import boot
+    from mcutext.device.qemu import boot
     counts = {}
     for board in ("netduinoplus2", "mps2-an386"):
         with boot(builds[board]["elf"], board) as url, Device(url, timeout=30) as dev:
@@ -220,8 +220,8 @@ def test_same_counts_on_both_cortex_m4_boards(builds, sentences):
 
 def test_vanished_board_is_a_clear_error(builds):
     """QEMU (the 'board') goes away in the middle of a session."""
-    from mcutext.errors import McutextError
-    from mcutext.qemu import Qemu
+    from mcutext.common.errors import McutextError
+    from mcutext.device.qemu import Qemu
     res = builds["netduinoplus2"]
     vm = Qemu(res["elf"], "netduinoplus2")
     with vm:
@@ -241,7 +241,7 @@ def test_cpu_fault_is_reported_and_the_board_resets(board, builds):
     """The test-only `fault` command executes an undefined instruction: the board's vector
     table sends it to the fault handler, which reports `error 6`, resets the chip
     (SYSRESETREQ), and the firmware boots again and serves."""
-    from mcutext.qemu import boot
+    from mcutext.device.qemu import boot
     with boot(builds[board]["elf"], board) as url, Device(url, timeout=30) as dev:
         dev.classify("warm up the stack")
         dev.write(b"fault\n")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from mcutext import fuzz
+from mcutext.reliability import fuzz
 
 ROOT = Path(__file__).resolve().parents[1]
 REGRESSIONS = ROOT / "tests" / "fuzz_regressions"

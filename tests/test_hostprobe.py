@@ -1,4 +1,4 @@
-"""The host probe (mcutext.hostprobe), short and derandomized: hostile device replies from a
+"""The host probe (mcutext.reliability.hostprobe), short and derandomized: hostile device replies from a
 fake device on a local socket, hostile manifests of a real bundle, hostile dataset rows,
 recipes and command-line arguments, each through the real CLI. Every run must end with exit
 code 0 or 2, at most one `error:` line, no traceback, and nothing written outside its output
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mcutext.fakedevice import FakeDevice, well_formed_replies
-from mcutext.hostprobe import FAMILIES, Probe, problems, run_subprocess, snapshot
+from mcutext.reliability.fakedevice import FakeDevice, well_formed_replies
+from mcutext.reliability.hostprobe import FAMILIES, Probe, problems, run_subprocess, snapshot
 
 # examples per family: a few hundred in all, about two minutes on a loaded machine
 EXAMPLES = {"replies": 100, "manifests": 30, "data": 80, "recipes": 8, "argv": 60}

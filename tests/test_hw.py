@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pytest
 
-from mcutext.device import Device, DeviceError
+from mcutext.device.client import Device, DeviceError
 
 PORT = os.environ.get("MCUTEXT_HW_PORT")
 pytestmark = [pytest.mark.hw,
@@ -34,8 +34,8 @@ def test_classify_matches_tflite_micro(dev):
     bundle = os.environ.get("MCUTEXT_HW_BUNDLE")
     if not bundle:
         pytest.skip("set MCUTEXT_HW_BUNDLE to compare with TFLite Micro")
-    from mcutext.bundle import load_bundle
-    from mcutext.data import load_split
+    from mcutext.int8.bundle import load_bundle
+    from mcutext.text.datasets import load_split
     b = load_bundle(bundle)
     texts = load_split(b.manifest["dataset"], "test").texts[:50]
     want = b.run_int8(b.tokenize(texts), "tflm")["logits"]

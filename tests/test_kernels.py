@@ -3,7 +3,7 @@
 Small Keras models, each with several branches of one op kind in different configurations
 (shapes that take the specialized, generic and portable paths; zero points at -128, 127 and
 in between; fused activations; per-channel and per-tensor weights), are converted to
-full-integer TFLite, run in TFLite Micro and - through mcutext.codegen.generate_graph - in
+full-integer TFLite, run in TFLite Micro and - through mcutext.generate_graph - in
 the kernels compiled for the host, portable and with the DSP paths emulated
 (-DMT_EMULATE_DSP). Inputs cover the whole int8 range, beyond the calibration range, so the
 outputs saturate too. The fixed-point primitives are checked at their extremes against a
@@ -18,8 +18,12 @@ import math
 import numpy as np
 import pytest
 
-from mcutext import codegen, hostbuild
-from mcutext.errors import McutextError
+from mcutext.codegen.driver import generate_graph
+from mcutext.codegen.graph import Graph, read_graph
+from mcutext.codegen.lowering import Lowering
+from mcutext.codegen.quant import quantize_multiplier
+from mcutext.firmware import hostbuild
+from mcutext.common.errors import McutextError
 
 pytestmark = pytest.mark.host
 
@@ -34,7 +38,7 @@ VARIANTS = ("portable", "dsp", "dsp-generic")
 def _convert(model, calibration, per_tensor_dense: bool = False) -> bytes:
     import tensorflow as tf
 
-    from mcutext.convert import _quiet_stdout
+    from mcutext.int8.convert import _quiet_stdout
 
     names = [t.name for t in model.inputs]
 
@@ -253,7 +257,7 @@ def _mask_model():
     (each word's first id), MINIMUM(id, 1), GATHER from a 1-D table by computed indices."""
     import keras
 
-    from mcutext.baselines import WordPresence
+    from mcutext.model.baselines import WordPresence
     ids = _input((24,), "int32")
     model = keras.Model(ids, WordPresence(6, 4)(ids))
     calib = [[RNG.integers(0, 100, size=(1, 24)).astype(np.int32)] for _ in range(20)]
@@ -284,7 +288,7 @@ def kernel_libs(kernel_models, tmp_path_factory):
                                       specialize=v != "dsp-generic") for v in VARIANTS}
 
 
-def _inputs(graph: codegen.Graph, n: int) -> list[list[np.ndarray]]:
+def _inputs(graph: Graph, n: int) -> list[list[np.ndarray]]:
     """n input sets: random over the full int8 range, plus all -128, all 127, all 0."""
     sets = []
     for k in range(n):
@@ -319,7 +323,7 @@ def _tflm(tflite: bytes, inputs: list[np.ndarray], n_out: int) -> list[np.ndarra
 @pytest.mark.parametrize("name", list(MODELS))
 def test_kernels_match_tflite_micro(name, kernel_models, kernel_libs):
     tflite = kernel_models[name]
-    graph = codegen.read_graph(tflite)
+    graph = read_graph(tflite)
     expected_ops = {"gather": {"GATHER"}, "pool": {"AVERAGE_POOL_2D"}, "conv": {"CONV_2D"},
                     "fc": {"FULLY_CONNECTED"}, "fc_per_tensor": {"FULLY_CONNECTED"},
                     "softmax": {"SOFTMAX"}, "mul": {"MUL", "SUM"},
@@ -367,7 +371,7 @@ def test_specialized_and_generic_paths_are_covered(kernel_libs):
 def test_gather_out_of_range_id_fails_like_tflite_micro(kernel_models, kernel_libs):
     from tflite_micro.python.tflite_micro import runtime
     tflite = kernel_models["gather"]
-    graph = codegen.read_graph(tflite)
+    graph = read_graph(tflite)
     shapes = [graph.tensors[i].shape for i in graph.outputs]
     for bad in (100, -1, 2**31 - 1, -2**31):
         ids = np.zeros((1, 24), dtype=np.int32)
@@ -469,7 +473,7 @@ def test_dsp_requantization_equals_the_reference(shim):
     """mt_requant_t: SMMLA(2^s acc, mult, add - [acc < 0] neg) >> E equals
     zp + MultiplyByQuantizedMultiplier(acc) for every accumulator within the bound the code
     generator checks (|2^s acc| <= 2^30)."""
-    low = codegen._Lowering(codegen.Graph([], [], [], [], ""), "t", True)
+    low = Lowering(Graph([], [], [], [], ""), "t", True)
     checked = 0
     for _ in range(400):
         m = int(RNG.integers(2**30, 2**31))
@@ -494,15 +498,15 @@ def test_dsp_requantization_equals_the_reference(shim):
 
 
 def test_quantize_multiplier_matches_tflite_definition():
-    assert codegen.quantize_multiplier(0.0) == (0, 0)
-    assert codegen.quantize_multiplier(0.5) == (2**30, 0)
-    assert codegen.quantize_multiplier(1.0) == (2**30, 1)
-    assert codegen.quantize_multiplier(0.75) == (3 * 2**29, 0)
-    assert codegen.quantize_multiplier(2.0**-40) == (0, 0)      # shift < -31: flushed
+    assert quantize_multiplier(0.0) == (0, 0)
+    assert quantize_multiplier(0.5) == (2**30, 0)
+    assert quantize_multiplier(1.0) == (2**30, 1)
+    assert quantize_multiplier(0.75) == (3 * 2**29, 0)
+    assert quantize_multiplier(2.0**-40) == (0, 0)      # shift < -31: flushed
     # q * 2^31 rounding up to 2^31 moves to the next exponent
-    assert codegen.quantize_multiplier(1.0 - 2.0**-40) == (2**30, 1)
+    assert quantize_multiplier(1.0 - 2.0**-40) == (2**30, 1)
     for real in RNG.uniform(1e-6, 10, 200):
-        m, s = codegen.quantize_multiplier(float(real))
+        m, s = quantize_multiplier(float(real))
         assert 2**30 <= m < 2**31
         assert abs(m * 2.0**(s - 31) - real) <= real * 2**-30
 
@@ -514,4 +518,4 @@ def test_unsupported_op_is_a_clear_error(tmp_path):
     y = keras.layers.LeakyReLU()(keras.layers.Dense(4)(x))
     tflite = _convert(keras.Model(x, y), _calib([((8,), -1, 1)]))
     with pytest.raises(McutextError, match="unsupported op LEAKY_RELU"):
-        codegen.generate_graph(tflite, tmp_path, "t")
+        generate_graph(tflite, tmp_path, "t")

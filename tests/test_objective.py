@@ -10,12 +10,13 @@ import dataclasses
 import numpy as np
 import pytest
 
-from mcutext.data import load_split
-from mcutext.errors import McutextError
-from mcutext.model import build_student
-from mcutext.objective import ObjectiveConfig, Trainer
-from mcutext.recipe import load_recipe
-from mcutext.tokenizer import Tokenizer
+from mcutext.text.datasets import load_split
+from mcutext.common.errors import McutextError
+from mcutext.model.student import build_student
+from mcutext.model.recipe import ObjectiveConfig
+from mcutext.train.objective import Trainer
+from mcutext.model.recipe import load_recipe
+from mcutext.text.tokenizer import Tokenizer
 
 
 def _trainer(search: str, candidates: int = 8, words: int = 2):
@@ -46,7 +47,7 @@ def test_adversary_edits_few_words_and_never_helps_the_model(search):
     # the ids are those of the adversarial texts (the greedy search patches the edited word's
     # ids in place instead of tokenizing every candidate)
     assert np.array_equal(adv, tok.encode_batch(adv_texts))
-    from mcutext.perturb import changed_words
+    from mcutext.text.perturb import changed_words
     assert max(len(changed_words(t, a)) for t, a in zip(texts, adv_texts)) <= 2
     K = r.tokenizer.features_per_word
     changed_words = (clean.reshape(len(texts), -1, K) != adv.reshape(len(texts), -1, K)).any(-1)

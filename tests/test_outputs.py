@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from mcutext import outputs
-from mcutext.bundle import load_bundle
-from mcutext.errors import McutextError
+from mcutext.common import outputs
+from mcutext.int8.bundle import load_bundle
+from mcutext.common.errors import McutextError
 from test_broken_files import DEAD_PORT, one_error, run_cli, tree
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,7 +102,7 @@ def test_ablate_and_teacher_refuse_a_folder_of_other_files(capsys, tmp_path):
 
 
 def test_fuzz_refuses_a_folder_of_other_files(capsys, sst2_small_bundle, tmp_path):
-    from mcutext import fuzz
+    from mcutext.reliability import fuzz
     d = tmp_path / "fz"
     precious_folder(d)
     (d / "gen").mkdir()      # a folder the fuzz build would have emptied
@@ -284,7 +284,7 @@ def test_an_error_caused_by_a_signal_is_the_signal(capsys, monkeypatch, signum, 
     SystemError or RuntimeError (the outside probe saw a traceback and exit 1). Here a real
     signal reaches the CLI's handler inside `train` and the exception it raises is wrapped
     the same way: the CLI still prints its one line and exits 128 + the signal."""
-    import mcutext.train
+    import mcutext.train.pipeline
 
     def wrapping_train(*args, **kw):
         try:
@@ -294,7 +294,7 @@ def test_an_error_caused_by_a_signal_is_the_signal(capsys, monkeypatch, signum, 
             raise wrapped("error return without exception set") from e
         raise AssertionError("the signal did not arrive")
 
-    monkeypatch.setattr(mcutext.train, "train", wrapping_train)
+    monkeypatch.setattr(mcutext.train.pipeline, "train", wrapping_train)
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     code, out, err = run_cli(capsys, "train", "sst2")
     assert code == 128 + signum and out == ""
@@ -312,7 +312,7 @@ def test_a_signal_inside_a_destructor_still_stops_the_run(capsys, monkeypatch, s
     at once, with its one line, even while the main thread then waits in a blocking call."""
     import gc
 
-    import mcutext.train
+    import mcutext.train.pipeline
 
     class Dies:
         def __del__(self):
@@ -325,7 +325,7 @@ def test_a_signal_inside_a_destructor_still_stops_the_run(capsys, monkeypatch, s
         time.sleep(20)              # the signal, delivered again, must end this
         raise AssertionError("the signal was swallowed")
 
-    monkeypatch.setattr(mcutext.train, "train", train_with_a_dying_object)
+    monkeypatch.setattr(mcutext.train.pipeline, "train", train_with_a_dying_object)
     hook = sys.unraisablehook
     t0 = time.monotonic()
     code, out, err = run_cli(capsys, "train", "sst2")

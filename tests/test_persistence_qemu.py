@@ -19,7 +19,7 @@ import zlib
 
 import pytest
 
-from mcutext.device import Device, DeviceError
+from mcutext.device.client import Device, DeviceError
 
 pytestmark = pytest.mark.qemu
 
@@ -34,20 +34,20 @@ HEADER, COMMIT = 20, 4
 
 @pytest.fixture(scope="module")
 def firmware(sst2_small_bundle, tmp_path_factory):
-    from mcutext.firmware import build
+    from mcutext.firmware.build import build
     out = tmp_path_factory.mktemp("fw_persist")
     return build(sst2_small_bundle, BOARD, out / BOARD)
 
 
 @pytest.fixture(scope="module")
 def sentences():
-    from mcutext.data import load_split
+    from mcutext.text.datasets import load_split
     dev = load_split("sst2", "dev")
     return list(zip(dev.labels[:ROUNDS + 10], dev.texts[:ROUNDS + 10]))
 
 
 def _boot(firmware, storage, log):
-    from mcutext.qemu import Qemu
+    from mcutext.device.qemu import Qemu
     # paced to real time at 1 us per instruction (-icount shift=10,align=on): a save, about
     # 80,000 instructions with the file writes spread over them, lasts 80 ms or more of wall
     # clock, so that the kills below land inside it despite the host's scheduling delays
@@ -233,7 +233,7 @@ def _newest_slot(data: bytes, slot: int) -> int:
 def test_save_without_storage_and_eval_train(firmware, sentences):
     """No storage file: `head save` is refused (error 9) and `head state` says so; `eval`
     classifies without learning; `head train` runs epochs over the buffered examples."""
-    from mcutext.qemu import boot
+    from mcutext.device.qemu import boot
     with boot(firmware["elf"], BOARD) as url, Device(url, timeout=30) as dev:
         assert dev.head_state()["storage_info"] == {"kind": "none"}
         with pytest.raises(DeviceError) as e:
@@ -256,7 +256,7 @@ def test_save_without_storage_and_eval_train(firmware, sentences):
 def test_cli_save_survives_restart(firmware, sentences, tmp_path, capsys):
     """`mcutext personalize --save` and `mcutext head save`: the head a restart brings back."""
     from mcutext.cli import main
-    from mcutext.qemu import boot
+    from mcutext.device.qemu import boot
     data = tmp_path / "mine.tsv"
     data.write_text("label\ttext\n" + "".join(f"{lab}\t{t}\n" for lab, t in sentences[:12])
                     + "greeting\thello there\ngreeting\thi friend\n")
@@ -298,8 +298,8 @@ def test_other_emulated_boards_keep_their_save(board, sst2_small_bundle, sentenc
     a save comes back after a restart; by hand without semihosting the board boots (its
     probe fails) and has no storage."""
     import subprocess
-    from mcutext.firmware import build
-    from mcutext.qemu import QEMU, Qemu, boot, popen
+    from mcutext.firmware.build import build
+    from mcutext.device.qemu import QEMU, Qemu, boot, popen
     fw = build(sst2_small_bundle, board, tmp_path / board)
     storage = tmp_path / "storage.bin"
     with boot(fw["elf"], board, storage=storage) as url, Device(url, timeout=30) as dev:

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mcutext.bundle import load_bundle
-from mcutext.data import load_split
-from mcutext.errors import McutextError
-from mcutext.personalize import HeadSimulator, UpdateConfig, valid_label_name
+from mcutext.int8.bundle import load_bundle
+from mcutext.text.datasets import load_split
+from mcutext.common.errors import McutextError
+from mcutext.device.personalize import HeadSimulator, UpdateConfig, valid_label_name
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRMWARE = ROOT / "firmware"
@@ -605,8 +605,8 @@ def test_torn_first_save_and_garbage_boot_factory(lib, real):
 
 def test_simulator_refuses_a_step_that_overflows_and_keeps_the_head():
     """Like the firmware (MT_HEAD_ERANGE): a diverging step is refused and changes nothing."""
-    from mcutext.errors import McutextError
-    from mcutext.personalize import HeadSimulator, UpdateConfig
+    from mcutext.common.errors import McutextError
+    from mcutext.device.personalize import HeadSimulator, UpdateConfig
     rng = np.random.default_rng(0)
     sim = HeadSimulator(rng.normal(size=(8, 3)).astype(np.float32), np.zeros(3, np.float32),
                         ["a", "b", "c"], 2, 0.5, 0, UpdateConfig(lr=100.0, momentum=0.99, l2=100.0))

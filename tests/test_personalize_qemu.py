@@ -14,7 +14,7 @@ import zlib
 import numpy as np
 import pytest
 
-from mcutext.device import Device, DeviceError
+from mcutext.device.client import Device, DeviceError
 
 pytestmark = pytest.mark.qemu
 
@@ -24,20 +24,20 @@ N_LEARN, N_CHECK = 20, 30
 
 @pytest.fixture(scope="module")
 def bundle(sst2_small_bundle):
-    from mcutext.bundle import load_bundle
+    from mcutext.int8.bundle import load_bundle
     return load_bundle(sst2_small_bundle)
 
 
 @pytest.fixture(scope="module")
 def firmware(sst2_small_bundle, tmp_path_factory):
-    from mcutext.firmware import build
+    from mcutext.firmware.build import build
     out = tmp_path_factory.mktemp("fw_personalize")
     return build(sst2_small_bundle, BOARD, out / BOARD)
 
 
 @pytest.fixture(scope="module")
 def device(firmware):
-    from mcutext.qemu import boot
+    from mcutext.device.qemu import boot
     with boot(firmware["elf"], BOARD) as url:
         log = firmware["elf"].rsplit("/", 1)[0] + "/session.log"
         with Device(url, timeout=30, log=log) as dev:
@@ -46,7 +46,7 @@ def device(firmware):
 
 @pytest.fixture(scope="module")
 def dev_data(bundle):
-    from mcutext.data import load_split
+    from mcutext.text.datasets import load_split
     dev = load_split("sst2", "dev")
     texts = dev.texts[:N_LEARN + N_CHECK]
     y = [bundle.labels.index(lab) for lab in dev.labels[:N_LEARN + N_CHECK]]
@@ -59,7 +59,7 @@ def _f32(x) -> np.float32:
 
 
 def test_learn_matches_the_simulator(device, bundle, dev_data):
-    from mcutext.personalize import HeadSimulator, UpdateConfig
+    from mcutext.device.personalize import HeadSimulator, UpdateConfig
     texts, y, feats, logits = dev_data
     device.reset_head()
     # momentum and the pull toward the factory weights take part too
@@ -177,7 +177,7 @@ def test_labels_and_reset(device, bundle, dev_data):
 def test_personalize_session(device, bundle, dev_data):
     """What `mcutext personalize` runs (cli_personalize.personalize_on_device): new labels
     added, every example learned each epoch, held-out accuracy before and after."""
-    from mcutext.cli_personalize import personalize_on_device, split_holdout
+    from mcutext.cli.personalize import personalize_on_device, split_holdout
     texts, y, _f, _l = dev_data
     data_t = list(texts[:24]) + ["hello there", "hi, good morning", "hey you, hello",
                                  "good evening, hi", "hello hello", "hi there friend"]
@@ -201,7 +201,7 @@ def test_personalize_session(device, bundle, dev_data):
 def test_cli_personalize_and_head_files(firmware, dev_data, tmp_path, capsys):
     """`mcutext personalize`, `mcutext head state|export|reset|import` on a second QEMU."""
     from mcutext.cli import main
-    from mcutext.qemu import boot
+    from mcutext.device.qemu import boot
     texts, y, _f, _l = dev_data
     data = tmp_path / "mine.tsv"
     rows = ["label\ttext"] + [f"{'positive' if k else 'negative'}\t{t}"
@@ -236,8 +236,8 @@ def test_cli_teach_matches_the_simulator(firmware, bundle, dev_data, tmp_path, c
     train`) on a fresh QEMU; the device's float head then scores sentences as the simulator
     does after the same sequence on TFLite Micro's int8 features."""
     from mcutext.cli import main
-    from mcutext.personalize import HeadSimulator, UpdateConfig
-    from mcutext.qemu import boot
+    from mcutext.device.personalize import HeadSimulator, UpdateConfig
+    from mcutext.device.qemu import boot
     texts, _y, _f, _l = dev_data
     taught = [("greeting", "hello there"), ("weather", "will it rain tomorrow"),
               ("greeting", "hi friend , good morning"), ("weather", "is it sunny outside"),
@@ -274,7 +274,7 @@ def test_refusals_change_nothing_on_the_real_elf(device, bundle, dev_data):
     fresh label's first example and a `head train` are refused with `error 4` and `head
     export` stays byte-identical; an update count of 2^32 - 1 saturates and the device keeps
     using its personalized head."""
-    from mcutext.personalize import HeadSimulator
+    from mcutext.device.personalize import HeadSimulator
     texts, y, _, _ = dev_data
     n_new = device.head_state()["new_labels"]["budget"]
 

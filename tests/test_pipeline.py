@@ -7,8 +7,8 @@ import pytest
 
 import mcutext
 from mcutext.cli import main
-from mcutext.convert import SUPPORTED_OPS, op_names, read_model
-from mcutext.errors import McutextError
+from mcutext.int8.convert import SUPPORTED_OPS, op_names, read_model
+from mcutext.common.errors import McutextError
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +63,7 @@ def test_python_api_runs_every_runtime(sst2_small_bundle):
 
 
 def test_tflm_refuses_corrupt_model(sst2_small_bundle, tmp_path):
-    from mcutext.convert import tflm_interpreter
+    from mcutext.int8.convert import tflm_interpreter
     data = bytearray((sst2_small_bundle / "model_int8.tflite").read_bytes())
     with pytest.raises(McutextError, match="TFL3"):
         read_model(bytes(data[:100]).replace(b"TFL3", b"XXXX"))

@@ -11,19 +11,20 @@ import dataclasses
 import numpy as np
 import pytest
 
-from mcutext import codegen, hostbuild
-from mcutext.bundle import load_bundle
-from mcutext.convert import SUPPORTED_OPS
-from mcutext.data import load_split
-from mcutext.model import MEAN_POOL_OPS, build_student
-from mcutext.recipe import load_recipe
+from mcutext.codegen.driver import generate
+from mcutext.firmware import hostbuild
+from mcutext.int8.bundle import load_bundle
+from mcutext.int8.convert import SUPPORTED_OPS
+from mcutext.text.datasets import load_split
+from mcutext.model.student import MEAN_POOL_OPS, build_student
+from mcutext.model.recipe import load_recipe
 
 N = 60
 
 
 @pytest.fixture(scope="module")
 def mean_bundle(tmp_path_factory):
-    from mcutext.train import train
+    from mcutext.train.pipeline import train
     r = load_recipe("sst2")
     r = dataclasses.replace(
         r, name="sst2_mean_pool",
@@ -42,8 +43,8 @@ def test_default_is_attention_pooling():
 
 
 def test_pooling_is_checked():
-    from mcutext.errors import McutextError
-    from mcutext.recipe import ModelConfig
+    from mcutext.common.errors import McutextError
+    from mcutext.model.recipe import ModelConfig
     with pytest.raises(McutextError, match="model.pooling must be one of"):
         ModelConfig(pooling="max")
     with pytest.raises(McutextError, match="needs model.arch = 'cnn'"):
@@ -67,7 +68,7 @@ def test_mean_pooling_converts_and_the_generated_c_agrees(mean_bundle, tmp_path)
         assert (a[~present] == q["zero_point"]).all()
         w = (a[present].astype(float) - q["zero_point"]) * q["scale"]
         assert np.ptp(a[present]) == 0 and abs(w[0] - 1 / n) < 0.6 * q["scale"] + 1e-6
-    info = codegen.generate(mean_bundle, tmp_path / "gen")
+    info = generate(mean_bundle, tmp_path / "gen")
     assert "MINIMUM" in info["ops"]
     m = hostbuild.build_model(mean_bundle, tmp_path / "dsp", "dsp")
     got = m.run(ids)

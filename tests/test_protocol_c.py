@@ -1,6 +1,6 @@
 """The firmware core (app.c, protocol.c, tokenizer.c) built for the host, with a fake board on
 stdin/stdout and a fake model: the serial protocol of docs/protocol.md and the host client
-(mcutext.device) against it, without QEMU, under AddressSanitizer and UBSan.
+(mcutext.device.client) against it, without QEMU, under AddressSanitizer and UBSan.
 
 The fake model's outputs are simple functions of the token ids (logits[i] = ids[0] + 37 i,
 attention[w] = ids[w * F]), so every reply can be predicted from the Python tokenizer.
@@ -22,9 +22,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mcutext.device import Device, DeviceError, compact_text, unescape
-from mcutext.errors import McutextError
-from mcutext.tokenizer import Tokenizer, TokenizerSpec
+from mcutext.device.client import Device, DeviceError, compact_text, unescape
+from mcutext.common.errors import McutextError
+from mcutext.text.tokenizer import Tokenizer, TokenizerSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRMWARE = ROOT / "firmware"

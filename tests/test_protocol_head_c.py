@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mcutext.personalize import HeadSimulator
-from mcutext.tokenizer import Tokenizer, TokenizerSpec
+from mcutext.device.personalize import HeadSimulator
+from mcutext.text.tokenizer import Tokenizer, TokenizerSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRMWARE = ROOT / "firmware"
@@ -294,7 +294,7 @@ def test_head_config(core):
 
 
 def test_learn_with_momentum_and_l2_agrees(core):
-    from mcutext.personalize import UpdateConfig
+    from mcutext.device.personalize import UpdateConfig
     texts = ["good film", "bad plot", "hello there", "awful dull film", "great morning hi",
              "hi", "good good", "dull"] * 3
     labs = ["pos", "neg", "greet", "neg", "greet", "greet", "pos", "neg"] * 3
@@ -314,7 +314,7 @@ def test_train_eval_and_save_without_storage(core):
     """`head train N` repeats the buffered examples' steps (oldest first, a removed label's
     examples dropped) as the simulator does; `eval` scores without learning; `head save`
     without storage is error 9 and changes nothing."""
-    from mcutext.personalize import UpdateConfig
+    from mcutext.device.personalize import UpdateConfig
     texts = ["good film", "bad plot", "hello there", "awful dull film", "great morning hi"]
     labs = ["pos", "neg", "greet", "neg", "bye"]
     sim = HeadSimulator(W.T, B, LABELS, N_NEW, FEAT_SCALE, 3, UpdateConfig(lr=0.2))
@@ -447,7 +447,7 @@ def test_keep_imprint_and_train_agree_with_simulator(core):
     """`keep` buffers an example without a step (CRC-framed like learn); `head imprint` sets
     each added label's row from the mean direction of its kept examples (one update each);
     `head train` then trains over them; the float head's scores equal the simulator's."""
-    from mcutext.personalize import UpdateConfig
+    from mcutext.device.personalize import UpdateConfig
     kept = [("greet", "hello there"), ("greet", "hi hello morning"), ("bye", "see you later"),
             ("greet", "good morning hi")]
     checks = ["hello", "good film", "see you", "awful plot", "hi there morning"]

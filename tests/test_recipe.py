@@ -2,8 +2,8 @@
 
 import pytest
 
-from mcutext.errors import McutextError
-from mcutext.recipe import load_recipe, models_dir
+from mcutext.common.errors import McutextError
+from mcutext.model.recipe import load_recipe, models_dir
 
 
 @pytest.mark.parametrize("name", ["sst2", "sms_spam", "ag_news", "clinc150"])
@@ -69,7 +69,7 @@ def test_base_merges_key_by_key_and_shares_the_teacher(tmp_path):
     assert r.model.conv_filters == 32 and r.model.embed_dim == base.model.embed_dim
     assert r.objective.adv_weight == 0.25 and r.objective.kd_weight == base.objective.kd_weight
     assert r.tokenizer == base.tokenizer and r.teacher == base.teacher
-    from mcutext.teacher import default_out
+    from mcutext.train.teacher.trained import default_out
     assert default_out(r) == default_out(base) and default_out(base).name == "sst2"
     # a variant of a variant still shares it
     q = tmp_path / "w.toml"
@@ -81,7 +81,7 @@ def test_base_merges_key_by_key_and_shares_the_teacher(tmp_path):
     w = load_recipe(q)
     assert w.teacher.epochs == 1 and default_out(w).name == "w"
     # the stored recipe keeps it (bundles are re-read from their manifest)
-    from mcutext.recipe import recipe_from_dict
+    from mcutext.model.recipe import recipe_from_dict
     assert recipe_from_dict(r.to_dict()) == r
 
 
@@ -118,7 +118,7 @@ def test_missing_base_and_dataset_errors_say_where_they_looked(tmp_path, monkeyp
     assert f"{tmp_path / 'proj' / 'other.toml'}: no such recipe file" in str(e.value)
     assert "relative to the folder of proj/v.toml" in str(e.value)
     v.write_text('name = "v"\ndataset = "data"\n')
-    from mcutext.data import load_split
+    from mcutext.text.datasets import load_split
     with pytest.raises(McutextError, match=f"no folder {tmp_path / 'proj' / 'data'}$") as e:
         load_split(load_recipe("proj/v.toml").dataset, "train")
     assert "relative to the recipe file's folder" in e.value.hint
@@ -139,7 +139,7 @@ def test_recipe_in_another_folder_trains_from_any_directory(tmp_path):
     import subprocess
     import sys
 
-    from mcutext.data import data_dir
+    from mcutext.text.datasets import data_dir
     proj, elsewhere = tmp_path / "proj", tmp_path / "elsewhere"
     (proj / "data").mkdir(parents=True)
     elsewhere.mkdir()

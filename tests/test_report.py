@@ -122,7 +122,7 @@ def test_the_page_shows_the_figures_of_evaluate_build_and_attack(made):
 
 @pytest.mark.qemu
 def test_the_page_opens_offline_in_chromium_without_console_messages(made):
-    from mcutext.browser import open_page
+    from mcutext.studies.browser import open_page
     assert made["page"].stat().st_size < 2 * 1024 * 1024
     # no address outside the page: the Content Security Policy would block (and log) it
     assert not re.search(r'(src|href)="(?!data:|#)', made["html"])
@@ -145,8 +145,8 @@ def test_the_page_opens_offline_in_chromium_without_console_messages(made):
 def test_a_150_class_confusion_matrix_lists_the_most_confused_pairs():
     """clinc150-size: the heat map drops the unreadable tick labels (class numbers, with the
     list of names below it) and the 20 most-confused pairs are listed beside it."""
-    from mcutext.report import MOST_CONFUSED, confusion, most_confused
-    from mcutext.report_html import accuracy_section
+    from mcutext.studies.report import MOST_CONFUSED, confusion, most_confused
+    from mcutext.studies.report_html import accuracy_section
     rng = np.random.default_rng(0)
     labels = [f"intent_{k:03d}" for k in range(150)]
     gold = [labels[k] for k in rng.integers(0, 150, 3000)]
@@ -180,8 +180,8 @@ def test_out_refuses_a_file_that_is_not_a_report(capsys, sst2_small_bundle, tmp_
     code, _, err = run_cli(capsys, "report", sst2_small_bundle, "--out", mine)
     assert code == 2 and "not a report page mcutext wrote" in one_error(err)
     assert mine.read_text() == "<p>my notes</p>"
-    from mcutext.outputs import check_out
-    from mcutext.report_html import render
+    from mcutext.common.outputs import check_out
+    from mcutext.studies.report_html import render
     earlier = tmp_path / "earlier.html"
     earlier.write_text(render(_minimal_data()))
     check_out(earlier, "report")      # an earlier report: replaced without --force
@@ -205,9 +205,9 @@ def _minimal_data() -> dict:
 def test_evaluation_in_pieces_equals_one_call(sst2_small_bundle, monkeypatch):
     """The report's (and `mcutext evaluate`'s) evaluation classifies a long split in pieces
     under a progress bar: the same probabilities as one call, for the float and int8 model."""
-    from mcutext import evaluate
-    from mcutext.bundle import load_bundle
-    from mcutext.data import load_split
+    from mcutext.int8 import evaluate
+    from mcutext.int8.bundle import load_bundle
+    from mcutext.text.datasets import load_split
     b = load_bundle(sst2_small_bundle)
     texts = load_split("sst2", "test").texts[:20]
     monkeypatch.setattr(evaluate, "CHUNK", 7)

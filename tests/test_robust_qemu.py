@@ -15,8 +15,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from mcutext.bench_encoder import frequency_table, robust_recipe
-from mcutext.device import Device
+from bench.encoder import frequency_table, robust_recipe
+from mcutext.device.client import Device
 
 pytestmark = pytest.mark.qemu
 
@@ -28,10 +28,10 @@ N_SENTENCES = 60
 
 @pytest.fixture(scope="module")
 def robust_bundle(tmp_path_factory):
-    from mcutext.bundle import load_bundle
-    from mcutext.data import load_split
-    from mcutext.recipe import load_recipe
-    from mcutext.train import train
+    from mcutext.int8.bundle import load_bundle
+    from mcutext.text.datasets import load_split
+    from mcutext.model.recipe import load_recipe
+    from mcutext.train.pipeline import train
     recipe = load_recipe("sst2")
     recipe = dataclasses.replace(recipe, objective=dataclasses.replace(
         recipe.objective, kd_weight=0.0, map_weight=0.0, adv_weight=0.0))
@@ -47,16 +47,16 @@ def robust_bundle(tmp_path_factory):
 @pytest.fixture(scope="module")
 def sentences() -> list[str]:
     """Real test sentences and a copy of each with one or two words edited."""
-    from mcutext.data import load_split
-    from mcutext.perturb import random_perturbation
+    from mcutext.text.datasets import load_split
+    from mcutext.text.perturb import random_perturbation
     texts = load_split("sst2", "test").texts[:N_SENTENCES]
     rng = np.random.default_rng(3)
     return texts + [random_perturbation(t, rng, "char", max_words=2) for t in texts]
 
 
 def test_bundle_carries_the_table(robust_bundle):
-    from mcutext.bundle import ENCODING_FILE
-    from mcutext.tokenizer import CODE_FALLBACK
+    from mcutext.int8.bundle import ENCODING_FILE
+    from mcutext.text.tokenizer import CODE_FALLBACK
     spec = robust_bundle.tokenizer.spec
     assert spec.robust and spec.version == 2 and spec.features_per_word == 1
     assert (robust_bundle.path / ENCODING_FILE).is_file()
@@ -71,7 +71,7 @@ def test_bundle_carries_the_table(robust_bundle):
 
 @pytest.fixture(scope="module")
 def builds(robust_bundle, tmp_path_factory) -> dict:
-    from mcutext.firmware import build
+    from mcutext.firmware.build import build
     out = tmp_path_factory.mktemp("fw_robust")
     return {b: build(robust_bundle.path, b, out / b) for b in BOARDS}
 
@@ -89,7 +89,7 @@ def test_build_reports_the_table(builds, robust_bundle):
 
 @pytest.fixture(scope="module", params=BOARDS)
 def device(request, builds):
-    from mcutext.qemu import boot
+    from mcutext.device.qemu import boot
     with boot(builds[request.param]["elf"], request.param) as url:
         with Device(url, timeout=30) as dev:
             yield dev

@@ -41,8 +41,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mcutext.device import Device
-from mcutext.errors import McutextError
+from mcutext.device.client import Device
+from mcutext.common.errors import McutextError
 
 pytestmark = pytest.mark.qemu
 
@@ -356,7 +356,7 @@ def run_soak(elf: str | Path, board: str, total: int, seed: int, log: Path,
     """Boots `elf` in QEMU and soaks it with `total` bytes (or what `seconds` allow); returns
     the figures. reference: text -> TFLite Micro's int8 logits, checked against the device's
     answers at the start."""
-    from mcutext.qemu import boot
+    from mcutext.device.qemu import boot
     with boot(elf, board, log_path=Path(log).with_name("qemu.log")) as url, \
             Device(url, timeout=60, log=log) as dev:
         info0 = dev.info()
@@ -391,14 +391,14 @@ def run_soak(elf: str | Path, board: str, total: int, seed: int, log: Path,
 
 @pytest.fixture(scope="module")
 def bundle(sst2_small_bundle):
-    from mcutext.bundle import load_bundle
+    from mcutext.int8.bundle import load_bundle
     return load_bundle(sst2_small_bundle)
 
 
 @pytest.fixture(scope="module")
 def builds(sst2_small_bundle, tmp_path_factory) -> dict:
     """The normal firmware (personalization included), no test-only commands."""
-    from mcutext.firmware import build
+    from mcutext.firmware.build import build
     out = tmp_path_factory.mktemp("fw_soak")
     return {b: build(sst2_small_bundle, b, out / b) for b in BOARDS}
 

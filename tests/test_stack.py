@@ -1,4 +1,4 @@
-"""Worst-case stack at build time (mcutext.stack, docs/reliability.md): the real firmware of
+"""Worst-case stack at build time (mcutext.firmware.stack, docs/reliability.md): the real firmware of
 every board gets a figure within its budget; a budget that is too small, recursion, a call
 through an unknown function pointer and an unbounded frame fail the build with a message.
 The small images are compiled with the real arm-none-eabi-gcc."""
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from mcutext import firmware, stack
-from mcutext.errors import McutextError
+from mcutext.firmware import build as firmware, stack
+from mcutext.common.errors import McutextError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -268,8 +268,8 @@ def test_an_embed_dim_without_the_conv_dsp_path_builds(tmp_path):
     knows their pointer calls cannot happen (this build used to fail in the stack check)."""
     import dataclasses
 
-    from mcutext.recipe import load_recipe
-    from mcutext.train import train
+    from mcutext.model.recipe import load_recipe
+    from mcutext.train.pipeline import train
     recipe = load_recipe("sst2")
     recipe = dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, embed_dim=6))
     bundle = train(recipe, out=tmp_path / "bundle", limit=300, epochs=1)

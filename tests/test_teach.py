@@ -16,8 +16,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from mcutext.errors import McutextError
-from mcutext.recipe import load_recipe
+from mcutext.common.errors import McutextError
+from mcutext.model.recipe import load_recipe
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +29,8 @@ def tiny_recipe():
 
 
 def test_prototype_head_exports_as_dense_with_the_cosine_argmax(tiny_recipe):
-    from mcutext.model import CosineHead, build_student
-    from mcutext.train import plain_copy, prototype_head
+    from mcutext.model.student import CosineHead, build_student
+    from mcutext.train.pipeline import plain_copy, prototype_head
     n_cls = 5
     m = build_student(tiny_recipe, n_cls, seed=3, training_graph=True)
     head = m.get_layer("head")
@@ -68,7 +68,7 @@ def test_prototype_head_exports_as_dense_with_the_cosine_argmax(tiny_recipe):
 
 
 def test_sentence_targets_are_unit_and_semantic():
-    from mcutext.sentence import embed
+    from mcutext.train.sentence import embed
     e = embed(["set a timer for ten minutes", "start a ten minute timer",
                "what is the capital of france"])
     np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, rtol=1e-5)
@@ -76,7 +76,7 @@ def test_sentence_targets_are_unit_and_semantic():
 
 
 def test_recipe_settings_are_checked(tmp_path):
-    from mcutext.recipe import load_recipe as lr
+    from mcutext.model.recipe import load_recipe as lr
     p = tmp_path / "r.toml"
     p.write_text('name = "r"\ndataset = "sst2"\n[model]\nhead = "cosine"\n')
     with pytest.raises(McutextError, match="model.head must be one of dense, prototype"):
@@ -84,15 +84,15 @@ def test_recipe_settings_are_checked(tmp_path):
     p.write_text('name = "r"\ndataset = "sst2"\n[model]\nmax_new_labels = 300\n')
     with pytest.raises(McutextError, match="max_new_labels"):
         lr(p)
-    from mcutext.sentence import extra_texts
+    from mcutext.train.sentence import extra_texts
     with pytest.raises(McutextError, match="neither a dataset"):
         extra_texts(["nosuchdataset"])
 
 
 def test_sentence_mapping_refuses_a_teacher(tiny_recipe):
-    from mcutext.distill import TrainingSet
-    from mcutext.objective import ObjectiveConfig
-    from mcutext.train import with_sentence_targets
+    from mcutext.train.distill import TrainingSet
+    from mcutext.model.recipe import ObjectiveConfig
+    from mcutext.train.pipeline import with_sentence_targets
     r = dataclasses.replace(tiny_recipe, objective=ObjectiveConfig(
         kd_weight=0.5, embed_weight=1.0, embed_texts=("sst2",)))
     with pytest.raises(McutextError, match="cannot be combined"):
@@ -100,7 +100,7 @@ def test_sentence_mapping_refuses_a_teacher(tiny_recipe):
 
 
 def test_shot_draw_is_fixed_and_interleaved():
-    from mcutext.bench_teach import shot_indices
+    from bench.teach import shot_indices
     labels = ["a"] * 30 + ["b"] * 30 + ["c"] * 30
     i1 = shot_indices(labels, ["a", "c"], 5, 0)
     assert np.array_equal(i1, shot_indices(labels, ["a", "c"], 5, 0))
@@ -113,9 +113,9 @@ def test_shot_draw_is_fixed_and_interleaved():
 def test_linear_features_convert_to_the_supported_ops(tiny_recipe):
     """Linear features have no bias: with one, the converter folds it into the head and
     computes the features output with an ADD, which the student's op set does not have."""
-    from mcutext.convert import SUPPORTED_OPS, check_ops, read_model, to_int8
-    from mcutext.model import build_student
-    from mcutext.train import batch1_copy
+    from mcutext.int8.convert import SUPPORTED_OPS, check_ops, read_model, to_int8
+    from mcutext.model.student import build_student
+    from mcutext.train.pipeline import batch1_copy
     assert tiny_recipe.model.feature_activation == "linear"
     dense = dataclasses.replace(tiny_recipe, model=dataclasses.replace(tiny_recipe.model,
                                                                          head="dense"))

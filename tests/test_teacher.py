@@ -9,18 +9,21 @@ import numpy as np
 import pytest
 
 from conftest import seed_override
-from mcutext.errors import McutextError
-from mcutext.recipe import DistillConfig, TeacherConfig
-from mcutext.tokenizer import split_words
+from mcutext.common.errors import McutextError
+from mcutext.model.recipe import DistillConfig, TeacherConfig
+from mcutext.text.tokenizer import split_words
 
-teacher_mod = pytest.importorskip("mcutext.teacher")
+from mcutext.train.teacher.align import align_to_words, student_word_spans
+from mcutext.train.teacher.encoder import Encoder, attention_bias, load_pretrained
+from mcutext.train.teacher.fit import train_with_config
+from mcutext.train.teacher.trained import load_teacher, text_key
 pytest.importorskip("safetensors")
 
 
 @pytest.fixture(scope="module")
 def pretrained():
     try:
-        return teacher_mod.load_pretrained()
+        return load_pretrained()
     except McutextError as e:
         pytest.fail(f"encoder package missing: {e} ({e.hint})")
 
@@ -78,10 +81,10 @@ def test_wordpiece_encode_specials_and_truncation(wp):
 
 def _sentence_embeddings(pretrained, texts):
     cfg, weights, wp, _ = pretrained
-    enc = teacher_mod.Encoder(cfg)
+    enc = Encoder(cfg)
     enc.load(weights)
     ids, mask = wp.encode_batch(texts, 128)
-    x = enc.run(enc.embeddings(ids), teacher_mod.attention_bias(mask), 0, cfg.layers).numpy()
+    x = enc.run(enc.embeddings(ids), attention_bias(mask), 0, cfg.layers).numpy()
     m = mask[..., None].astype(np.float32)
     e = (x * m).sum(1) / m.sum(1)  # mean pooling, then unit length: the model's sentence vector
     return e / np.linalg.norm(e, axis=1, keepdims=True)
@@ -129,9 +132,9 @@ def test_encoder_matches_numpy_reference(pretrained):
     cfg, weights, wp, _ = pretrained
     ids, mask = wp.encode_batch(["the film is a charming , funny delight .",
                                  "Dull!"], 32)
-    enc = teacher_mod.Encoder(cfg)
+    enc = Encoder(cfg)
     enc.load(weights)
-    got = enc.run(enc.embeddings(ids), teacher_mod.attention_bias(mask), 0, cfg.layers).numpy()
+    got = enc.run(enc.embeddings(ids), attention_bias(mask), 0, cfg.layers).numpy()
     ref = _numpy_encoder(weights, cfg, ids, mask.astype(np.float64))
     valid = mask.astype(bool)
     np.testing.assert_allclose(got[valid], ref[valid], atol=2e-4, rtol=0)
@@ -175,7 +178,7 @@ def test_student_word_spans_follow_split_words():
     for t in texts:
         data = t.encode("utf-8")
         for mw, mwb in ((32, 24), (3, 2), (48, 64)):
-            spans = teacher_mod.student_word_spans(data, mw)
+            spans = student_word_spans(data, mw)
             lowered = data.lower()
             assert [lowered[s:e][:mwb] for s, e in spans] == split_words(data, mwb, mw), t
 
@@ -187,7 +190,7 @@ def test_alignment_shape_and_normalization(wp, text, max_words, max_word_bytes):
     rng = np.random.default_rng(len(text))
     w = rng.random(len(ids)).astype(np.float32)
     w[0] = w[-1] = 0.0
-    a = teacher_mod.align_to_words(text, spans, w, max_words, max_word_bytes)
+    a = align_to_words(text, spans, w, max_words, max_word_bytes)
     n = len(split_words(text.encode("utf-8", "surrogatepass"), max_word_bytes, max_words))
     assert a.shape == (max_words,) and a.dtype == np.float32
     assert np.all(a >= 0) and np.all(a[n:] == 0)
@@ -205,19 +208,19 @@ def test_alignment_puts_weight_on_the_right_words(wp):
     w[pieces.index("don")] = 0.2
     w[pieces.index("'")] = 0.1   # don ' t  -> the student's single word "don't"
     w[pieces.index("believing")] = 0.7
-    a = teacher_mod.align_to_words(text, spans, w, 8, 24)
+    a = align_to_words(text, spans, w, 8, 24)
     # student words: don't  stop  -  believing  ,  ok  ?
     np.testing.assert_allclose(a, [0.3, 0, 0, 0.7, 0, 0, 0, 0], atol=1e-6)
     # a piece the student sees as two words (control character in between) is shared by bytes
     ids, spans = wp.encode("ab\x01c", 16)
     assert [wp.inv_vocab[i] for i in ids] == ["[CLS]", "abc", "[SEP]"]
-    a = teacher_mod.align_to_words("ab\x01c", spans, np.array([0.0, 1.0, 0.0]), 4, 24)
+    a = align_to_words("ab\x01c", spans, np.array([0.0, 1.0, 0.0]), 4, 24)
     np.testing.assert_allclose(a, [2 / 3, 1 / 3, 0, 0], atol=1e-6)
     # no-break space: a space for the teacher, a word byte for the student, so no piece lands
     # on the student's only word; the row falls back to uniform over the student's words
     ids, spans = wp.encode("\u00a0", 16)
     assert [wp.inv_vocab[i] for i in ids] == ["[CLS]", "[SEP]"]
-    a = teacher_mod.align_to_words("\u00a0", spans, np.array([1.0, 0.0]), 3, 24)
+    a = align_to_words("\u00a0", spans, np.array([1.0, 0.0]), 3, 24)
     np.testing.assert_allclose(a, [1.0, 0, 0])
 
 
@@ -232,13 +235,13 @@ TINY = TeacherConfig(tune_layers=1, epochs=4, max_len=48, seed=seed_override(1))
 def small_teacher(tmp_path_factory):
     """A tiny teacher on 200 real sst2 sentences (dev 100, test 300)."""
     import os
-    from mcutext.recipe import load_recipe
+    from mcutext.model.recipe import load_recipe
     cache = tmp_path_factory.mktemp("teacher_cache")
     old = os.environ.get("MCUTEXT_TEACHER_CACHE")
     os.environ["MCUTEXT_TEACHER_CACHE"] = str(cache)
     try:
         out = tmp_path_factory.mktemp("teacher") / "sst2"
-        path = teacher_mod.train_with_config(load_recipe("sst2"), TINY, out=out, limit=400)
+        path = train_with_config(load_recipe("sst2"), TINY, out=out, limit=400)
     finally:
         if old is None:
             os.environ.pop("MCUTEXT_TEACHER_CACHE", None)
@@ -249,7 +252,7 @@ def small_teacher(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def loaded_teacher(small_teacher):
-    return teacher_mod.load_teacher(small_teacher)
+    return load_teacher(small_teacher)
 
 
 @pytest.mark.slow
@@ -282,10 +285,10 @@ def test_small_teacher_beats_chance_and_reloads(small_teacher, loaded_teacher, r
 
 @pytest.mark.slow
 def test_memo_agrees_with_a_fresh_forward_pass(small_teacher):
-    from mcutext.data import load_split
-    t = teacher_mod.load_teacher(small_teacher)
+    from mcutext.text.datasets import load_split
+    t = load_teacher(small_teacher)
     texts = load_split("sst2", "dev").texts[:40]
-    assert all(teacher_mod.text_key(x) in t._memo for x in texts)
+    assert all(text_key(x) in t._memo for x in texts)
     memo_z, memo_a = t.logits(texts), t.word_attributions(texts, 32, 24)
     t._memo, t._recent = {}, {}
     z, a = t.logits(texts), t.word_attributions(texts, 32, 24)
@@ -296,27 +299,27 @@ def test_memo_agrees_with_a_fresh_forward_pass(small_teacher):
 @pytest.mark.slow
 def test_broken_teacher_folders_give_clear_errors(small_teacher, tmp_path):
     with pytest.raises(McutextError, match="no teacher here"):
-        teacher_mod.load_teacher(tmp_path / "missing")
+        load_teacher(tmp_path / "missing")
     for damage in ("teacher.json", "weights.npz"):
         broken = tmp_path / f"broken_{damage}"
         shutil.copytree(small_teacher, broken)
         (broken / damage).write_bytes(b"{not valid")
         with pytest.raises(McutextError, match="broken teacher"):
-            teacher_mod.load_teacher(broken)
+            load_teacher(broken)
     broken = tmp_path / "no_weights"
     shutil.copytree(small_teacher, broken)
     (broken / "weights.npz").unlink()
     with pytest.raises(McutextError, match="broken teacher"):
-        teacher_mod.load_teacher(broken)
+        load_teacher(broken)
 
 
 @pytest.mark.slow
 def test_teacher_staleness_and_cli_info(small_teacher):
     import dataclasses
     from click.testing import CliRunner
-    from mcutext.cli import cli
-    from mcutext.recipe import load_recipe
-    from mcutext.train import teacher_is_current
+    from mcutext.cli.commands import cli
+    from mcutext.model.recipe import load_recipe
+    from mcutext.train.pipeline import teacher_is_current
     r = load_recipe("sst2")
     assert teacher_is_current(dataclasses.replace(r, teacher=TINY), small_teacher) == \
         "trained on a subset (--limit)"
@@ -334,10 +337,10 @@ TINY_BILSTM = TeacherConfig(kind="bilstm", rnn_units=32, epochs=3, max_len=48, b
 def test_bilstm_teacher_trains_reloads_and_agrees_with_its_memo(tmp_path, monkeypatch,
                                                                  record_property):
     """kind = "bilstm": frozen pretrained embeddings under a BiLSTM trained from scratch."""
-    from mcutext.data import load_split
-    from mcutext.recipe import load_recipe
+    from mcutext.text.datasets import load_split
+    from mcutext.model.recipe import load_recipe
     monkeypatch.setenv("MCUTEXT_TEACHER_CACHE", str(tmp_path / "cache"))
-    path = teacher_mod.train_with_config(load_recipe("sst2"), TINY_BILSTM,
+    path = train_with_config(load_recipe("sst2"), TINY_BILSTM,
                                          out=tmp_path / "sst2", limit=400)
     meta = json.loads((path / "teacher.json").read_text())
     assert meta["config"]["kind"] == "bilstm" and meta["encoder"]["layers"] == 0
@@ -345,7 +348,7 @@ def test_bilstm_teacher_trains_reloads_and_agrees_with_its_memo(tmp_path, monkey
     # measured over teacher seeds 1-5 (the same 400 training sentences): 0.640, 0.608,
     # 0.623, 0.668, 0.640 (the bound was 0.6: too close)
     assert meta["metrics"]["test"]["accuracy"] > 0.55, meta["metrics"]
-    t = teacher_mod.load_teacher(path)
+    t = load_teacher(path)
     assert t.config == TINY_BILSTM and t.top is not None
     # the pretrained word embeddings (30,522 x 384) + the BiLSTM + the head; no transformer
     n_emb = 30522 * 384
@@ -363,7 +366,7 @@ def test_bilstm_teacher_trains_reloads_and_agrees_with_its_memo(tmp_path, monkey
 # --- distillation: augmentation and the transfer set ------------------------------------------
 
 def test_augmenter_operations_and_determinism():
-    from mcutext.distill import Augmenter
+    from mcutext.train.distill import Augmenter
     nearby = {"good": ["great", "bad"], "film": ["movie"]}
     text = "a good film , truly ( good ) ."
     # replacement only: every replaceable word changes, punctuation around a word is kept
@@ -396,7 +399,7 @@ def test_augmenter_operations_and_determinism():
 
 
 def test_neighbours_are_similar_words():
-    from mcutext.distill import neighbours
+    from mcutext.train.distill import neighbours
     nb = neighbours({"good", "film", "stocks", "no-such-word-xyz"}, k=5)
     assert set(nb) == {"good", "film", "stocks"}
     assert "great" in nb["good"] and "movie" in nb["film"] and "shares" in nb["stocks"]
@@ -406,8 +409,8 @@ def test_neighbours_are_similar_words():
 @pytest.mark.slow
 def test_transfer_set_is_labelled_and_cached(loaded_teacher, monkeypatch):
     import dataclasses
-    from mcutext import distill
-    from mcutext.recipe import load_recipe
+    from mcutext.train import distill
+    from mcutext.model.recipe import load_recipe
     r = load_recipe("sst2")
     r = dataclasses.replace(r, distill=dataclasses.replace(r.distill, copies=2))
     texts = ["a gorgeous , moving and funny film", "a dull , lifeless mess",
@@ -434,7 +437,7 @@ def test_transfer_set_is_labelled_and_cached(loaded_teacher, monkeypatch):
 # --- recipes ----------------------------------------------------------------------------------
 
 def test_recipe_teacher_and_distill_sections(tmp_path):
-    from mcutext.recipe import load_recipe, recipe_from_dict
+    from mcutext.model.recipe import load_recipe, recipe_from_dict
     p = tmp_path / "r.toml"
     p.write_text('name="x"\ndataset="sst2"\n[teacher]\ntune_layers=3\n'
                  '[distill]\ncopies=4\n[objective]\nkd_weight=0.5\n'
@@ -465,8 +468,8 @@ def test_quick_runs_skip_the_teacher(sst2_small_bundle):
 @pytest.mark.slow
 def test_train_distils_from_the_teacher(small_teacher, tmp_path):
     import dataclasses
-    from mcutext.recipe import load_recipe
-    from mcutext.train import train
+    from mcutext.model.recipe import load_recipe
+    from mcutext.train.pipeline import train
     r = load_recipe("sst2")
     r = dataclasses.replace(
         r, objective=dataclasses.replace(r.objective, teacher=str(small_teacher)),

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcutext.errors import McutextError
-from mcutext.tokenizer import Tokenizer, TokenizerSpec, feature_hash, split_words
+from mcutext.common.errors import McutextError
+from mcutext.text.tokenizer import Tokenizer, TokenizerSpec, feature_hash, split_words
 
 SPEC = TokenizerSpec(buckets=4096, max_words=16, typo_features=True, seed=7)
 

@@ -1,4 +1,4 @@
-"""firmware/tokenizer.c gives exactly the ids of the Python specification (mcutext.tokenizer).
+"""firmware/tokenizer.c gives exactly the ids of the Python specification (mcutext.text.tokenizer).
 
 The C is compiled for the host with gcc (AddressSanitizer + UBSan, so a read past the end of
 the text or an overflow fails the test) and driven through a small binary stdin/stdout
@@ -27,8 +27,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mcutext.tokenizer import (CODE_AMBIGUOUS, RobustTable, Tokenizer, TokenizerSpec,
-                               key_hash, make_tokenizer, split_words)
+from mcutext.text.tokenizer import (
+    CODE_AMBIGUOUS, RobustTable, Tokenizer, TokenizerSpec, key_hash, make_tokenizer, split_words)
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRMWARE = ROOT / "firmware"
@@ -223,7 +223,7 @@ def test_random_inputs_match_python(tokenizer_c, spec, batch):
 @pytest.mark.parametrize("dataset", ["sst2", "sms_spam", "ag_news", "clinc150"])
 def test_real_test_split_matches_python(tokenizer_c_default, dataset):
     tokenizer_c = tokenizer_c_default
-    from mcutext.data import load_split
+    from mcutext.text.datasets import load_split
     texts = load_split(dataset, "test").texts
     assert len(texts) > 100
     for spec in (TokenizerSpec(), TokenizerSpec(buckets=5120),
@@ -261,7 +261,7 @@ def robust_spec(table: RobustTable, seed: int, max_words: int = 32,
 
 def vocabulary(dataset: str, max_word_bytes: int = 24) -> list[bytes]:
     """The distinct words of a dataset's training split, in order of first appearance."""
-    from mcutext.data import load_split
+    from mcutext.text.datasets import load_split
     seen: dict[bytes, None] = {}
     for t in load_split(dataset, "train").texts:
         for w in split_words(t.encode("utf-8"), max_word_bytes):
@@ -419,8 +419,8 @@ def test_robust_random_inputs_match_python(tokenizer_c, robust_tables, data, nam
 def test_robust_real_test_split_matches_python(tokenizer_c_default, robust_tables, dataset):
     """Every test sentence of the dataset, and a copy of each with one or two words edited
     (swap, substitute, delete, insert, keyboard), on the table of its own vocabulary."""
-    from mcutext.data import load_split
-    from mcutext.perturb import random_perturbation
+    from mcutext.text.datasets import load_split
+    from mcutext.text.perturb import random_perturbation
     texts = load_split(dataset, "test").texts
     assert len(texts) > 100
     rng = np.random.default_rng(17)
@@ -446,7 +446,7 @@ def test_robust_spec_that_breaks_its_table_gives_no_words(tokenizer_c, robust_ta
 def test_generated_table_c_encodes_like_python(robust_tables, tmp_path):
     """The table as codegen emits it into the firmware (gen/encoding.c) gives the Python codes:
     the driver built against the generated arrays instead of encoding.bin."""
-    from mcutext.codegen import robust_table_c
+    from mcutext.codegen.emit import robust_table_c
     table, seed, words = robust_tables["clinc150"]
     (tmp_path / "encoding.c").write_text(robust_table_c(table, "mt_test_table", "a test"))
     driver = DRIVER.replace('#include "tokenizer.h"',
@@ -460,7 +460,7 @@ def test_generated_table_c_encodes_like_python(robust_tables, tmp_path):
                     "-fno-sanitize-recover=all", f"-I{FIRMWARE}", str(FIRMWARE / "tokenizer.c"),
                     str(tmp_path / "encoding.c"), str(tmp_path / "driver.c"), "-o", str(exe)],
                    check=True)
-    from mcutext.data import load_split
+    from mcutext.text.datasets import load_split
     texts = load_split("clinc150", "test").texts[:500]
     spec = robust_spec(table, seed)
     tok = make_tokenizer(spec, table)

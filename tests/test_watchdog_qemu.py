@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from mcutext.device import Device
+from mcutext.device.client import Device
 
 pytestmark = pytest.mark.qemu
 
@@ -27,7 +27,7 @@ TEXT = "a gripping , funny and moving film that never lets go of you until the v
 
 @pytest.fixture(scope="module")
 def firmware(sst2_small_bundle, tmp_path_factory) -> dict:
-    from mcutext.firmware import build
+    from mcutext.firmware.build import build
     out = tmp_path_factory.mktemp("fw_watchdog")
     return build(sst2_small_bundle, BOARD, out / BOARD,
                  defines={"MT_TEST_HANG": "1", "MT_FAULT_COMMAND": "1"})
@@ -35,7 +35,7 @@ def firmware(sst2_small_bundle, tmp_path_factory) -> dict:
 
 @pytest.fixture()
 def device(firmware):
-    from mcutext.qemu import boot
+    from mcutext.device.qemu import boot
     log = firmware["elf"].rsplit("/", 1)[0] + "/session.log"
     with boot(firmware["elf"], BOARD) as url, Device(url, timeout=60, log=log) as dev:
         yield dev
@@ -84,7 +84,7 @@ def test_a_busy_device_is_kicked_and_not_reset(device):
     """Classifications back to back, more instructions in all (counted by the firmware under
     -icount shift=N: 2^N ns of emulated time each) than the watchdog's timeout: no reset,
     because the loop kicks."""
-    from mcutext.boards import get_board
+    from mcutext.firmware.boards import get_board
     per_second = 1e9 / 2 ** get_board(BOARD).icount_shift
     need = 1.25 * TIMEOUT_S * per_second
     done, n = 0, 0

@@ -5,7 +5,7 @@ __version__ = "0.1.0"
 
 def load_bundle(path):
     """Load a trained model bundle; see mcutext.bundle.Bundle."""
-    from .bundle import load_bundle as _load
+    from .int8.bundle import load_bundle as _load
     return _load(path)
 
 

@@ -11,8 +11,8 @@ import os
 import sys
 from pathlib import Path
 
-from . import progress
-from .errors import McutextError
+from .common import progress
+from .common.errors import McutextError
 
 SENTENCES = [
     "a gorgeous , witty , seductive movie .",
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="Show the libraries' warnings and log lines.")
     args = ap.parse_args(argv)
     if not args.verbose:
-        from . import quiet
+        from .common import quiet
         quiet.setup()
     try:
         return run(args.recipe, args.board, args.out)
@@ -43,9 +43,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(recipe_name: str, board: str, out: Path | None) -> int:
-    from .bundle import load_bundle
-    from .recipe import load_recipe, project_root
-    from .train import train
+    from .int8.bundle import load_bundle
+    from .model.recipe import load_recipe, project_root
+    from .train.pipeline import train
 
     recipe = load_recipe(recipe_name)
     out = out or project_root() / "build" / "demo" / recipe.name / "bundle"
@@ -75,10 +75,10 @@ def run(recipe_name: str, board: str, out: Path | None) -> int:
 def device_demo(bundle_path: Path, board: str) -> int:
     import numpy as np
 
-    from .bundle import load_bundle
-    from .device import Device
-    from .firmware import build
-    from .qemu import boot
+    from .int8.bundle import load_bundle
+    from .device.client import Device
+    from .firmware.build import build
+    from .device.qemu import boot
 
     b = load_bundle(bundle_path)
     res = build(bundle_path, board)

@@ -1,0 +1,7 @@
+"""`python -m bench`: every section of the benchmarks (bench/run.py)."""
+
+import sys
+
+from .run import main
+
+sys.exit(main())
