@@ -6,8 +6,8 @@ robustness_budget, robustness_certified, robustness_device); the per-example rec
 build/bench/attacks/<recipe>/, the certification verdicts under build/bench/certify/.
 docs/robustness.md reports the sst2 figures.
 
-    python -m mcutext.bench --only robustness              (bundles from the pipeline section)
-    python -m mcutext.bench_attack sst2=PATH [more=PATH ...] [--out build/bench] [--n 500]
+    python -m bench --only robustness              (bundles from the pipeline section)
+    python -m bench.attack sst2=PATH [more=PATH ...] [--out build/bench] [--n 500]
                                    [--device-n 100] [--board BOARD] [--no-device]
                                    [--certify-edits 1,2]
 """
@@ -36,7 +36,7 @@ BUDGET = 2
 # it costs ten times deepwordbug's queries on every runtime (docs/robustness.md)
 BENCH_ATTACKS = tuple(a for a in ATTACKS if a != "adaptive")
 SWEEP_ATTACKS = ("char", "pwws")
-CERTIFY_EDITS = (1, 2)     # certified accuracy (mcutext.certify) at these numbers of edits
+CERTIFY_EDITS = (1, 2)     # certified accuracy (mcutext.attack.certify) at these numbers of edits
 SWEEP_BUDGETS = (1, 2, 3, 4, 0.1, 0.2)
 SEED = 0
 # attacked through the firmware, compared with tflm: deepwordbug's ~50 queries per sentence
@@ -130,7 +130,7 @@ def robustness_bench(bundle_paths: dict[str, Path], out_dir: Path, n: int = 500,
             "successful attacks; queries: mean over attacked examples (the clean query "
             "included). hotflip searches on the float Keras model and is judged on the "
             "runtime named. Time: the whole attack on 2 CPU cores, runtime already loaded. "
-            "Produced by `python -m mcutext.bench --only robustness`.")
+            "Produced by `python -m bench --only robustness`.")
     write_table(out_dir, "robustness", rows, cols,
                 "Robustness: accuracy under attack, per runtime", note)
     tcols = [("recipe", "recipe"), ("attack", "attack"), ("source", "found on"),
@@ -298,12 +298,12 @@ def write_device_table(out_dir: Path, rows: list[dict], n: int, note: str = "") 
                 "Robustness: the attack through the firmware (QEMU, serial) vs TFLite Micro",
                 note or (f"{n} test sentences (seeded sample), budget {BUDGET} words, seed "
                          f"{SEED}. Identical: same status, adversarial text, queries and int8 "
-                         "scores of the verdict. Produced by `python -m mcutext.bench "
+                         "scores of the verdict. Produced by `python -m bench "
                          "--only robustness`."))
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m mcutext.bench_attack")
+    ap = argparse.ArgumentParser(prog="python -m bench.attack")
     ap.add_argument("bundles", nargs="+", help="RECIPE=BUNDLE_PATH")
     ap.add_argument("--out", type=Path, default=Path("build/bench"))
     ap.add_argument("--n", type=int, default=500)

@@ -16,7 +16,7 @@ the same way in the same table.
     build/bench/bundles/<dataset>_<arch>/            the bundles
     build/bench/attacks/baselines/<recipe>/          per-example attack records
 
-    python -m mcutext.bench_baselines [--out build/bench] [--recipes sst2,sms_spam,...]
+    python -m bench.baselines [--out build/bench] [--recipes sst2,sms_spam,...]
         [--archs fastgrnn,prado] [--attack-n 500] [--reuse] [--student sst2=PATH ...]
 
 The device figures (`--device`, with `--reuse` for the bundles already trained): each bundle
@@ -218,7 +218,7 @@ def bench_baselines(out_dir: Path, recipes=DATASETS, archs=ARCHS,
                 f"most {ATTACK_BUDGET} words edited: char = per sentence the stronger of "
                 "DeepWordBug and the adaptive attack, word = PWWS (WordNet synonyms). MACs: FULLY_CONNECTED + CONV_2D per classification. Activation "
                 "arena: TFLite Micro's planned activation memory. Training: wall time on 2 "
-                "shared CPU cores. Produced by `python -m mcutext.bench --only baselines` "
+                "shared CPU cores. Produced by `python -m bench --only baselines` "
                 "(docs/baselines.md).")
         from .tables import write_table
         write_table(out_dir, "baselines", rows_so_far, COLUMNS,
@@ -384,8 +384,8 @@ def _write_device_table(out_dir: Path, rows: list[dict], board: str, n: int,
             ".data + .bss + the stack's high-water mark; weights = the generated constant "
             f"arrays the build links. `= TFLM`: of the first {n} test sentences, those whose "
             "int8 scores over the UART are byte-identical to the TFLite Micro interpreter. "
-            "Produced by `python -m mcutext.bench --only baselines` (alone: `python -m "
-            "mcutext.bench_baselines --device --reuse`) "
+            "Produced by `python -m bench --only baselines` (alone: `python -m "
+            "bench.baselines --device --reuse`) "
             "(docs/baselines.md). Firmware 'classification only': the full firmware (with "
             "on-device learning, whose RAM grows with the classes) does not fit the board's "
             "RAM, so `--no-personalize`." + (f" Not measured (no bundle): "
@@ -396,7 +396,7 @@ def _write_device_table(out_dir: Path, rows: list[dict], board: str, n: int,
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m mcutext.bench_baselines")
+    ap = argparse.ArgumentParser(prog="python -m bench.baselines")
     ap.add_argument("--out", type=Path, default=Path("build/bench"))
     ap.add_argument("--recipes", default=",".join(DATASETS), help="datasets")
     ap.add_argument("--archs", default=",".join(ARCHS))

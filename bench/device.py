@@ -11,8 +11,8 @@ firmware is built twice: the optimized kernels and the portable C path (-DMT_FOR
 Counts under QEMU are instructions (-icount), not cycles. Results: build/bench/device.json and
 device.md; the sst2 table also goes into docs/boards.md (between its result markers).
 
-    python -m mcutext.bench --only device [--recipes sst2]      (bundles from build/bench/bundles)
-    python -m mcutext.bench_device [--out build/bench] [--bundle NAME=PATH ...] [--n 50]
+    python -m bench --only device [--recipes sst2]      (bundles from build/bench/bundles)
+    python -m bench.device [--out build/bench] [--bundle NAME=PATH ...] [--n 50]
 """
 
 from __future__ import annotations
@@ -188,8 +188,8 @@ def markdown(rows: list[dict], summary: list[dict], sentence: str, seconds: floa
                 f"{cell(s.get('runtime_flash_with_personalization'))} |")
         lines.append("")
     lines += per_op_table(rows)
-    lines.append(f"Measured in {seconds:.0f} s by `python -m mcutext.bench --only device` "
-                 "(toolchain/mcutext/bench_device.py).")
+    lines.append(f"Measured in {seconds:.0f} s by `python -m bench --only device` "
+                 "(bench/device.py).")
     return "\n".join(lines) + "\n"
 
 
@@ -274,7 +274,7 @@ def bench_device(out_dir: Path, bundles: dict[str, Path] | None = None,
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m mcutext.bench_device")
+    ap = argparse.ArgumentParser(prog="python -m bench.device")
     ap.add_argument("--out", type=Path, default=Path("build/bench"))
     ap.add_argument("--bundle", action="append", default=[], metavar="NAME=PATH")
     ap.add_argument("--board", action="append", default=None)

@@ -11,7 +11,7 @@ every fourth word given a one-character typo (words that miss the table look up 
 deletions), and the mean over test sentences; flash of the table and of the encoder's code.
 The hashed encoding is measured the same way on the recipe's own tokenizer.
 
-    python -m mcutext.bench_encoder [--words 8000 --words 1200] [--board microbit ...]
+    python -m bench.encoder [--words 8000 --words 1200] [--board microbit ...]
                                     [--out build/bench/encoder]
 
 Results: OUT/encoder.json and encoder.md.
@@ -167,7 +167,7 @@ def bench_encoder(out_dir: Path, words: list[int], boards: list[str], dataset: s
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m mcutext.bench_encoder")
+    ap = argparse.ArgumentParser(prog="python -m bench.encoder")
     ap.add_argument("--out", type=Path, default=Path("build/bench/encoder"))
     ap.add_argument("--words", type=int, action="append", default=None,
                     help="words of a robust table (repeatable; default 8000 and 1200)")

@@ -7,7 +7,7 @@ own classification-only firmware for the same model and board (`mcutext build
 --no-personalize`: flash - weights - the protocol's strings); and the example booted in QEMU
 with N sst2 test sentences, its int8 scores compared with TFLite Micro's.
 
-    python -m mcutext.bench_library [--bundle build/sst2/bundle] [--out build/bench] [-n 200]
+    python -m bench.library [--bundle build/sst2/bundle] [--out build/bench] [-n 200]
 
 Results: OUT/library.{json,md}; the table also goes into docs/library.md (between its
 result markers).
@@ -110,8 +110,8 @@ def _table(model: str, rows: list[dict], n: int, seconds: float) -> str:
               f"firmware runtime, target <= {TARGET:.2f}. = TFLM: sst2 test sentences sent to "
               "the example firmware over the UART under QEMU whose int8 scores are "
               "byte-identical to the TFLite Micro interpreter's.", "",
-              f"Measured in {seconds:.0f} s by `python -m mcutext.bench --only library` "
-              "(toolchain/mcutext/bench_library.py)."]
+              f"Measured in {seconds:.0f} s by `python -m bench --only library` "
+              "(bench/library.py)."]
     return "\n".join(lines) + "\n"
 
 
@@ -120,7 +120,7 @@ def _update_doc(table: str, doc: Path = DOC) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m mcutext.bench_library")
+    ap = argparse.ArgumentParser(prog="python -m bench.library")
     ap.add_argument("--bundle", type=Path, default=Path("build/sst2/bundle"))
     ap.add_argument("--out", type=Path, default=Path("build/bench"))
     ap.add_argument("-n", type=int, default=200)

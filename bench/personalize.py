@@ -1,7 +1,7 @@
 """Benchmark section `personalize`: the "learn from my corrections" scenario on sst2 (issue 4)
 and the cost of on-device personalization and storage.
 
-    python -m mcutext.bench --only personalize [--personalize-bundle build/sst2/bundle]
+    python -m bench --only personalize [--personalize-bundle build/sst2/bundle]
 
 Scenario: sst2's dev split is cut in two fixed halves (seed 0). The owner sends half A with
 its true labels; we report accuracy on half B and on the test split before (the factory
@@ -9,7 +9,7 @@ int8 model, what the device answers) and after learning A.
 - The update rule's settings (learning rate, momentum, epochs, L2 pull toward the factory
   head) are chosen by 4-fold cross-validation **inside half A** only; B and test are scored
   once, with the chosen settings (and, for reference, with the device's defaults).
-- Simulator (mcutext.personalize.HeadSimulator on TFLite Micro's int8 features): all of A,
+- Simulator (mcutext.device.personalize.HeadSimulator on TFLite Micro's int8 features): all of A,
   B and test.
 - Device: the firmware in QEMU (netduinoplus2) learns half A over serial (`learn`, the same
   order), then classifies a subset of B and test; its predictions must equal the
@@ -339,7 +339,7 @@ def bench_personalize(out: Path, bundle_path: Path | None = None) -> dict:
         f"{dv['agreement']['b']:.2f} / {dv['agreement']['test']:.2f}; device accuracy there "
         f"{dv['device_accuracy']['b']:.2f} / {dv['device_accuracy']['test']:.2f}; max relative "
         f"difference of losses {dv['loss_max_rel_diff']:.1e}, of head scores "
-        f"{dv['score_max_rel_diff']:.1e}. Produced by `python -m mcutext.bench --only "
+        f"{dv['score_max_rel_diff']:.1e}. Produced by `python -m bench --only "
         "personalize`.")
     c = res["cost"]
     crow = []
@@ -369,5 +369,5 @@ def bench_personalize(out: Path, bundle_path: Path | None = None) -> dict:
         f"{c['storage']['region']:,} bytes on the emulated boards (2 slots of 4 KB, a host "
         "file); nucleo-f401re: flash sectors 1-2 (32,768 bytes) reserved, sector 0 keeps only "
         "the vector table (that gap is not counted as used flash). Produced by `python -m "
-        "mcutext.bench --only personalize`.")
+        "bench --only personalize`.")
     return res

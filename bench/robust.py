@@ -1,4 +1,4 @@
-"""`python -m mcutext.bench_robust`: the robust encoding on the device (docs/robustness.md).
+"""`python -m bench.robust`: the robust encoding on the device (docs/robustness.md).
 
 For a robust bundle and an emulated board: build the firmware, boot it in QEMU and classify
 every test sentence over serial; the device's words and int8 scores must equal TFLite

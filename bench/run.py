@@ -1,7 +1,7 @@
 """`make bench`: the long measurements. Tables (markdown + JSON) go under build/bench/;
 docs/results.md summarizes them.
 
-    python -m mcutext.bench [--out build/bench]
+    python -m bench [--out build/bench]
                             [--only pipeline,device,library,robustness,robust,baselines,personalize,teach]
                             [--recipes sst2,sms_spam,ag_news,clinc150] [--reuse]
                             [--personalize-bundle build/sst2/bundle]
@@ -65,7 +65,7 @@ def bench_pipeline(out: Path, recipes: list[str]) -> dict[str, Path]:
         ("int8_tflm_accuracy", "int8 acc. (TFLM)"), ("int8_macro_f1", "int8 macro-F1"),
         ("int8_float_agreement", "int8/float agreement"), ("excluded", "left out of accuracy")],
         "Host pipeline: accuracy on the test split, 2 CPU cores",
-        "Produced by `make bench` (python -m mcutext.bench --only pipeline).")
+        "Produced by `make bench` (python -m bench --only pipeline).")
     return bundles
 
 
@@ -85,13 +85,13 @@ def write_ablation(out: Path, rows_by_recipe: dict[str, list[dict]]) -> list[dic
                 "Ablation of the three-part objective (int8, TFLite Micro)",
                 "Per recipe: CE only, + distillation, + attention mapping, + adversarial term "
                 "(same seeds and budget). Details and definitions: ablation/<recipe>/"
-                "ablation.md. Produced by `python -m mcutext.bench --only ablation`.")
+                "ablation.md. Produced by `python -m bench --only ablation`.")
     write_file(out / "ablation.json", json.dumps(rows, indent=2, default=float) + "\n")
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m mcutext.bench")
+    ap = argparse.ArgumentParser(prog="python -m bench")
     ap.add_argument("--out", type=Path, default=Path("build/bench"))
     ap.add_argument("--only", default=",".join(SECTIONS))
     ap.add_argument("--recipes", default=",".join(RECIPES))

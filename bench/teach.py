@@ -1,6 +1,6 @@
 """Benchmark section `teach`: the "teach new commands" scenario on CLINC150 (issue 4).
 
-    python -m mcutext.bench --only teach [--teach-bundle build/clinc140/bundle]
+    python -m bench --only teach [--teach-bundle build/clinc140/bundle]
 
 The bundle (`mcutext train clinc140`) never saw 10 of the 150 intents (the recipe's
 train.drop_labels). The owner adds them as new labels on the device and gives k examples of
@@ -247,7 +247,7 @@ def bench_teach(out: Path, bundle_path: Path | None = None, device: bool = True)
                  f"{d['device']['new']:.4f}, old {d['device']['old']:.4f}; predictions equal to "
                  f"the simulator's on {d['agreement']:.4f} of the {len(sc.splits['test']['y'])} "
                  f"test sentences. ")
-    note += "Produced by `python -m mcutext.bench --only teach`."
+    note += "Produced by `python -m bench --only teach`."
     write_table(out, "personalize_clinc", rows, [
         ("k", "examples per intent"), ("new", "new intents"), ("old", "140 old intents"),
         ("drop", "old drop"), ("new_mean", "new, mean of 5 draws"),

@@ -154,7 +154,7 @@ def test_ablate_writes_four_sane_rows(recipe_file, tiny_teacher, tmp_path, capsy
     for (_, title, _), line in zip(ARMS, table[1:]):
         assert line.startswith(f"| {title} |")
     assert "mcutext ablate sst2 --limit 600 --epochs 2 --n-eval 20" in md
-    # the bench's combined table (python -m bench.run --only ablation) from the same rows
+    # the bench's combined table (python -m bench --only ablation) from the same rows
     from bench.run import write_ablation
     write_ablation(tmp_path / "bench", {"sst2": rows})
     bench_md = (tmp_path / "bench" / "ablation.md").read_text()

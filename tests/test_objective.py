@@ -1,4 +1,4 @@
-"""The training objective's discrete adversary (mcutext.objective.Trainer.adversarial_ids) on a
+"""The training objective's discrete adversary (mcutext.train.objective.Trainer.adversarial_ids) on a
 real sst2 student: what it returns is a perturbation of at most `adv_words` words, at least as
 bad for the model as the clean text, reproducible per epoch, and never touches what the model
 cannot see."""

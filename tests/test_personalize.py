@@ -1,5 +1,5 @@
 """On-device personalization: firmware/personalize.c and firmware/slots.c, built for the host
-(gcc, ctypes), against the numpy reference (mcutext.personalize.HeadSimulator).
+(gcc, ctypes), against the numpy reference (mcutext.device.personalize.HeadSimulator).
 
 - the C head agrees with the simulator after the same updates on real int8 features of a real
   bundle (sst2, TFLite Micro), new labels included: losses, weights, predictions;

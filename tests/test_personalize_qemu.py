@@ -1,6 +1,6 @@
 """On-device personalization over the serial protocol, in QEMU (netduinoplus2, Cortex-M4F):
 the firmware's `label` / `learn` / `head` commands against the numpy reference
-(mcutext.personalize.HeadSimulator) fed with TFLite Micro's int8 features of the same
+(mcutext.device.personalize.HeadSimulator) fed with TFLite Micro's int8 features of the same
 sentences and the same updates. The C update rule itself is tested on the host in
 test_personalize.py; this checks the wiring: codegen's factory head, the features the
 firmware feeds it, the framing of `learn`, and which head `classify` uses.

@@ -2,7 +2,7 @@
 built for the host with personalize.c, a fake board, a fake model whose features are a simple
 function of the token ids, and a fake factory head, under AddressSanitizer and UBSan: the
 framing and argument errors, and the learned head against the numpy reference
-(mcutext.personalize.HeadSimulator). The real model under QEMU: test_personalize_qemu.py.
+(mcutext.device.personalize.HeadSimulator). The real model under QEMU: test_personalize_qemu.py.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A small sst2 model is trained through the ordinary train path on a recipe whose tokenizer is
 robust: its table is built with RobustTable.build from the training vocabulary (one code per
-frequent word, their one-deletion typos sharing it: mcutext.bench_encoder.frequency_table). The firmware built from the bundle
+frequent word, their one-deletion typos sharing it: bench.encoder.frequency_table). The firmware built from the bundle
 carries the table in flash (gen/encoding.c); on netduinoplus2 (Cortex-M4F) and microbit
 (Cortex-M0), real test sentences and one-edit typos of them give the ids' label and int8
 scores byte-identical to TFLite Micro fed the Python encoder's ids.

@@ -4,7 +4,7 @@ __version__ = "0.1.0"
 
 
 def load_bundle(path):
-    """Load a trained model bundle; see mcutext.bundle.Bundle."""
+    """Load a trained model bundle; see mcutext.int8.bundle.Bundle."""
     from .int8.bundle import load_bundle as _load
     return _load(path)
 

@@ -1,4 +1,4 @@
-"""`mcutext certify`: certified accuracy under character edits (mcutext.certify).
+"""`mcutext certify`: certified accuracy under character edits (mcutext.attack.certify).
 
 Parsing and printing only; the work is in certify.certify. MCUTEXT_PORT gives the default
 --port of the device runtime.

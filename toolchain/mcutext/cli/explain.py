@@ -1,5 +1,5 @@
 """`mcutext explain` and `mcutext ablate`: explanations in the terminal and the objective's
-ablation. Parsing and printing only; the work is in mcutext.explain and mcutext.ablation."""
+ablation. Parsing and printing only; the work is in mcutext.explain and mcutext.studies.ablation."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`mcutext export`: the model as a C library for the user's own firmware (mcutext.export).
+"""`mcutext export`: the model as a C library for the user's own firmware (mcutext.firmware.export).
 
 Parsing and printing only; the work is in export.export.
 """

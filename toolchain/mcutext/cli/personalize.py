@@ -67,7 +67,7 @@ def personalize_on_device(dev, texts: list[str], labels: list[str], *, epochs: i
                           l2: float | None = None, echo=None, journal: Path | None = None,
                           resume: bool = False,
                           checkpoint_every: int = CHECKPOINT_EVERY) -> dict:
-    """Runs the session on an open mcutext.device.Device; returns the report.
+    """Runs the session on an open mcutext.device.client.Device; returns the report.
 
     With `journal` (a path), every finished piece of work (held-out classifications, each
     learning step with its loss, and every `checkpoint_every` steps the device's head as a

@@ -1,4 +1,4 @@
-"""`mcutext report`: the bundle's figures as one self-contained HTML page (mcutext.report).
+"""`mcutext report`: the bundle's figures as one self-contained HTML page (mcutext.studies.report).
 
 Parsing and printing only; the work is in report.write_report.
 """

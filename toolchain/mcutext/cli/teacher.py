@@ -1,4 +1,4 @@
-"""`mcutext teacher ...`: train and inspect the recipes' teachers (mcutext.teacher)."""
+"""`mcutext teacher ...`: train and inspect the recipes' teachers (mcutext.train.teacher)."""
 
 from __future__ import annotations
 

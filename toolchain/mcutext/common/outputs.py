@@ -77,7 +77,7 @@ def _is_attack_folder(p: Path) -> bool:
 
 
 def _is_fuzz_folder(p: Path) -> bool:
-    """An earlier `python -m mcutext.fuzz --out` (its corpus is reused; other tools may keep
+    """An earlier `python -m mcutext.reliability.fuzz --out` (its corpus is reused; other tools may keep
     their own files beside it)."""
     return (p / "seeds").is_dir() or (p / "corpus").is_dir() or (p / "report.json").is_file()
 
@@ -87,7 +87,7 @@ def _is_library(p: Path) -> bool:
     return m is not None and "format" in m and "sources" in m
 
 
-# the first bytes of a page `mcutext report` wrote (mcutext.report_html)
+# the first bytes of a page `mcutext report` wrote (mcutext.studies.report_html)
 REPORT_MARK = b'<meta name="generator" content="mcutext report'
 
 

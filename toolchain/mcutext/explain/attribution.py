@@ -38,7 +38,7 @@ Ties in a ranking (frequent in int8: 1/256 steps) are broken at random with the 
 generator, so that no position is favoured. Sentences without words are left out.
 
 **Agreement with the teacher** (its pooling weights summed onto the student's words,
-mcutext.teacher.Teacher.word_attributions): Spearman's rho over the words present (average
+mcutext.train.teacher.trained.Teacher.word_attributions): Spearman's rho over the words present (average
 ranks for ties; sentences with fewer than 2 words or a constant attribution are left out and
 counted), and the top-k overlap |top_k(student) & top_k(teacher)| / k with k = min(K, n)
 (ties broken as above), next to its chance level, the mean of k / n.

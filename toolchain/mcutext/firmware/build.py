@@ -13,7 +13,7 @@ it (default_out_dir):
 (<board>-portable/, <board>-profile/ for the variants.) Flash = the loadable sections (vector
 table, code, read-only data, the .data image); RAM = .data + .bss + the stack reserve. A model
 that does not fit is refused with the overshoot in bytes, and so is one whose worst-case stack
-(mcutext.stack: -fstack-usage + the call graph) exceeds the board's stack_bytes. The firmware
+(mcutext.firmware.stack: -fstack-usage + the call graph) exceeds the board's stack_bytes. The firmware
 uses no heap: a build that links malloc (or any other allocator or stdio entry point) is
 refused too. The report splits the flash by group (core, kernels, model, board, libc) from the
 linker map, and gives the worst-case stack with its deepest call chain.
@@ -553,7 +553,7 @@ def build(bundle_path: str | Path, board: str | Board, out_dir: str | Path | Non
     when its stamp (build_key) matches: same bundle, board, sources, compiler and options
     (report["reused"] is then True).
     out_dir may be absent, empty or an earlier firmware folder (replaced whole when the build
-    succeeds); anything else only with force=True (mcutext.outputs.check_out).
+    succeeds); anything else only with force=True (mcutext.common.outputs.check_out).
     Returns the build report (also written next to the ELF as firmware.json)."""
     from ..int8.bundle import load_bundle
 

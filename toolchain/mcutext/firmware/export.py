@@ -20,7 +20,7 @@ Formats:
 The files the library needs are found from the generated model by following its
 `#include "..."` lines through firmware/ and firmware/kernels/ (a header's .c beside it comes
 along), so only the kernels the model calls are shipped. The output folder is published
-atomically (mcutext.outputs): an earlier export is replaced, anything else only with force.
+atomically (mcutext.common.outputs): an earlier export is replaced, anything else only with force.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ VARIANTS = {"portable": [], "dsp": ["-DMT_EMULATE_DSP"]}
 CFLAGS = ["-std=gnu11", "-O2", "-g", "-Wall", "-Wextra", "-Werror", "-fPIC", "-shared",
           "-fno-strict-aliasing", "-Wl,-Bsymbolic"]
 
-_HARNESS = r"""/* Host harness of the generated model (written by mcutext.hostbuild). */
+_HARNESS = r"""/* Host harness of the generated model (written by mcutext.firmware.hostbuild). */
 #include <stdint.h>
 #include <string.h>
 
@@ -242,7 +242,7 @@ def build_graphs(models: dict[str, bytes], out_dir: str | Path, variant: str = "
 
 # --- executable runner (sanitizer builds) ------------------------------------------------------
 
-_RUNNER = r"""/* Host runner of the generated model (written by mcutext.hostbuild): reads rows of
+_RUNNER = r"""/* Host runner of the generated model (written by mcutext.firmware.hostbuild): reads rows of
  * int32 token ids from argv[1], writes each row's status byte and int8 outputs to argv[2]. */
 #include <stdint.h>
 #include <stdio.h>

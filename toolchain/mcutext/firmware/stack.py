@@ -524,14 +524,14 @@ def analyze(elf: str | Path, obj_dir: str | Path, fpu: bool) -> dict:
                 raise StackError(f"{f.name} (library code, linked from libgcc, libm or libc) "
                                  f"branches in a way the stack analysis does not understand "
                                  f"({sites})",
-                                 hint="a gap in mcutext.stack, not in your code or board: "
+                                 hint="a gap in mcutext.firmware.stack, not in your code or board: "
                                       "please report it with this message, the board's "
                                       "cpu/fpu and `arm-none-eabi-gcc --version`; "
                                       "`mcutext build --no-personalize` may avoid the routine")
             raise StackError(f"{f.name} ({f.file}) calls through a function "
                              f"pointer ({sites}) that no rule resolves",
                              hint="add the pointer type and its possible targets to "
-                                  "mcutext.stack.CALLBACK_RULES")
+                                  "mcutext.firmware.stack.CALLBACK_RULES")
         targets = sorted({n for n, q in qualified.items()
                           for _, _, _, pat in rules if re.fullmatch(pat, q)})
         if not targets and all(r[2] in NULL_CHECKED for r in rules):
@@ -544,7 +544,7 @@ def analyze(elf: str | Path, obj_dir: str | Path, fpu: bool) -> dict:
             raise StackError(f"{f.name} ({f.file}) calls through "
                              f"{' / '.join(r[2] for r in rules)}, but no function whose "
                              "address is taken matches its targets",
-                             hint="check mcutext.stack.CALLBACK_RULES against the code")
+                             hint="check mcutext.firmware.stack.CALLBACK_RULES against the code")
         covered.update(targets)
         for addr, insn, offset in f.indirect:
             site = targets
@@ -572,7 +572,7 @@ def analyze(elf: str | Path, obj_dir: str | Path, fpu: bool) -> dict:
             continue
         raise StackError(f"the address of {n} ({funcs[n].file or 'library'}) is taken (in "
                          f"{', '.join(sorted(taken[n]))}) but no rule says who calls it",
-                         hint="add it to mcutext.stack.CALLBACK_RULES, or to the vector table")
+                         hint="add it to mcutext.firmware.stack.CALLBACK_RULES, or to the vector table")
 
     # depth, with recursion detected
     depth: dict[str, tuple[int, list[str]]] = {}

@@ -78,7 +78,7 @@ class Bundle:
         sg = fb.subgraphs[0]
         want_in = [1, int(self.manifest["seq_len"])]
         feed = self.manifest["int8"].get("input")
-        if feed:  # the int8 model takes features computed from the ids (mcutext.baselines)
+        if feed:  # the int8 model takes features computed from the ids (mcutext.model.baselines)
             want_in = [1, int(feed["max_words"]), 1, int(feed["feature_size"]) + 1]
         got_in = list(sg.tensors[sg.inputs[0]].shape)
         if got_in != want_in:
@@ -231,7 +231,7 @@ def load_bundle(path: str | Path, *, staging: bool = False) -> Bundle:
     used (`Bundle.tflite_bytes`). Every problem is a McutextError naming the file.
 
     A staging folder (a bundle being written, or left by an interrupted run: see
-    mcutext.outputs) is refused; `staging=True` is for the trainer's own checks of it."""
+    mcutext.common.outputs) is refused; `staging=True` is for the trainer's own checks of it."""
     from ..common.outputs import is_staging
     path = Path(path)
     if is_staging(path) and not staging:

@@ -80,7 +80,7 @@ def tensor_quant(model, tensor_index: int) -> tuple[float, int]:
 
 def check_ops(model, allowed: tuple[str, ...] = SUPPORTED_OPS) -> list[str]:
     """The model's op names; an op outside `allowed` is an error. The baselines pass a longer
-    list (mcutext.baselines.EXTRA_OPS: ops TFLite Micro runs, the firmware not yet)."""
+    list (mcutext.model.baselines.EXTRA_OPS: ops TFLite Micro runs, the firmware not yet)."""
     names = op_names(model)
     bad = sorted(set(n for n in names if n not in allowed))
     if bad:
@@ -121,7 +121,7 @@ def to_int8(keras_model, calibration_ids: np.ndarray) -> bytes:
 def _quiet_stdout():
     """The converter prints progress to stdout (from Python and from C++); keep stdout clean
     for `--json` output by pointing file descriptor 1 at /dev/null meanwhile (and its C++
-    log lines on stderr, unless --verbose: mcutext.quiet)."""
+    log lines on stderr, unless --verbose: mcutext.common.quiet)."""
     with quiet.fd_to_devnull(1), quiet.library_stderr(), open(os.devnull, "w") as sink, \
             contextlib.redirect_stdout(sink):
         yield

@@ -1,7 +1,7 @@
 """The two compact text models of the literature, built for exactly the mcutext pipeline.
 
-Both take the same int32 token ids as the default student (mcutext.tokenizer), train in the
-same loop (mcutext.objective) and give the same three outputs (logits, attention [max_words],
+Both take the same int32 token ids as the default student (mcutext.text.tokenizer), train in the
+same loop (mcutext.train.objective) and give the same three outputs (logits, attention [max_words],
 features), so that explain, personalization, the attack suite and the bench treat them like
 any bundle. docs/baselines.md has the choices and the measurements.
 
@@ -29,7 +29,7 @@ FastGRNN (Kusupati et al., NeurIPS 2018), recipe `model.arch = "fastgrnn"`:
 
 PRADO (Kaliamoorthi et al., EMNLP 2019), recipe `model.arch = "prado"`:
 
-    ids --projection (mcutext.projection; no table)--> [L, P + 1] (ternary sums / K, presence)
+    ids --projection (mcutext.model.projection; no table)--> [L, P + 1] (ternary sums / K, presence)
       --Dense(E, ReLU, no bias) x2--> value and attention inputs (padding stays exactly 0)
       per n-gram width w: values = Conv(w)(.), attention logits = Conv(w)(.) [L, C];
         a = softmax over time per channel (padding masked), pooled_w = sum_t a_t * values_t
@@ -346,7 +346,7 @@ def _fmix32(h):
 
 @keras.saving.register_keras_serializable(package="mcutext")
 class PradoProjection(keras.layers.Layer):
-    """ids [N, L*K] -> [N, L, 1, P + 1]: mcutext.projection.float_features inside the graph
+    """ids [N, L*K] -> [N, L, 1, P + 1]: mcutext.model.projection.float_features inside the graph
     (the same unsigned 32-bit arithmetic, so the values are identical). No weights."""
 
     def __init__(self, feature_size: int, seed: int, max_words: int, features_per_word: int,

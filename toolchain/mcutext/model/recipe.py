@@ -39,7 +39,7 @@ VOCAB_SOURCE = "vocab"
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    # "cnn": the mcutext student; "fastgrnn", "prado": the baselines (mcutext.baselines,
+    # "cnn": the mcutext student; "fastgrnn", "prado": the baselines (mcutext.model.baselines,
     # configured by the [fastgrnn] / [prado] sections)
     arch: str = "cnn"
     embed_dim: int = 16
@@ -126,7 +126,7 @@ class TrainConfig:
     epochs: int = 8
     batch_size: int = 32
     learning_rate: float = 3e-3
-    # "constant", or "cosine": decayed to 0 over all steps of the run (mcutext.objective)
+    # "constant", or "cosine": decayed to 0 over all steps of the run (mcutext.train.objective)
     lr_schedule: str = "constant"
     # decoupled weight decay (AdamW); 0 = plain Adam
     weight_decay: float = 0.0
@@ -170,7 +170,7 @@ class ObjectiveConfig:
     adv_search: str = "joint"
     teacher: str = ""             # teacher folder; default build/<recipe>/teacher
     # d: sentence mapping. The features, through a training-only linear layer, follow the
-    # pretrained encoder's sentence embedding (cosine; mcutext.sentence), on the training
+    # pretrained encoder's sentence embedding (cosine; mcutext.train.sentence), on the training
     # texts and on the unlabelled texts of embed_texts (dataset names, or "vocab")
     embed_weight: float = 0.0
     embed_texts: tuple = ()
@@ -197,7 +197,7 @@ TEACHER_KINDS = ("transformer", "bilstm")
 
 @dataclasses.dataclass(frozen=True)
 class TeacherConfig:
-    """How the recipe's teacher is trained (mcutext.teacher; docs/teacher.md has the
+    """How the recipe's teacher is trained (mcutext.train.teacher; docs/teacher.md has the
     measurements behind the defaults)."""
 
     # "transformer": the pretrained MiniLM encoder, its top `tune_layers` layers fine-tuned;
@@ -226,7 +226,7 @@ class TeacherConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DistillConfig:
-    """The transfer set the student learns from besides the labels (mcutext.distill): the
+    """The transfer set the student learns from besides the labels (mcutext.train.distill): the
     training texts plus augmented variants labelled by the teacher. Used only when the
     objective uses a teacher."""
 

@@ -55,7 +55,7 @@ class AttentionSum(keras.layers.Layer):
 class PresenceLogits(keras.layers.Layer):
     """ids [N, L*K] -> [N, L] attention logits of mean pooling: 0 where the word slot holds a
     word, -MASK_PENALTY for padding. Converts to TFLite Micro builtins on the int32 ids
-    (like mcutext.baselines.WordPresence): STRIDED_SLICE, MINIMUM, GATHER (int8 result)."""
+    (like mcutext.model.baselines.WordPresence): STRIDED_SLICE, MINIMUM, GATHER (int8 result)."""
 
     def __init__(self, max_words: int, features_per_word: int, **kwargs):
         super().__init__(**kwargs)
@@ -84,7 +84,7 @@ class EmbeddingPresenceLogits(keras.layers.Layer):
 class CosineHead(keras.layers.Layer):
     """scale * cos(f - center, w_c) for every class c: the training form of model.head =
     "prototype". It never reaches a bundle: after training, the head is replaced by a Dense
-    layer holding one prototype per class (mcutext.train.prototype_head), which has the same
+    layer holding one prototype per class (mcutext.train.pipeline.prototype_head), which has the same
     argmax for every input, because all its rows have the same norm and the scores are
     w_c . (f - center) scaled by a positive number that does not depend on c."""
 
@@ -179,7 +179,7 @@ def build_student(recipe: Recipe, n_classes: int, batch_size: int | None = None,
                   dense_head: bool = False) -> keras.Model:
     """Model with outputs (logits, attention, features). `training_graph` adds the
     training-only augmentation layers (no weights, so weights copy across). The recipe's
-    model.arch picks the mcutext student ("cnn") or a baseline (mcutext.baselines).
+    model.arch picks the mcutext student ("cnn") or a baseline (mcutext.model.baselines).
     `dense_head`: a plain Dense head even when model.head is "prototype" (the exported form)."""
     if recipe.model.arch != "cnn":
         from .baselines import build_baseline

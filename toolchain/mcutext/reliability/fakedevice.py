@@ -10,7 +10,7 @@ can synchronize and then meet the hostile reply. A reply value is the raw bytes 
 (CR LF, `ok`, a missing terminator, anything), or a callable (request line) -> bytes. A
 reply ending with `CLOSE` has the connection closed after the bytes before it are sent.
 `well_formed_replies()` gives the replies of docs/protocol.md for a bundle's labels and
-tokenizer: the starting point the probe (mcutext.hostprobe) mutates.
+tokenizer: the starting point the probe (mcutext.reliability.hostprobe) mutates.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ The seed corpus is real traffic: sentences of the dataset the bundle was trained
 host tool sends them (classify, explain, learn with its CRC), and a head blob the device
 exported itself. Everything is written under build/; nothing generated is committed.
 
-    python -m mcutext.fuzz --seconds 600        # `make fuzz`: every target, one at a time
+    python -m mcutext.reliability.fuzz --seconds 600        # `make fuzz`: every target, one at a time
 """
 
 from __future__ import annotations
@@ -338,7 +338,7 @@ def write_report(results: list[dict], out_dir: Path, bundle: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m mcutext.fuzz",
+    ap = argparse.ArgumentParser(prog="python -m mcutext.reliability.fuzz",
                                  description="build the fuzz targets and run each in turn")
     ap.add_argument("--bundle", default=str(PROJECT_ROOT / "build" / "sst2" / "bundle"))
     ap.add_argument("--out", default=str(PROJECT_ROOT / "build" / "fuzz"))

@@ -1,10 +1,10 @@
 """Host probe: hostile inputs to the real `mcutext` command line (docs/reliability.md).
 
-The firmware has its fuzzers (mcutext.fuzz); this is the host's. Hypothesis draws hostile
+The firmware has its fuzzers (mcutext.reliability.fuzz); this is the host's. Hypothesis draws hostile
 inputs in five families and runs the real CLI on each (in-process through `cli.main`, a few
 as real subprocesses):
 
-    replies     a fake device on a local socket (mcutext.fakedevice) answers one command with a
+    replies     a fake device on a local socket (mcutext.reliability.fakedevice) answers one command with a
                 mutated reply: lines dropped, doubled, cut, swapped, a field replaced by
                 garbage, binary lines, a boot notice, a missing final line, a connection
                 closed part-way, an overlong line
@@ -21,7 +21,7 @@ Every run must end with exit code 0 or 2 (130 / 143 for signals), at most one `e
 and no traceback on stderr, and write nothing outside the output folder it was given (the
 example's folder is snapshot before and after).
 
-    python -m mcutext.hostprobe --bundle build/sst2/bundle --seconds 600 --out build/fuzz/host
+    python -m mcutext.reliability.hostprobe --bundle build/sst2/bundle --seconds 600 --out build/fuzz/host
     pytest tests/test_hostprobe.py            # the short, derandomized run of `make test`
 """
 
@@ -643,7 +643,7 @@ def write_report(probe: Probe, failures: list[str], seconds: float, out: Path,
 
 def main(argv: list[str] | None = None) -> int:
     from ..firmware.boards import PROJECT_ROOT
-    ap = argparse.ArgumentParser(prog="python -m mcutext.hostprobe",
+    ap = argparse.ArgumentParser(prog="python -m mcutext.reliability.hostprobe",
                                  description="hostile inputs to the mcutext CLI for a while")
     ap.add_argument("--bundle", default=str(PROJECT_ROOT / "build" / "sst2" / "bundle"))
     ap.add_argument("--out", default=str(PROJECT_ROOT / "build" / "fuzz" / "host"))

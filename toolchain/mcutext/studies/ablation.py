@@ -1,7 +1,7 @@
 """`mcutext ablate RECIPE`: what each part of the three-part objective buys (issue 6).
 
 Four students are trained from the recipe, differing only in the objective's weights
-(mcutext.objective.ObjectiveConfig: a = kd_weight, b = map_weight, c = adv_weight):
+(mcutext.model.recipe.ObjectiveConfig: a = kd_weight, b = map_weight, c = adv_weight):
 
     ce           CE only                          a = 0, b = 0, c = 0
     kd           + knowledge distillation         a,     b = 0, c = 0
@@ -23,7 +23,7 @@ For each trained bundle, on the int8 model in TFLite Micro:
   budget 2 words, on `n_eval` test sentences (the attack suite's fixed sample), attack seed 0,
   and the share of the CE arm's errors under each attack (sentences it gets wrong, attacked
   or already clean) that the arm gets right;
-- certified accuracy at 1 and 2 edited words (mcutext.certify) on the same sentences;
+- certified accuracy at 1 and 2 edited words (mcutext.attack.certify) on the same sentences;
 - explanation faithfulness of the int8 attention (mcutext.explain: ERASER comprehensiveness
   and sufficiency, deletion AOPC, each against a random ranking) and its agreement with the
   teacher's word attributions (Spearman, top-3 overlap), on the same sentences;

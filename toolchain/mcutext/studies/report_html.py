@@ -1,4 +1,4 @@
-"""The page of `mcutext report`: HTML from the data of mcutext.report, charts by matplotlib.
+"""The page of `mcutext report`: HTML from the data of mcutext.studies.report, charts by matplotlib.
 
 One file and nothing else: the styles and the script are inline, every chart is a matplotlib
 SVG inlined as a data: URI (an <img>, so the charts' element ids never meet), and a Content

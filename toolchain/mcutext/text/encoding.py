@@ -1,6 +1,6 @@
 """How the robust encoding's table is chosen from the training text (docs/tokenizer.md).
 
-The table (mcutext.tokenizer.RobustTable) gives every known word a code and lets a typo of a
+The table (mcutext.text.tokenizer.RobustTable) gives every known word a code and lets a typo of a
 word reach that word's code. Which words get a code of their own is a trade-off between
 *fidelity* (codes that keep apart what the task must tell apart) and *stability* (a word and
 its one-edit typos reach few codes). Here:
@@ -264,7 +264,7 @@ def build_table(texts: Sequence[str], y: np.ndarray, n_labels: int, spec: Tokeni
 # --- what a word's one-edit variants reach -------------------------------------------------
 def _variants(w: bytes) -> list[bytes]:
     """The one-edit variants of a lower-cased word under the attacks' family
-    (mcutext.perturb.edit_family, applied to the word's characters), as bytes."""
+    (mcutext.text.perturb.edit_family, applied to the word's characters), as bytes."""
     from .perturb import edit_family
     s = w.decode("utf-8", "surrogateescape")
     return sorted({v.encode("utf-8", "surrogateescape") for v in edit_family(s)} - {w})

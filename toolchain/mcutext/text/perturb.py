@@ -1,11 +1,11 @@
 """Seeded character- and word-level perturbations of text.
 
 Shared by the attack suite (mcutext.attack) and by the training-time adversary
-(mcutext.objective), which calls the same functions with its own seeds. Every function is
+(mcutext.train.objective), which calls the same functions with its own seeds. Every function is
 pure: the only randomness comes from the `numpy.random.Generator` passed in, so the same
 seed and the same text always give the same result.
 
-Words are the tokenizer's words (mcutext.tokenizer): maximal runs of ASCII letters, digits,
+Words are the tokenizer's words (mcutext.text.tokenizer): maximal runs of ASCII letters, digits,
 the apostrophe and non-ASCII characters. Every other non-space ASCII character is a
 one-character punctuation token. Edits replace a word in place and keep every other
 character of the sentence (spacing, punctuation, case of the other words) as it was. Edits
@@ -158,7 +158,7 @@ def edit_family(word: str) -> list[str]:
     letters (in the replaced character's case; the QWERTY-neighbour edits are among them),
     deletions (words of 2+ characters) and insertions of any letter at any position (in the
     case of the character before it, the first character's at position 0). The word itself
-    is not in the family. This is the family the certification (mcutext.certify) enumerates
+    is not in the family. This is the family the certification (mcutext.attack.certify) enumerates
     and the adaptive attack searches."""
     n = len(word)
     seen = {word}

@@ -21,7 +21,7 @@ function and is tested against it. The full spec is in docs/tokenizer.md. In sho
 
 The robust encoding (spec version 2, `encoding = "robust"`, docs/tokenizer.md) keeps steps 1,
 2 and 5 and replaces 3-4: each word becomes one code, looked up in a table built on the host
-from the training text (`mcutext.encoding`) so that a word and its one-edit typos share a
+from the training text (`mcutext.text.encoding`) so that a word and its one-edit typos share a
 code; what the table cannot place gets the fallback code. The table travels in the bundle
 (`encoding.bin`, named by its sha256 in the spec) and is compiled into the firmware.
 """

@@ -9,7 +9,7 @@ from the left, continuation pieces carrying a '##' prefix. A word longer than
 
 Unlike a plain tokenizer, every piece keeps the span [start, end) of *original* characters it
 came from: the teacher needs them to map its per-piece attention onto the student's words
-(mcutext.teacher). Normalization is therefore done one original character at a time, so each
+(mcutext.train.teacher). Normalization is therefore done one original character at a time, so each
 normalized character knows where it came from. (The only known difference from normalizing
 the whole string at once is the context-dependent lower case of a word-final Greek capital
 sigma, which is irrelevant here: accent stripping and the vocabulary treat both sigmas alike.)

@@ -9,24 +9,24 @@
 - KD is T^2 * KL(softmax(z_t / T) || softmax(z_s / T)) (Hinton; kd_loss = "kl") or the squared
   error between the logits (Tang et al.; kd_loss = "mse").
 - CE_w: cross-entropy weighted per example. The student trains on a transfer set
-  (mcutext.distill): the training texts, whose gold labels count (w = 1), plus augmented
+  (mcutext.train.distill): the training texts, whose gold labels count (w = 1), plus augmented
   variants that only the teacher labels (w = 0: they are learnt through KD alone).
 - z_t, attr_t: the teacher's logits and its word attributions, aligned to the student's words
-  (mcutext.teacher), computed once per transfer set and cached.
+  (mcutext.train.teacher), computed once per transfer set and cached.
 - attn_s: the student's attention pooling weights, renormalized over the words present; this
   is also what the device reports as its explanation, so aligning it is aligning the device's
   explanations with the teacher's.
 - r_fgm: a norm-bounded step along the loss gradient in word-embedding space (Miyato et al.),
   with ||r|| = fgm_epsilon * ||e|| per example (relative, because hashed embeddings have no
   fixed scale), pads masked, gradient stopped.
-- x_adv: discrete perturbations (character edits / WordNet synonyms from mcutext.perturb, with
+- x_adv: discrete perturbations (character edits / WordNet synonyms from mcutext.text.perturb, with
   training seeds that never meet the evaluation seeds) of the `adv_words` words the student
   attends to most, worst of `adv_candidates` candidates per original text under the current
   student (all words at once, or word by word with adv_search = "greedy"), re-drawn every
   epoch.
 
 - P f_s, s_t: a training-only linear map of the student's features, and the pretrained
-  encoder's unit sentence embedding of the text (mcutext.sentence); unlabelled texts
+  encoder's unit sentence embedding of the text (mcutext.train.sentence); unlabelled texts
   (objective.embed_texts) take part in this term only.
 
 One loop serves every variant, so an ablation changes only the weights a, b, c.
@@ -170,7 +170,7 @@ class Trainer(Adversary):
     # --- the loop --------------------------------------------------------------------------
     def fit(self, data, x_dv: np.ndarray, y_dv: np.ndarray, tokenizer, epochs: int,
             batch_size: int | None = None) -> dict:
-        """Train on `data` (a mcutext.distill.TrainingSet) and keep the weights of the epoch
+        """Train on `data` (a mcutext.train.distill.TrainingSet) and keep the weights of the epoch
         with the best dev accuracy."""
         import tensorflow as tf
         x_tr = tokenizer.encode_batch(data.texts)
@@ -178,7 +178,7 @@ class Trainer(Adversary):
         orig = np.flatnonzero(data.ce_weight > 0)
         history: dict[str, list[float]] = {"loss": [], "val_accuracy": []}
         best_acc, best_weights = -1.0, None
-        # FastGRNN's compression phases (mcutext.baselines.CompressionSchedule): only
+        # FastGRNN's compression phases (mcutext.model.baselines.CompressionSchedule): only
         # checkpoints of the last phase have the target sparsity
         schedule = getattr(self.layers, "schedule", None)
         bs = batch_size or self.recipe.train.batch_size

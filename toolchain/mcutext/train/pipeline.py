@@ -47,7 +47,7 @@ def fit(recipe: Recipe, train: Dataset, dev: Dataset, labels: list[str],
 
     With `use_teacher` and an objective that uses one, the recipe's teacher is loaded (trained
     first if missing) and the student trains on the teacher-labelled transfer set
-    (mcutext.distill). Without, the teacher terms of the objective are switched off.
+    (mcutext.train.distill). Without, the teacher terms of the objective are switched off.
     """
     from .distill import TrainingSet, transfer_set
     from .objective import Trainer
@@ -83,7 +83,7 @@ def fit(recipe: Recipe, train: Dataset, dev: Dataset, labels: list[str],
 
 def with_sentence_targets(recipe: Recipe, data):
     """The training set plus objective.embed_texts as unlabelled examples (no cross-entropy),
-    every text with its sentence embedding (mcutext.sentence)."""
+    every text with its sentence embedding (mcutext.train.sentence)."""
     import dataclasses
     from .sentence import embed, extra_texts
     if recipe.objective.uses_teacher:
@@ -183,7 +183,7 @@ def get_teacher(recipe: Recipe, labels: list[str]):
 
 
 def resolve_encoding(recipe: Recipe, train_ds: Dataset, labels: list[str]):
-    """A robust tokenizer's table, built from the training split (mcutext.encoding) and
+    """A robust tokenizer's table, built from the training split (mcutext.text.encoding) and
     registered, unless the spec already names a registered table (a table made elsewhere,
     as the QEMU tests' and bench_encoder's); returns the recipe with the resolved spec (codes, table sha256) and
     (table, summary), or the recipe unchanged and None for the hashed encoding."""
@@ -355,7 +355,7 @@ def train(recipe: Recipe, out: Path | None = None, epochs: int | None = None,
     None, means yes for full runs and no for quick runs on a subset (`limit`), which must not
     wait minutes for a teacher to be trained.
     `out` may be absent, empty or an earlier bundle; anything else only with `force`
-    (mcutext.outputs.check_out, checked before training)."""
+    (mcutext.common.outputs.check_out, checked before training)."""
     out = Path(out) if out else default_out(recipe)
     check_out(out, "bundle", force)
     configure_tensorflow()

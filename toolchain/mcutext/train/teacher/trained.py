@@ -112,7 +112,7 @@ class Teacher:
     def word_attributions(self, texts: list[str], max_words: int,
                           max_word_bytes: int) -> np.ndarray:
         """float32[n, max_words]: the teacher's pooling weights summed onto the student's words
-        (mcutext.tokenizer.split_words), renormalized to 1 over the words present."""
+        (mcutext.text.tokenizer.split_words), renormalized to 1 over the words present."""
         return self._align(texts, self._outputs(texts, 64), max_words, max_word_bytes)
 
     def _align(self, texts, outs, max_words: int, max_word_bytes: int) -> np.ndarray:
