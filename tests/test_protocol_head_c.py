@@ -1,5 +1,5 @@
 """The personalization commands of the firmware core (`label`, `learn`, `head`: docs/protocol.md)
-built for the host with personalize.c, a fake board, a fake model whose features are a simple
+built for the host with personalize.c and head_blob.c, a fake board, a fake model whose features are a simple
 function of the token ids, and a fake factory head, under AddressSanitizer and UBSan: the
 framing and argument errors, and the learned head against the numpy reference
 (mcutext.personalize.HeadSimulator). The real model under QEMU: test_personalize_qemu.py.
@@ -114,7 +114,7 @@ def core(tmp_path_factory) -> Path:
     }
     exe = d / "core"
     sources = [FIRMWARE / f for f in ("app.c", "protocol.c", "tokenizer.c", "personalize.c",
-                                       "slots.c", "storage.c")]
+                                       "head_blob.c", "slots.c", "storage.c")]
     subprocess.run([cc, "-std=gnu11", "-O1", "-g", "-Wall", "-Wextra", "-Werror",
                     "-ffp-contract=off", "-fsanitize=address,undefined",
                     "-fno-sanitize-recover=all", f"-I{d}", f"-I{FIRMWARE}",

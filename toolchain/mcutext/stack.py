@@ -50,11 +50,11 @@ OBJDUMP = "arm-none-eabi-objdump"
 # The calling file is the basename of the source that defines the calling function; the
 # callers and targets are regular expressions, targets written "file:function".
 CALLBACK_RULES: list[tuple[str, str, str, str]] = [
-    # personalize.c: mt_head_save writes through its byte sink, mt_head_load reads through
+    # head_blob.c: mt_head_save writes through its byte sink, mt_head_load reads through
     # its byte source (and the helpers they are split into)
-    ("personalize.c", r"mt_head_save|w_\w+|crc_f32", "mt_head_write_fn",
+    ("head_blob.c", r"mt_head_save|w_\w+|crc_f32", "mt_head_write_fn",
      r"app\.c:export_chunk|slots\.c:mt_slots_write"),
-    ("personalize.c", r"mt_head_load|r_\w+|name_at_equals", "mt_head_read_fn",
+    ("head_blob.c", r"mt_head_load|r_\w+|name_at_equals", "mt_head_read_fn",
      r"app\.c:import_read|slots\.c:mt_slots_read"),
     # slots.c: the storage backend's read / erase / program (storage.h)
     ("slots.c", r".*", "mt_storage_t ops", r"(storage\w*|\w*_flash)\.c:\w+"),
