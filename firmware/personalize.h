@@ -1,6 +1,6 @@
 /* On-device personalization of the head (features -> classes): docs/personalization.md.
  *
- * The float32 arithmetic of toolchain/mcutext/personalize.py (HeadSimulator), which is the
+ * The float32 arithmetic of toolchain/mcutext/device/personalize.py (HeadSimulator), which is the
  * reference; tests/test_personalize.py checks that both agree after the same updates.
  * No heap: all state lives in one caller-provided mt_head_t (put it in .bss), sized by the
  * compile-time maxima below; the factory weights stay in flash (const pointers).

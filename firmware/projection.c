@@ -1,4 +1,4 @@
-/* PRADO projection, the C copy of toolchain/mcutext/projection.py (spec: docs/baselines.md). */
+/* PRADO projection, the C copy of toolchain/mcutext/model/projection.py (spec: docs/baselines.md). */
 #include "projection.h"
 
 #define ID_MULT 0x9E3779B9u

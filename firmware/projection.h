@@ -1,5 +1,5 @@
 /* mcutext PRADO projection: feature ids -> ternary projection vectors, computed on the fly
- * (no table). Must give exactly the values of toolchain/mcutext/projection.py (the spec;
+ * (no table). Must give exactly the values of toolchain/mcutext/model/projection.py (the spec;
  * docs/baselines.md). No heap, no floating point: the quantization of the model input is a
  * lookup table the code generator computes on the host. */
 #ifndef MT_PROJECTION_H

@@ -2,7 +2,7 @@
  * by the emulated boards' storage: a host file that outlives QEMU (storage_semihost.c).
  *
  * A BKPT 0xAB is only answered when a semihosting host is there (QEMU with
- * -semihosting-config enable=on, as mcutext.qemu runs it, or a debugger); otherwise it
+ * -semihosting-config enable=on, as mcutext.device.qemu runs it, or a debugger); otherwise it
  * raises a HardFault (or DebugMonitor). mt_semihost_present() probes with one call while
  * mt_semihost_fault, the board's HardFault and DebugMonitor vector, turns such a fault into
  * a failed call; outside the probe that vector is the board's Fault_Handler. So a QEMU

@@ -1,7 +1,7 @@
 /* Storage of the emulated boards: a host file reached through ARM semihosting, with the NOR
  * flash rules of storage.h enforced (docs/personalization.md, "Storage on the boards").
  *
- * QEMU passes the file's path in the semihosting command line, which mcutext.qemu sets to
+ * QEMU passes the file's path in the semihosting command line, which mcutext.device.qemu sets to
  * "mcutext-storage <path>" (-semihosting-config enable=on,target=native,arg=...). Without
  * it there is no storage. */
 #ifndef MT_STORAGE_SEMIHOST_H

@@ -1,4 +1,4 @@
-/* The bytes-to-ids function of toolchain/mcutext/tokenizer.py: vocabulary-free feature hashing
+/* The bytes-to-ids function of toolchain/mcutext/text/tokenizer.py: vocabulary-free feature hashing
  * (spec version 1) and the robust word encoding (version 2). Spec: docs/tokenizer.md. Works on
  * bytes: invalid UTF-8, NUL and any length are just input. */
 #include "tokenizer.h"

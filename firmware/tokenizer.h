@@ -1,6 +1,6 @@
 /* mcutext tokenizer: vocabulary-free feature hashing (spec version 1) or the robust word
  * encoding (spec version 2, a table in flash); spec: docs/tokenizer.md. Must produce exactly
- * the ids of toolchain/mcutext/tokenizer.py for every byte string. */
+ * the ids of toolchain/mcutext/text/tokenizer.py for every byte string. */
 #ifndef MT_TOKENIZER_H
 #define MT_TOKENIZER_H
 
@@ -15,7 +15,7 @@
 #define MT_CODE_NONE 0xFFFFu      /* table field: nothing there */
 #define MT_CODE_AMBIGUOUS 0xFFFEu /* near field: one deletion away from several codes */
 
-/* The robust encoding's table (mcutext.tokenizer.RobustTable, bundle file encoding.bin), const
+/* The robust encoding's table (mcutext.text.tokenizer.RobustTable, bundle file encoding.bin), const
  * in flash: per key (a 32-bit hash of a word or of a word with one byte deleted, tag 'K'),
  * the code of the known word with that key (`exact`) and of the known words one deletion away
  * from it (`near`), each MT_CODE_NONE if none. */

@@ -328,7 +328,7 @@ def _recrc(data: bytes) -> bytes:
 
 def test_device_refuses_bad_head_blobs_and_keeps_its_head(firmware, sst2_small_bundle,
                                                           tmp_path, capsys):
-    """The firmware's own checks (firmware/personalize.c mt_head_load), with the host's
+    """The firmware's own checks (firmware/head_blob.c mt_head_load), with the host's
     checks bypassed: blobs sent straight with Device.import_head."""
     from mcutext.int8.bundle import load_bundle
     from mcutext.device.personalize import BLOB_HEADER, NAME_BYTES, HeadSimulator

@@ -3,7 +3,7 @@
 Small Keras models, each with several branches of one op kind in different configurations
 (shapes that take the specialized, generic and portable paths; zero points at -128, 127 and
 in between; fused activations; per-channel and per-tensor weights), are converted to
-full-integer TFLite, run in TFLite Micro and - through mcutext.generate_graph - in
+full-integer TFLite, run in TFLite Micro and - through mcutext.codegen.driver.generate_graph - in
 the kernels compiled for the host, portable and with the DSP paths emulated
 (-DMT_EMULATE_DSP). Inputs cover the whole int8 range, beyond the calibration range, so the
 outputs saturate too. The fixed-point primitives are checked at their extremes against a

@@ -1,4 +1,4 @@
-"""On-device personalization: firmware/personalize.c and firmware/slots.c, built for the host
+"""On-device personalization: firmware/personalize.c, head_blob.c and slots.c, built for the host
 (gcc, ctypes), against the numpy reference (mcutext.device.personalize.HeadSimulator).
 
 - the C head agrees with the simulator after the same updates on real int8 features of a real
@@ -163,7 +163,8 @@ def lib(tmp_path_factory):
         [cc, "-std=gnu11", "-O2", "-g", "-Wall", "-Wextra", "-Werror", "-fPIC", "-shared",
          "-ffp-contract=off", f"-I{FIRMWARE}", f"-DMT_HEAD_MAX_CLASSES={MAX_CLASSES}",
          f"-DMT_HEAD_MAX_NEW_LABELS={MAX_NEW}", f"-DMT_HEAD_MAX_FEATURES={MAX_FEATURES}",
-         str(FIRMWARE / "personalize.c"), str(FIRMWARE / "slots.c"), str(d / "harness.c"),
+         str(FIRMWARE / "personalize.c"), str(FIRMWARE / "head_blob.c"),
+         str(FIRMWARE / "slots.c"), str(d / "harness.c"),
          "-o", str(so), "-lm"], check=True, capture_output=True, text=True)
     L = ctypes.CDLL(str(so))
     P, F = ctypes.c_void_p, ctypes.POINTER(ctypes.c_float)

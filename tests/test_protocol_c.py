@@ -1,6 +1,6 @@
-"""The firmware core (app.c, protocol.c, tokenizer.c) built for the host, with a fake board on
-stdin/stdout and a fake model: the serial protocol of docs/protocol.md and the host client
-(mcutext.device.client) against it, without QEMU, under AddressSanitizer and UBSan.
+"""The firmware core (the application's files, protocol.c, tokenizer.c) built for the host, with
+a fake board on stdin/stdout and a fake model: the serial protocol of docs/protocol.md and the
+host client (mcutext.device.client) against it, without QEMU, under AddressSanitizer and UBSan.
 
 The fake model's outputs are simple functions of the token ids (logits[i] = ids[0] + 37 i,
 attention[w] = ids[w * F]), so every reply can be predicted from the Python tokenizer.
@@ -28,6 +28,9 @@ from mcutext.text.tokenizer import Tokenizer, TokenizerSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRMWARE = ROOT / "firmware"
+# the application's files (firmware/app_internal.h says what each owns)
+APP_SOURCES = ("app.c", "classify.c", "diagnostics.c", "head_commands.c", "head_storage.c",
+               "reply.c", "train_buffer.c")
 SPEC = TokenizerSpec(buckets=10240, max_words=8, typo_features=True, max_word_bytes=6)
 LABELS = ["neg", "pos\\x", "caf\xe9"]   # a backslash and a non-ASCII byte: escaped by the device
 LOGITS_Q = (np.float32(0.02443857304751873), -39)
@@ -112,7 +115,7 @@ def core(tmp_path_factory) -> Path:
         "MT_FIRMWARE_VERSION": '"9.9.9"',
     }
     exe = d / "core"
-    sources = [FIRMWARE / f for f in ("app.c", "protocol.c", "tokenizer.c")] + [d / "fake.c"]
+    sources = [FIRMWARE / f for f in (*APP_SOURCES, "protocol.c", "tokenizer.c")] + [d / "fake.c"]
     subprocess.run([cc, "-std=gnu11", "-O1", "-g", "-Wall", "-Wextra", "-Werror",
                     "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
                     f"-I{FIRMWARE}", f"-I{FIRMWARE / 'kernels'}",

@@ -1,6 +1,7 @@
 """The personalization commands of the firmware core (`label`, `learn`, `head`: docs/protocol.md)
-built for the host with personalize.c, a fake board, a fake model whose features are a simple
-function of the token ids, and a fake factory head, under AddressSanitizer and UBSan: the
+built for the host with personalize.c and head_blob.c, a fake board, a fake model whose
+features are a simple function of the token ids, and a fake factory head, under
+AddressSanitizer and UBSan: the
 framing and argument errors, and the learned head against the numpy reference
 (mcutext.device.personalize.HeadSimulator). The real model under QEMU: test_personalize_qemu.py.
 """
@@ -22,6 +23,9 @@ from mcutext.text.tokenizer import Tokenizer, TokenizerSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRMWARE = ROOT / "firmware"
+# the application's files (firmware/app_internal.h says what each owns)
+APP_SOURCES = ("app.c", "classify.c", "diagnostics.c", "head_commands.c", "head_storage.c",
+               "reply.c", "train_buffer.c")
 SPEC = TokenizerSpec(buckets=10240, max_words=8, typo_features=True, max_word_bytes=6)
 LABELS = ["neg", "pos"]
 H, N_NEW = 8, 2
@@ -113,8 +117,8 @@ def core(tmp_path_factory) -> Path:
         "MT_BOARD_NAME": '"host"', "MT_FIRMWARE_VERSION": '"9.9.9"',
     }
     exe = d / "core"
-    sources = [FIRMWARE / f for f in ("app.c", "protocol.c", "tokenizer.c", "personalize.c",
-                                       "slots.c", "storage.c")]
+    sources = [FIRMWARE / f for f in (*APP_SOURCES, "protocol.c", "tokenizer.c", "personalize.c",
+                                       "head_blob.c", "slots.c", "storage.c")]
     subprocess.run([cc, "-std=gnu11", "-O1", "-g", "-Wall", "-Wextra", "-Werror",
                     "-ffp-contract=off", "-fsanitize=address,undefined",
                     "-fno-sanitize-recover=all", f"-I{d}", f"-I{FIRMWARE}",

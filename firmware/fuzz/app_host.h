@@ -1,6 +1,7 @@
-/* The application core (firmware/app.c) compiled into a fuzz target, so that the target can
- * put its static state back to boot values before every input: libFuzzer runs millions of
- * inputs in one process, and an input must not depend on the ones before it. */
+/* The application core (firmware/app.c and the files app_internal.h lists) compiled into a
+ * fuzz target, so that the target can put its static state back to boot values before every
+ * input: libFuzzer runs millions of inputs in one process, and an input must not depend on
+ * the ones before it. */
 #ifndef MT_FUZZ_APP_HOST_H
 #define MT_FUZZ_APP_HOST_H
 
@@ -8,10 +9,16 @@
 #include <string.h>
 
 #include "../app.c"
+#include "../classify.c"
+#include "../diagnostics.c"
+#include "../head_commands.c"
+#include "../head_storage.c"
+#include "../reply.c"
+#include "../train_buffer.c"
 #include "fuzz_board.h"
 
-/* A reset: app.c's static state back to its boot values (the .bss of a real reset), the
- * storage kept. The list follows app.c's file-scope variables. */
+/* A reset: the application's state back to its boot values (the .bss of a real reset), the
+ * storage kept. The list follows the file-scope variables of the files included above. */
 static void fuzz_app_reset(void)
 {
     memset(&reader, 0, sizeof reader);

@@ -5,7 +5,7 @@
  * [1, buckets) for the words kept and are 0 after them; the output array is allocated at
  * exactly max_words * features_per_word entries, so a write past it is an ASan report.
  * Byte 10's low bit selects the robust encoding (spec version 2) on mt_fuzz_table, the table
- * toolchain/mcutext/fuzz.py generates (seed 0, its codes as buckets, one code per word). */
+ * toolchain/mcutext/reliability/fuzz.py generates (seed 0, its codes as buckets, one code per word). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

@@ -28,7 +28,7 @@ they started, and the update count saturates at 2^32 - 1 (`MAX_UPDATES`).
 
 Added labels' names follow the device's rule (`valid_label_name`); only added labels can be
 removed or renamed. `blob()` / `load_blob()` read and write the device's serialized state
-(format in docs/personalization.md; `firmware/personalize.c` writes the same layout).
+(format in docs/personalization.md; `firmware/head_blob.c` writes the same layout).
 """
 
 from __future__ import annotations

@@ -368,7 +368,7 @@ def _reusable(out: Path, key: str) -> dict | None:
 GROUPS = ("core", "kernels", "model", "board", "libc", "personalize")
 # On-device personalization (docs/personalization.md): its flash is reported on its own, not
 # in the classification runtime's overhead. libm is linked for it only (expf, logf, sqrtf).
-PERSONALIZE_SOURCES = ("personalize.c", "slots.c", "head.c",
+PERSONALIZE_SOURCES = ("personalize.c", "head_blob.c", "slots.c", "head.c",
                        # storage of the learned head: the backends and the boards' part
                        "storage.c", "storage_semihost.c", "semihost.c", "stm32f4_flash.c",
                        "storage_armv7m.c")

@@ -42,7 +42,7 @@ KERNELS_DIR = FIRMWARE_DIR / "kernels"
 TEMPLATES = FIRMWARE_DIR / "export"
 EXPORT_FILE = "mcutext-export.json"   # what an export folder is recognised by
 # compiled only with MCUTEXT_PERSONALIZE (the cmake / zephyr options)
-PERSONALIZE_FILES = ("personalize.c", "head.c")
+PERSONALIZE_FILES = ("personalize.c", "head_blob.c", "head.c")
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.MULTILINE)
 
 

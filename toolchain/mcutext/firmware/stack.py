@@ -50,12 +50,12 @@ OBJDUMP = "arm-none-eabi-objdump"
 # The calling file is the basename of the source that defines the calling function; the
 # callers and targets are regular expressions, targets written "file:function".
 CALLBACK_RULES: list[tuple[str, str, str, str]] = [
-    # personalize.c: mt_head_save writes through its byte sink, mt_head_load reads through
+    # head_blob.c: mt_head_save writes through its byte sink, mt_head_load reads through
     # its byte source (and the helpers they are split into)
-    ("personalize.c", r"mt_head_save|w_\w+|crc_f32", "mt_head_write_fn",
-     r"app\.c:export_chunk|slots\.c:mt_slots_write"),
-    ("personalize.c", r"mt_head_load|r_\w+|name_at_equals", "mt_head_read_fn",
-     r"app\.c:import_read|slots\.c:mt_slots_read"),
+    ("head_blob.c", r"mt_head_save|w_\w+|crc_f32", "mt_head_write_fn",
+     r"head_storage\.c:export_chunk|slots\.c:mt_slots_write"),
+    ("head_blob.c", r"mt_head_load|r_\w+|name_at_equals", "mt_head_read_fn",
+     r"head_storage\.c:import_read|slots\.c:mt_slots_read"),
     # slots.c: the storage backend's read / erase / program (storage.h)
     ("slots.c", r".*", "mt_storage_t ops", r"(storage\w*|\w*_flash)\.c:\w+"),
     # semihost.c: the HardFault / DebugMonitor vector of the emulated boards jumps on to the
@@ -91,8 +91,8 @@ FIELD_OFFSETS: dict[str, dict[int, str]] = {
 # and why.
 ADDRESS_ONLY: list[tuple[str, str]] = [
     (r"(board|\w+_watchdog)\.c:board_reset_cause",
-     "an optional (weak) board hook: app.c compares its address with NULL, then calls it "
-     "directly"),
+     "an optional (weak) board hook: diagnostics.c compares its address with NULL, then "
+     "calls it directly"),
 ]
 
 _CALL_RELOCS = ("R_ARM_THM_CALL", "R_ARM_THM_JUMP24", "R_ARM_THM_JUMP19", "R_ARM_THM_JUMP11",

@@ -49,7 +49,7 @@ CFLAGS = ["-std=gnu11", "-g", "-O1", "-Wall", "-Wextra", "-Werror",
           "-Wno-unused-function", "-DMT_EMULATE_DSP", "-DMT_BOARD_NAME=\"fuzz\"",
           "-DMT_FIRMWARE_VERSION=\"fuzz\""]
 # The app's core (protocol, tokenizer, personalization) around the generated model.
-CORE_SOURCES = ("protocol.c", "tokenizer.c", "personalize.c", "slots.c")
+CORE_SOURCES = ("protocol.c", "tokenizer.c", "personalize.c", "head_blob.c", "slots.c")
 # The robust table of the tokenizer target when the bundle's encoding is hashed: these words,
 # in 6 clusters, all taking their typos (deletions shared by two clusters: ambiguous keys).
 FUZZ_WORDS = (b"the", b"then", b"than", b"a", b"an", b"and", b"good", b"goods", b"bad",
