@@ -122,3 +122,34 @@ def test_robust_recipe_trains_a_bundle_with_its_table(tmp_path):
     assert ids.shape == (2, spec.max_words) and ids.max() < spec.buckets
     # int8 and float agree on the test sentences the manifest measured
     assert b.manifest["metrics"]["test"]["int8_float_agreement"] >= 0.9
+    check_threats(b)
+
+
+def check_threats(b) -> None:
+    """The certificate's narrower threats: each allows a subset of the family's moves, so
+    certified accuracy can only grow from family to no-injection to deletion; every witness
+    is still a real edit that TFLite Micro misclassifies (certify checks it), and it makes only
+    the moves its threat allows."""
+    from mcutext.attack.certify import certify
+    from mcutext.text.tokenizer import CODE_FALLBACK
+    tok = b.tokenizer
+    code = {}
+
+    def word_code(w: str) -> int:
+        if w not in code:
+            code[w] = int(tok.word_features(tok.words(w)[0])[0])
+        return code[w]
+    got = {}
+    for threat in ("family", "no-injection", "deletion"):
+        r = certify(b, edits=2, n=40, engine="tflm", threat=threat)
+        assert r.get("threat", "family") == threat
+        got[threat] = r["certified"]
+        for v in r["sentences"]:
+            for ch in v.get("witness", {}).get("changes", []):
+                if threat != "family":   # only informative words move
+                    assert word_code(ch["from"]) != CODE_FALLBACK
+                if threat == "deletion":   # and only to the fallback
+                    assert word_code(ch["to"]) == CODE_FALLBACK
+    assert got["family"] <= got["no-injection"] <= got["deletion"]
+    with pytest.raises(McutextError, match="unknown threat"):
+        certify(b, edits=2, n=5, threat="typo")

@@ -41,7 +41,8 @@ from ..common.outputs import write_file
 from ..int8.bundle import Bundle, load_bundle
 from ..text.perturb import Sentence
 from ..text.tokenizer import Tokenizer
-from .moves import combination_rows, count_combinations, row_choice, sentence_moves
+from .moves import (THREATS, combination_rows, count_combinations, row_choice,
+                    sentence_moves)
 
 
 MAX_EVALS = 200_000     # rows (combinations) per sentence before it is "too many"
@@ -108,12 +109,13 @@ class Int8Model:
 
 # --- one sentence -------------------------------------------------------------------------
 def certify_sentence(model: Int8Model, tokenizer: Tokenizer, text: str, y: int, k: int,
-                     max_evals: int = MAX_EVALS, clean: np.ndarray | None = None) -> dict:
+                     max_evals: int = MAX_EVALS, clean: np.ndarray | None = None,
+                     threat: str = "family") -> dict:
     """The verdict for one sentence: status (STATUSES), combinations, evaluations and, when
     attacked, the witness {text, changes, logits}. When all combinations are more than
     `max_evals`, those with fewer edited words that fit are still searched for a witness
-    (attacked), else the sentence is too_many."""
-    row, moves = sentence_moves(tokenizer, text)
+    (attacked), else the sentence is too_many. `threat` (moves.THREATS) narrows the moves."""
+    row, moves = sentence_moves(tokenizer, text, threat)
     if clean is None:
         clean = model.logits(row[None], check=1)[0]
     sizes = [len(m) for m in moves]
@@ -164,10 +166,12 @@ def _witness(model: Int8Model, tokenizer: Tokenizer, text: str, edits: dict[int,
 def certify(bundle, edits: int = 1, n: int | None = 500, split: str = "test",
             max_evals: int = MAX_EVALS, runtime: str = "tflm", port: str | None = None,
             engine: str = "auto", data=None, out: str | Path | None = None,
-            force: bool = False) -> dict:
+            force: bool = False, threat: str = "family") -> dict:
     """Certify `n` examples of `split` (the attacks' fixed sample, `attack.attack_examples`)
     at `edits` words. Returns the summary with "sentences" (one verdict each); `out` writes
-    both as one JSON file (refused if it exists, unless `force`)."""
+    both as one JSON file (refused if it exists, unless `force`). `threat` other than
+    "family" certifies against a subset of the family's moves (moves.THREATS), a diagnostic
+    of what limits the certificate."""
     from .catalog import check_runtime
     from .run import attack_examples
     if isinstance(edits, bool) or not isinstance(edits, (int, np.integer)) or edits < 1:
@@ -193,8 +197,13 @@ def certify(bundle, edits: int = 1, n: int | None = 500, split: str = "test",
                                                      "another --out")
         if not out.parent.is_dir():
             raise McutextError(f"{out.parent}: no such folder")
+    if threat not in THREATS:
+        raise McutextError(f"unknown threat {threat!r}: one of {', '.join(THREATS)}")
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle)
+    if threat != "family" and not bundle.tokenizer.spec.robust:
+        raise McutextError(f"the threat {threat!r} needs the robust encoding: {bundle.path} "
+                           "uses the hashing tokenizer")
     idx, texts, ys, _ = attack_examples(bundle, n, split, data)
 
     board = None
@@ -203,7 +212,7 @@ def certify(bundle, edits: int = 1, n: int | None = 500, split: str = "test",
         board = DeviceClassifier(bundle, port)
     try:
         return _certify(bundle, board, idx, texts, ys, edits, split, max_evals, runtime,
-                        engine, out)
+                        engine, out, threat)
     finally:
         if board is not None:
             board.close()
@@ -211,7 +220,7 @@ def certify(bundle, edits: int = 1, n: int | None = 500, split: str = "test",
 
 def _certify(bundle: Bundle, board, idx: list[int], texts: list[str], ys: np.ndarray,
              edits: int, split: str, max_evals: int, runtime: str, engine: str,
-             out: Path | None) -> dict:
+             out: Path | None, threat: str = "family") -> dict:
     from ..common import progress
     tok = bundle.tokenizer
     t0 = time.perf_counter()
@@ -225,7 +234,7 @@ def _certify(bundle: Bundle, board, idx: list[int], texts: list[str], ys: np.nda
     with progress.task(f"certify at {edits} edit{'s' if edits > 1 else ''}",
                        total=len(texts)) as update:
         for k, (text, y) in enumerate(zip(texts, ys)):
-            v = certify_sentence(model, tok, text, int(y), edits, max_evals, clean[k])
+            v = certify_sentence(model, tok, text, int(y), edits, max_evals, clean[k], threat)
             rec = {"index": idx[k], "text": text, "true": bundle.labels[y],
                    "pred_clean": bundle.labels[int(np.argmax(clean[k]))],
                    "logits_clean": [int(x) for x in clean[k]], **v}
@@ -238,6 +247,7 @@ def _certify(bundle: Bundle, board, idx: list[int], texts: list[str], ys: np.nda
     summary = {
         "bundle": str(bundle.path), "recipe": bundle.name, "split": split, "edits": edits,
         "family": FAMILY, "runtime": runtime, "n": n_ex,
+        **({"threat": threat} if threat != "family" else {}),
         "clean_accuracy": correct / n_ex if n_ex else 0.0,
         "certified_accuracy": counts["certified"] / n_ex if n_ex else 0.0,
         "certified_of_correct": counts["certified"] / correct if correct else 0.0,

@@ -14,9 +14,17 @@ import numpy as np
 from ..common.errors import McutextError
 from ..text import perturb
 from ..text.perturb import Sentence
-from ..text.tokenizer import Tokenizer
+from ..text.tokenizer import CODE_FALLBACK, Tokenizer
 
 CHUNK = 4096            # rows per batch of the int8 model
+
+# Which of the family's moves a certificate allows. "family": all of them. The other two are
+# diagnostics for the robust encoding, where a word the model discounts has the fallback
+# code: "no-injection", a word with the fallback code is never moved (an edit can only
+# change or drop an informative word); "deletion", in addition an informative word can only
+# be moved to the fallback (an edit can only drop it). Each is a subset of the family, so a
+# witness under it is a real attack, and its certified accuracy bounds the family's from above.
+THREATS = ("family", "no-injection", "deletion")
 
 
 # --- what each word can reach -------------------------------------------------------------
@@ -66,10 +74,29 @@ def _one_word(tokenizer: Tokenizer, token: str) -> tuple[int, ...]:
     return tuple(int(x) for x in tokenizer.word_features(words[0]))
 
 
-def sentence_moves(tokenizer: Tokenizer, text: str) -> tuple[np.ndarray, list[Moves]]:
-    """The text's id row and the moves of each editable word the model sees. The row built
-    from the words' tuples must be the tokenizer's own encoding of the text (that is what
-    lets rows of edited texts be built without re-tokenizing)."""
+def restrict(m: Moves, own: tuple[int, ...], threat: str) -> Moves:
+    """The moves of one position that `threat` (THREATS) allows; `own` is its tuple."""
+    if threat == "family":
+        return m
+    fallback = (CODE_FALLBACK,)
+    if own == fallback:
+        return Moves(m.index, m.tuples[:0], [])
+    if threat == "no-injection":
+        return m
+    keep = [j for j, t in enumerate(m.tuples) if tuple(int(x) for x in t) == fallback]
+    return Moves(m.index, m.tuples[keep], [m.variants[j] for j in keep])
+
+
+def sentence_moves(tokenizer: Tokenizer, text: str, threat: str = "family"
+                   ) -> tuple[np.ndarray, list[Moves]]:
+    """The text's id row and the moves of each editable word the model sees (those `threat`
+    allows). The row built from the words' tuples must be the tokenizer's own encoding of the
+    text (that is what lets rows of edited texts be built without re-tokenizing)."""
+    if threat not in THREATS:
+        raise McutextError(f"unknown threat {threat!r}: one of {', '.join(THREATS)}")
+    if threat != "family" and not tokenizer.spec.robust:
+        raise McutextError(f"the threat {threat!r} needs the robust encoding (its fallback "
+                           "code is what tells a discounted word)")
     s = Sentence.parse(text)
     words = tokenizer.words(text)
     F = tokenizer.spec.features_per_word
@@ -85,7 +112,7 @@ def sentence_moves(tokenizer: Tokenizer, text: str) -> tuple[np.ndarray, list[Mo
         own = tuple(int(x) for x in row[i * F:(i + 1) * F])
         if _one_word(tokenizer, s.tokens[i]) != own:
             raise McutextError(f"word {i} of {text!r} does not encode alone as in the sentence")
-        m = word_moves(tokenizer, s.tokens[i], i)
+        m = restrict(word_moves(tokenizer, s.tokens[i], i), own, threat)
         if len(m):
             moves.append(m)
     return row, moves
