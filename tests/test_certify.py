@@ -325,3 +325,8 @@ def test_cli(sst2_small_bundle, tmp_path, capsys, monkeypatch):
     assert "error: the device runtime needs --port" in err and "hint:" in err
     assert main(["certify", b, "--out", str(tmp_path / "no" / "v.json")]) == 2
     assert "no such folder" in capsys.readouterr().err
+    # the narrower threats are for the robust encoding only
+    assert main(["certify", b, "--threat", "deletion", "-n", "2"]) == 2
+    assert "needs the robust encoding" in capsys.readouterr().err
+    assert main(["certify", b, "--threat", "typo"]) == 2
+    assert "'typo' is not one of" in capsys.readouterr().err

@@ -306,7 +306,8 @@ def certify_cli(bundle, as_json: bool = False, **kw) -> dict:
     pct = lambda v: f"{100 * v:.1f} %"  # noqa: E731
     k = s["edits"]
     click.echo(f"certified at {k} edited word{'s' if k > 1 else ''} ({s['recipe']}, "
-               f"{s['split']}, {s['n']} examples; int8 {s['engine']} engine)")
+               f"{s['split']}, {s['n']} examples; int8 {s['engine']} engine)"
+               + (f"; threat {s['threat']} only" if "threat" in s else ""))
     click.echo(f"  clean accuracy      {pct(s['clean_accuracy'])}")
     click.echo(f"  certified accuracy  {pct(s['certified_accuracy'])} "
                f"({s['certified']} of {s['n']}; {pct(s['certified_of_correct'])} of the "

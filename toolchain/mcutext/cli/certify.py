@@ -13,6 +13,7 @@ import click
 
 def register(cli: click.Group) -> None:
     from ..attack.certify import MAX_EVALS
+    from ..attack.moves import THREATS
 
     @cli.command()
     @click.argument("bundle", type=click.Path(path_type=Path))
@@ -38,16 +39,22 @@ def register(cli: click.Group) -> None:
                   show_default=True,
                   help="c: the generated C compiled for the host (cross-checked against "
                        "TFLite Micro); tflm: the TFLite Micro interpreter; auto: c if it builds.")
+    @click.option("--threat", type=click.Choice(list(THREATS)), default="family",
+                  show_default=True,
+                  help="Robust encoding only, a diagnostic: no-injection never moves a "
+                       "discounted (fallback) word; deletion also moves an informative word "
+                       "only to the fallback. Subsets of the family: bounds from above.")
     @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
                   help="Write the summary and every sentence's verdict (witness texts "
                        "included) to this JSON file.")
     @click.option("--force", is_flag=True, help="Replace an existing --out file.")
     @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
     def certify(bundle: Path, edits: int, runtime: str, port: str | None, n: int, split: str,
-                max_evals: int, engine: str, out: Path | None, force: bool,
+                max_evals: int, engine: str, threat: str, out: Path | None, force: bool,
                 as_json: bool) -> None:
         """Certified accuracy of BUNDLE: the share of test sentences that no combination of
         at most K one-character word edits can misclassify, decided by enumeration."""
         from ..attack.certify import certify_cli
         certify_cli(bundle, as_json=as_json, edits=edits, runtime=runtime, port=port, n=n,
-                    split=split, max_evals=max_evals, engine=engine, out=out, force=force)
+                    split=split, max_evals=max_evals, engine=engine, out=out, force=force,
+                    threat=threat)
