@@ -40,6 +40,7 @@ RANK = {unit: k for k, layer in enumerate(LAYERS) for unit in layer}
 
 MAX_MODULE_LINES = 800
 MAX_CLASS_LINES = 300
+MAX_C_LINES = 600       # a hand-written C file of the firmware or a board
 
 
 def module_files(sources: dict[str, Path] = SOURCES) -> dict[str, Path]:
@@ -211,6 +212,16 @@ def test_sizes(graph):
                 if size > MAX_CLASS_LINES:
                     bad.append(f"{_shown(path)}:{node.lineno}: class {node.name} "
                                f"is {size} lines (at most {MAX_CLASS_LINES})")
+    assert not bad, "\n".join(bad)
+
+
+def test_c_file_sizes():
+    """The firmware and the boards by concern: no hand-written C file over MAX_C_LINES (the
+    generated C lives under build/, never here)."""
+    files = sorted(p for d in ("firmware", "boards") for p in (ROOT / d).rglob("*.[ch]"))
+    assert len(files) > 30
+    bad = [f"{p.relative_to(ROOT)}: {n} lines (at most {MAX_C_LINES})" for p in files
+           if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_C_LINES]
     assert not bad, "\n".join(bad)
 
 
