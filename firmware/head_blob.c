@@ -2,6 +2,7 @@
  * mt_head_load, the factory fingerprint that binds a blob to its model, and the CRC-32 they
  * use. The head's arithmetic is personalize.c's. */
 #include "head_blob.h"
+#include "le32.h"
 
 #include <math.h>
 #include <string.h>
@@ -38,19 +39,6 @@ static float u2f(uint32_t u)
     float x;
     memcpy(&x, &u, 4);
     return x;
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
 static uint32_t crc_f32(uint32_t crc, float x)

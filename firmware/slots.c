@@ -1,5 +1,6 @@
 /* Two-slot atomic storage: see slots.h and docs/personalization.md. */
 #include "slots.h"
+#include "le32.h"
 
 #include <string.h>
 
@@ -17,19 +18,6 @@ static uint32_t round_up(uint32_t n, uint32_t unit)
 static int pow2(uint32_t x)
 {
     return x && !(x & (x - 1u));
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
 /* Slot layout: header fields | pad | commit unit | payload, each part program-aligned. */
