@@ -123,6 +123,9 @@ def check_out(out: str | Path, kind: str, force: bool = False) -> None:
     """Refuses (McutextError) an output path that holds something mcutext may not replace:
     see the module's docstring. Call it before any work is written."""
     out = Path(out)
+    if kind not in KINDS:   # a kind is declared by the module that owns it, on import
+        raise McutextError(f"internal error: the output kind {kind!r} is not declared (import "
+                           "the module that writes it first)")
     is_folder, what, recognise = KINDS[kind]
     if force or not os.path.lexists(out):
         if force and not is_folder and out.is_dir() and not out.is_symlink():
