@@ -41,7 +41,7 @@ from ..common.outputs import write_file
 from ..int8.bundle import Bundle, load_bundle
 from ..text.perturb import Sentence
 from ..text.tokenizer import Tokenizer
-from .moves import (THREATS, combination_rows, count_combinations, row_choice,
+from .moves import (check_threat, combination_rows, count_combinations, row_choice,
                     sentence_moves)
 
 
@@ -197,13 +197,9 @@ def certify(bundle, edits: int = 1, n: int | None = 500, split: str = "test",
                                                      "another --out")
         if not out.parent.is_dir():
             raise McutextError(f"{out.parent}: no such folder")
-    if threat not in THREATS:
-        raise McutextError(f"unknown threat {threat!r}: one of {', '.join(THREATS)}")
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle)
-    if threat != "family" and not bundle.tokenizer.spec.robust:
-        raise McutextError(f"the threat {threat!r} needs the robust encoding: {bundle.path} "
-                           "uses the hashing tokenizer")
+    check_threat(threat, bundle.tokenizer, str(bundle.path))
     idx, texts, ys, _ = attack_examples(bundle, n, split, data)
 
     board = None

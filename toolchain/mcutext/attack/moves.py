@@ -74,6 +74,16 @@ def _one_word(tokenizer: Tokenizer, token: str) -> tuple[int, ...]:
     return tuple(int(x) for x in tokenizer.word_features(words[0]))
 
 
+def check_threat(threat: str, tokenizer: Tokenizer, where: str = "this tokenizer") -> None:
+    """Refuses an unknown threat, and a narrower one without the robust encoding (its
+    fallback code is what tells a discounted word)."""
+    if threat not in THREATS:
+        raise McutextError(f"unknown threat {threat!r}: one of {', '.join(THREATS)}")
+    if threat != "family" and not tokenizer.spec.robust:
+        raise McutextError(f"the threat {threat!r} needs the robust encoding: {where} uses "
+                           "the hashing tokenizer")
+
+
 def restrict(m: Moves, own: tuple[int, ...], threat: str) -> Moves:
     """The moves of one position that `threat` (THREATS) allows; `own` is its tuple."""
     if threat == "family":
@@ -92,11 +102,7 @@ def sentence_moves(tokenizer: Tokenizer, text: str, threat: str = "family"
     """The text's id row and the moves of each editable word the model sees (those `threat`
     allows). The row built from the words' tuples must be the tokenizer's own encoding of the
     text (that is what lets rows of edited texts be built without re-tokenizing)."""
-    if threat not in THREATS:
-        raise McutextError(f"unknown threat {threat!r}: one of {', '.join(THREATS)}")
-    if threat != "family" and not tokenizer.spec.robust:
-        raise McutextError(f"the threat {threat!r} needs the robust encoding (its fallback "
-                           "code is what tells a discounted word)")
+    check_threat(threat, tokenizer)
     s = Sentence.parse(text)
     words = tokenizer.words(text)
     F = tokenizer.spec.features_per_word
