@@ -80,8 +80,9 @@ def bench_robust(out: Path, recipes: list[str], reuse: bool = False, n: int = 50
     """The `robust` section of `make bench`: per dataset, its `<name>_robust` recipe trained
     into OUT/bundles/, then int8 (TFLite Micro) clean accuracy, the char attack (the stronger of
     DeepWordBug and the adaptive attack) and the word attack at 2 words, certified accuracy at
-    2 edits (and at the narrower threats no-injection and deletion, `mcutext certify
-    --threat`), on `n` test sentences; the device check where DEVICE_BOARDS names a board."""
+    2 edits (and at the narrower threats no-injection, deletion, real-words and typos,
+    `mcutext certify --threat`), on `n` test sentences; the device check where DEVICE_BOARDS
+    names a board."""
     from mcutext.attack.run import run_attack
     from .tables import write_table
     from mcutext.int8.bundle import load_bundle
@@ -100,13 +101,14 @@ def bench_robust(out: Path, recipes: list[str], reuse: bool = False, n: int = 50
         # what limits the certificate: the same at narrower threats (bounds from above)
         narrow = {t: certify(b, edits=2, n=n, threat=t, force=True,
                              out=out / "certify" / f"{rname}-2-{t}.json")["certified_accuracy"]
-                  for t in ("no-injection", "deletion")}
+                  for t in ("no-injection", "deletion", "real-words", "typos")}
         char = run_attack(b, "char", n=n, budget=2, out=out / "attacks" / rname)
         word = run_attack(b, "word", n=n, budget=2, out=out / "attacks" / rname)
         row = {"recipe": rname, "clean": char["clean_accuracy"],
                "char": char["accuracy_under_attack"], "word": word["accuracy_under_attack"],
                "certified": cert["certified_accuracy"],
                "no_injection": narrow["no-injection"], "deletion": narrow["deletion"],
+               "real_words": narrow["real-words"], "typos": narrow["typos"],
                "test_int8": b.manifest["metrics"]["test"]["tflm"]["accuracy"],
                "table_bytes": b.manifest["encoding"]["table_bytes"]}
         if name in DEVICE_BOARDS:
@@ -119,6 +121,8 @@ def bench_robust(out: Path, recipes: list[str], reuse: bool = False, n: int = 50
                  ("certified", "certified, 2 edits"),
                  ("no_injection", "certified, no-injection"),
                  ("deletion", "certified, deletion only"),
+                 ("real_words", "certified, real words only"),
+                 ("typos", "certified, internal typos only"),
                  ("table_bytes", "table bytes"),
                  ("device", "device = TFLite Micro")],
                 "The robust encoding against the strongest attack (int8, TFLite Micro)",

@@ -58,6 +58,25 @@ def test_edit_family_contains_every_attack_edit():
         assert set(perturb.char_candidates(word, rng, 8)) <= fam
         assert set(perturb.typo_candidates(word, rng)) <= fam
         assert set(perturb.typo_candidates(word)) <= fam
+        typos = perturb.typo_family(word)
+        # the certificate's "typos" threat: a subset of the family that keeps the first and
+        # last characters and holds every typo the typo attack draws
+        assert len(typos) == len(set(typos)) and set(typos) <= fam and word not in typos
+        assert all(t[0] == word[0] and t[-1] == word[-1] for t in typos)
+        assert set(perturb.typo_candidates(word, rng)) <= set(typos) or len(word) < 3
+        for _ in range(300):
+            assert perturb.typo(word, rng) in set(typos) | {word}
+
+
+def test_typo_family_counts():
+    # "good": the internal swap o-o gives the word itself; both drops give "god"; the 4
+    # keyboard neighbours of o (i, p, k, l) at each of the 2 internal positions; 26 letters
+    # in each of the 3 internal gaps, where the 3 insertions of o are one word
+    fam = perturb.typo_family("good")
+    assert "gdoo" not in fam and "god" in fam and "goid" in fam and "gpod" in fam
+    assert "ood" not in fam and "goo" not in fam and "hood" not in fam
+    assert len(fam) == len(set(fam)) == 1 + 2 * 4 + 26 * 3 - 2
+    assert perturb.typo_family("an") == [] and perturb.typo_family("") == []
 
 
 # --- the enumeration, by hand ---------------------------------------------------------------
@@ -330,3 +349,8 @@ def test_cli(sst2_small_bundle, tmp_path, capsys, monkeypatch):
     assert "needs the robust encoding" in capsys.readouterr().err
     assert main(["certify", b, "--threat", "typo"]) == 2
     assert "'typo' is not one of" in capsys.readouterr().err
+    # the real-words and typos threats hold for any encoding
+    for threat in ("real-words", "typos"):
+        assert main(["certify", b, "--threat", threat, "--edits", "1", "-n", "2",
+                     "--json"]) == 0, threat
+        assert json.loads(capsys.readouterr().out)["threat"] == threat

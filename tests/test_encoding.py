@@ -103,7 +103,8 @@ def test_robust_recipe_trains_a_bundle_with_its_table(tmp_path):
     """The sst2_robust recipe on a real subset: the table is built from the training split,
     the code-space adversary runs, and the bundle carries the table its spec names. Trained
     enough (2,000 sentences, 3 epochs) that the certificate's threats find witnesses: 61 /
-    53 / 44 of 150 sentences attacked under family / no-injection / deletion when measured."""
+    53 / 44 / 56 / 50 of 150 sentences attacked under family / no-injection / deletion /
+    real-words / typos when measured."""
     import dataclasses
 
     from mcutext.int8.bundle import ENCODING_FILE, load_bundle
@@ -155,5 +156,21 @@ def check_threats(b) -> None:
                 if threat == "deletion":   # and only to the fallback
                     assert word_code(ch["to"]) == CODE_FALLBACK
     assert got["family"] <= got["no-injection"] <= got["deletion"] and checked > 0
+    # any encoding: only edits that make a real word, or only internal typos
+    from mcutext.attack.moves import lexicon
+    from mcutext.text import perturb
+    from mcutext.text.datasets import load_split
+    words = lexicon(load_split(b.manifest["dataset"], "train").texts, tok)
+    for threat in ("real-words", "typos"):
+        r = certify(b, edits=2, n=150, engine="tflm", threat=threat)
+        assert r["threat"] == threat and r["certified"] >= got["family"]
+        changes = [ch for v in r["sentences"] for ch in v.get("witness", {}).get("changes", [])]
+        assert changes, threat
+        for ch in changes:
+            if threat == "typos":
+                assert ch["to"] in perturb.typo_family(ch["from"])
+            else:
+                assert ch["to"] in perturb.edit_family(ch["from"])
+                assert ch["to"].lower() in words and r["lexicon_words"] == len(words)
     with pytest.raises(McutextError, match="unknown threat"):
         certify(b, edits=2, n=5, threat="typo")

@@ -110,12 +110,13 @@ class Int8Model:
 # --- one sentence -------------------------------------------------------------------------
 def certify_sentence(model: Int8Model, tokenizer: Tokenizer, text: str, y: int, k: int,
                      max_evals: int = MAX_EVALS, clean: np.ndarray | None = None,
-                     threat: str = "family") -> dict:
+                     threat: str = "family", lexicon: frozenset[str] | None = None) -> dict:
     """The verdict for one sentence: status (STATUSES), combinations, evaluations and, when
     attacked, the witness {text, changes, logits}. When all combinations are more than
     `max_evals`, those with fewer edited words that fit are still searched for a witness
-    (attacked), else the sentence is too_many. `threat` (moves.THREATS) narrows the moves."""
-    row, moves = sentence_moves(tokenizer, text, threat)
+    (attacked), else the sentence is too_many. `threat` (moves.THREATS) narrows the moves
+    ("real-words" with its `lexicon`)."""
+    row, moves = sentence_moves(tokenizer, text, threat, lexicon)
     if clean is None:
         clean = model.logits(row[None], check=1)[0]
     sizes = [len(m) for m in moves]
@@ -201,6 +202,12 @@ def certify(bundle, edits: int = 1, n: int | None = 500, split: str = "test",
         bundle = load_bundle(bundle)
     check_threat(threat, bundle.tokenizer, str(bundle.path))
     idx, texts, ys, _ = attack_examples(bundle, n, split, data)
+    words = None
+    if threat == "real-words":   # the lexicon: WordNet and the training split's words
+        from ..text.datasets import load_split
+        from .moves import lexicon
+        words = lexicon(load_split(bundle.manifest["dataset"], "train").texts,
+                        bundle.tokenizer)
 
     board = None
     if runtime == "device":   # opened (and checked to run this bundle) before the work
@@ -208,7 +215,7 @@ def certify(bundle, edits: int = 1, n: int | None = 500, split: str = "test",
         board = DeviceClassifier(bundle, port)
     try:
         return _certify(bundle, board, idx, texts, ys, edits, split, max_evals, runtime,
-                        engine, out, threat)
+                        engine, out, threat, words)
     finally:
         if board is not None:
             board.close()
@@ -216,7 +223,8 @@ def certify(bundle, edits: int = 1, n: int | None = 500, split: str = "test",
 
 def _certify(bundle: Bundle, board, idx: list[int], texts: list[str], ys: np.ndarray,
              edits: int, split: str, max_evals: int, runtime: str, engine: str,
-             out: Path | None, threat: str = "family") -> dict:
+             out: Path | None, threat: str = "family",
+             words: frozenset[str] | None = None) -> dict:
     from ..common import progress
     tok = bundle.tokenizer
     t0 = time.perf_counter()
@@ -230,7 +238,8 @@ def _certify(bundle: Bundle, board, idx: list[int], texts: list[str], ys: np.nda
     with progress.task(f"certify at {edits} edit{'s' if edits > 1 else ''}",
                        total=len(texts)) as update:
         for k, (text, y) in enumerate(zip(texts, ys)):
-            v = certify_sentence(model, tok, text, int(y), edits, max_evals, clean[k], threat)
+            v = certify_sentence(model, tok, text, int(y), edits, max_evals, clean[k], threat,
+                                 words)
             rec = {"index": idx[k], "text": text, "true": bundle.labels[y],
                    "pred_clean": bundle.labels[int(np.argmax(clean[k]))],
                    "logits_clean": [int(x) for x in clean[k]], **v}
@@ -244,6 +253,7 @@ def _certify(bundle: Bundle, board, idx: list[int], texts: list[str], ys: np.nda
         "bundle": str(bundle.path), "recipe": bundle.name, "split": split, "edits": edits,
         "family": FAMILY, "runtime": runtime, "n": n_ex,
         **({"threat": threat} if threat != "family" else {}),
+        **({"lexicon_words": len(words)} if words is not None else {}),
         "clean_accuracy": correct / n_ex if n_ex else 0.0,
         "certified_accuracy": counts["certified"] / n_ex if n_ex else 0.0,
         "certified_of_correct": counts["certified"] / correct if correct else 0.0,

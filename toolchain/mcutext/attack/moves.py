@@ -24,7 +24,17 @@ CHUNK = 4096            # rows per batch of the int8 model
 # change or drop an informative word); "deletion", in addition an informative word can only
 # be moved to the fallback (an edit can only drop it). Each is a subset of the family, so a
 # witness under it is a real attack, and its certified accuracy bounds the family's from above.
-THREATS = ("family", "no-injection", "deletion")
+# "real-words" (any encoding): an edit can only turn a word into another real word (LEXICON),
+# the moves no table can undo without merging words; its certified accuracy bounds from above
+# what any table that places every other typo perfectly could certify for the same model.
+# "typos" (any encoding): an edit is one of Pruthi et al.'s internal typos
+# (perturb.typo_family: first and last characters kept, keyboard-neighbour substitutions), the
+# narrower family robust encodings were first certified against.
+THREATS = ("family", "no-injection", "deletion", "real-words", "typos")
+ROBUST_THREATS = ("no-injection", "deletion")
+# the real words: single-word WordNet lemmas and the words of the bundle's training split seen
+# at least this many times (function words, names and inflections are not WordNet lemmas)
+LEXICON_MIN_COUNT = 3
 
 
 # --- what each word can reach -------------------------------------------------------------
@@ -41,21 +51,27 @@ class Moves:
         return len(self.variants)
 
 
-def word_moves(tokenizer: Tokenizer, token: str, index: int = 0) -> Moves:
+def word_moves(tokenizer: Tokenizer, token: str, index: int = 0,
+               lexicon: frozenset[str] | None = None, typos: bool = False) -> Moves:
     """Group the edit family of `token` (a word of a Sentence, in its own case) by the feature
     tuple the tokenizer gives each variant; the word's own tuple is left out. A variant
-    must stay one word of the tokenizer (the family only makes word characters)."""
-    tuples, variants = _grouped_family(tokenizer, token)
+    must stay one word of the tokenizer (the family only makes word characters). With a
+    `lexicon` (lower-case words), only the variants in it count; with `typos`, only the
+    internal typos (perturb.typo_family)."""
+    tuples, variants = _grouped_family(tokenizer, token, lexicon, typos)
     return Moves(index, tuples, list(variants))
 
 
 @functools.lru_cache(maxsize=1 << 14)
-def _grouped_family(tokenizer: Tokenizer, token: str) -> tuple[np.ndarray, tuple[str, ...]]:
+def _grouped_family(tokenizer: Tokenizer, token: str, lexicon: frozenset[str] | None = None,
+                    typos: bool = False) -> tuple[np.ndarray, tuple[str, ...]]:
     """(int32[m, F] tuples other than the token's own, a variant for each); cached, since
     the same words come back in sentence after sentence (callers do not modify them)."""
     own = _one_word(tokenizer, token)
     seen: dict[tuple[int, ...], str] = {own: token}
-    for v in perturb.edit_family(token):
+    for v in (perturb.typo_family if typos else perturb.edit_family)(token):
+        if lexicon is not None and v.lower() not in lexicon:
+            continue
         t = _one_word(tokenizer, v)
         if t not in seen:
             seen[t] = v
@@ -75,18 +91,32 @@ def _one_word(tokenizer: Tokenizer, token: str) -> tuple[int, ...]:
 
 
 def check_threat(threat: str, tokenizer: Tokenizer, where: str = "this tokenizer") -> None:
-    """Refuses an unknown threat, and a narrower one without the robust encoding (its
+    """Refuses an unknown threat, and one of ROBUST_THREATS without the robust encoding (its
     fallback code is what tells a discounted word)."""
     if threat not in THREATS:
         raise McutextError(f"unknown threat {threat!r}: one of {', '.join(THREATS)}")
-    if threat != "family" and not tokenizer.spec.robust:
+    if threat in ROBUST_THREATS and not tokenizer.spec.robust:
         raise McutextError(f"the threat {threat!r} needs the robust encoding: {where} uses "
                            "the hashing tokenizer")
 
 
+def lexicon(train_texts, tokenizer: Tokenizer, min_count: int = LEXICON_MIN_COUNT
+            ) -> frozenset[str]:
+    """The real words of the "real-words" threat: single-word WordNet lemmas and the words of
+    `train_texts` (as the tokenizer splits them) seen at least `min_count` times, lower-case."""
+    import collections
+    counts: collections.Counter = collections.Counter()
+    for text in train_texts:
+        counts.update(w.decode("utf-8", "replace") for w in tokenizer.words(text))
+    words = {w for w, c in counts.items() if c >= min_count}
+    words |= {w.lower() for w in perturb.wordnet().all_lemma_names() if w.isalpha()}
+    return frozenset(words)
+
+
 def restrict(m: Moves, own: tuple[int, ...], threat: str) -> Moves:
-    """The moves of one position that `threat` (THREATS) allows; `own` is its tuple."""
-    if threat == "family":
+    """The moves of one position that `threat` (THREATS) allows; `own` is its tuple (the
+    "real-words" and "typos" threats are applied when the moves are made, `word_moves`)."""
+    if threat in ("family", "real-words", "typos"):
         return m
     fallback = (CODE_FALLBACK,)
     if own == fallback:
@@ -97,12 +127,16 @@ def restrict(m: Moves, own: tuple[int, ...], threat: str) -> Moves:
     return Moves(m.index, m.tuples[keep], [m.variants[j] for j in keep])
 
 
-def sentence_moves(tokenizer: Tokenizer, text: str, threat: str = "family"
-                   ) -> tuple[np.ndarray, list[Moves]]:
+def sentence_moves(tokenizer: Tokenizer, text: str, threat: str = "family",
+                   lexicon: frozenset[str] | None = None) -> tuple[np.ndarray, list[Moves]]:
     """The text's id row and the moves of each editable word the model sees (those `threat`
-    allows). The row built from the words' tuples must be the tokenizer's own encoding of the
-    text (that is what lets rows of edited texts be built without re-tokenizing)."""
+    allows; "real-words" needs the `lexicon`). The row built from the words' tuples must be the
+    tokenizer's own encoding of the text (that is what lets rows of edited texts be built
+    without re-tokenizing)."""
     check_threat(threat, tokenizer)
+    if (threat == "real-words") != (lexicon is not None):
+        raise McutextError("internal error: the real-words threat, and only it, needs a "
+                           "lexicon")
     s = Sentence.parse(text)
     words = tokenizer.words(text)
     F = tokenizer.spec.features_per_word
@@ -118,7 +152,8 @@ def sentence_moves(tokenizer: Tokenizer, text: str, threat: str = "family"
         own = tuple(int(x) for x in row[i * F:(i + 1) * F])
         if _one_word(tokenizer, s.tokens[i]) != own:
             raise McutextError(f"word {i} of {text!r} does not encode alone as in the sentence")
-        m = restrict(word_moves(tokenizer, s.tokens[i], i), own, threat)
+        m = restrict(word_moves(tokenizer, s.tokens[i], i, lexicon, threat == "typos"), own,
+                     threat)
         if len(m):
             moves.append(m)
     return row, moves

@@ -41,9 +41,12 @@ def register(cli: click.Group) -> None:
                        "TFLite Micro); tflm: the TFLite Micro interpreter; auto: c if it builds.")
     @click.option("--threat", type=click.Choice(list(THREATS)), default="family",
                   show_default=True,
-                  help="Robust encoding only, a diagnostic: no-injection never moves a "
-                       "discounted (fallback) word; deletion also moves an informative word "
-                       "only to the fallback. Subsets of the family: bounds from above.")
+                  help="Diagnostics, subsets of the family (bounds from above): real-words "
+                       "allows only edits that make another real word (WordNet, the training "
+                       "split's words); typos allows only internal typos (first and last "
+                       "characters kept, keyboard-neighbour substitutions); robust encoding only: no-injection never moves a "
+                       "discounted (fallback) word, deletion also moves an informative word "
+                       "only to the fallback.")
     @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
                   help="Write the summary and every sentence's verdict (witness texts "
                        "included) to this JSON file.")

@@ -226,6 +226,37 @@ def typo_candidates(word: str, rng: np.random.Generator | None = None,
     return out
 
 
+def typo_family(word: str) -> list[str]:
+    """Every one-internal-edit typo of the word, each once, in a fixed order: swaps of two
+    adjacent internal characters, drops of an internal character, keyboard-neighbour
+    substitutions of an internal letter, and insertions of any of the 26 letters in an
+    internal gap (in the case of the character before it). First and last characters stay;
+    words shorter than 3 characters have none. A subset of `edit_family` (the typos of
+    Pruthi et al., the family robust encodings were first certified against)."""
+    n = len(word)
+    if n < 3:
+        return []
+    seen = {word}
+    out: list[str] = []
+
+    def add(w: str) -> None:
+        if w not in seen:
+            seen.add(w)
+            out.append(w)
+
+    for i in range(1, n - 2):
+        add(swap_chars(word, i))
+    for i in range(1, n - 1):
+        add(delete_char(word, i))
+    for i in range(1, n - 1):
+        for c in keyboard_neighbours(word[i]):
+            add(word[:i] + c + word[i + 1:])
+    for i in range(1, n):
+        for c in LETTERS:
+            add(insert_char(word, i, c))
+    return out
+
+
 def typo(word: str, rng: np.random.Generator, kind: str | None = None) -> str:
     """One random Pruthi-style typo (swap, drop, add, keyboard; random if None); the word
     itself when it has no internal character to edit."""
