@@ -103,7 +103,7 @@ def test_robust_recipe_trains_a_bundle_with_its_table(tmp_path):
     """The sst2_robust recipe on a real subset: the table is built from the training split,
     the code-space adversary runs, and the bundle carries the table its spec names. Trained
     enough (2,000 sentences, 3 epochs) that the certificate's threats find witnesses: 61 /
-    53 / 44 / 56 / 50 of 150 sentences attacked under family / no-injection / deletion /
+    53 / 44 / 49 / 50 of 150 sentences attacked under family / no-injection / deletion /
     real-words / typos when measured."""
     import dataclasses
 

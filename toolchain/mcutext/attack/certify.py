@@ -203,7 +203,7 @@ def certify(bundle, edits: int = 1, n: int | None = 500, split: str = "test",
     check_threat(threat, bundle.tokenizer, str(bundle.path))
     idx, texts, ys, _ = attack_examples(bundle, n, split, data)
     words = None
-    if threat == "real-words":   # the lexicon: WordNet and the training split's words
+    if threat == "real-words":   # the lexicon: the training split's words
         from ..text.datasets import load_split
         from .moves import lexicon
         words = lexicon(load_split(bundle.manifest["dataset"], "train").texts,

@@ -18,22 +18,24 @@ from ..text.tokenizer import CODE_FALLBACK, Tokenizer
 
 CHUNK = 4096            # rows per batch of the int8 model
 
-# Which of the family's moves a certificate allows. "family": all of them. The other two are
-# diagnostics for the robust encoding, where a word the model discounts has the fallback
+# Which of the family's moves a certificate allows. "family": all of them. The others are
+# diagnostics. Two are for the robust encoding, where a word the model discounts has the fallback
 # code: "no-injection", a word with the fallback code is never moved (an edit can only
 # change or drop an informative word); "deletion", in addition an informative word can only
 # be moved to the fallback (an edit can only drop it). Each is a subset of the family, so a
 # witness under it is a real attack, and its certified accuracy bounds the family's from above.
-# "real-words" (any encoding): an edit can only turn a word into another real word (LEXICON),
-# the moves no table can undo without merging words; its certified accuracy bounds from above
-# what any table that places every other typo perfectly could certify for the same model.
+# "real-words" (any encoding): an edit can only turn a word into another real word of the
+# task's text (`lexicon`), the moves no table can undo without merging words; its certified
+# accuracy bounds from above what any table that places every other typo perfectly could
+# certify for the same model.
 # "typos" (any encoding): an edit is one of Pruthi et al.'s internal typos
 # (perturb.typo_family: first and last characters kept, keyboard-neighbour substitutions), the
 # narrower family robust encodings were first certified against.
 THREATS = ("family", "no-injection", "deletion", "real-words", "typos")
 ROBUST_THREATS = ("no-injection", "deletion")
-# the real words: single-word WordNet lemmas and the words of the bundle's training split seen
-# at least this many times (function words, names and inflections are not WordNet lemmas)
+# the real words: the words of the bundle's training split seen at least this many times (a
+# general word list would add abbreviations and letters, "nad", "j", that a table may as well
+# read as typos)
 LEXICON_MIN_COUNT = 3
 
 
@@ -102,15 +104,13 @@ def check_threat(threat: str, tokenizer: Tokenizer, where: str = "this tokenizer
 
 def lexicon(train_texts, tokenizer: Tokenizer, min_count: int = LEXICON_MIN_COUNT
             ) -> frozenset[str]:
-    """The real words of the "real-words" threat: single-word WordNet lemmas and the words of
-    `train_texts` (as the tokenizer splits them) seen at least `min_count` times, lower-case."""
+    """The real words of the "real-words" threat: the words of `train_texts` (as the tokenizer
+    splits them, lower-case) seen at least `min_count` times."""
     import collections
     counts: collections.Counter = collections.Counter()
     for text in train_texts:
         counts.update(w.decode("utf-8", "replace") for w in tokenizer.words(text))
-    words = {w for w, c in counts.items() if c >= min_count}
-    words |= {w.lower() for w in perturb.wordnet().all_lemma_names() if w.isalpha()}
-    return frozenset(words)
+    return frozenset(w for w, c in counts.items() if c >= min_count)
 
 
 def restrict(m: Moves, own: tuple[int, ...], threat: str) -> Moves:

@@ -42,11 +42,11 @@ def register(cli: click.Group) -> None:
     @click.option("--threat", type=click.Choice(list(THREATS)), default="family",
                   show_default=True,
                   help="Diagnostics, subsets of the family (bounds from above): real-words "
-                       "allows only edits that make another real word (WordNet, the training "
-                       "split's words); typos allows only internal typos (first and last "
-                       "characters kept, keyboard-neighbour substitutions); robust encoding only: no-injection never moves a "
-                       "discounted (fallback) word, deletion also moves an informative word "
-                       "only to the fallback.")
+                       "allows only edits that make another real word (one the training split "
+                       "has 3+ times); typos allows only internal typos (first and last "
+                       "characters kept, keyboard-neighbour substitutions); robust encoding "
+                       "only: no-injection never moves a discounted (fallback) word, deletion "
+                       "also moves an informative word only to the fallback.")
     @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
                   help="Write the summary and every sentence's verdict (witness texts "
                        "included) to this JSON file.")
