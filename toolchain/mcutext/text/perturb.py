@@ -186,17 +186,12 @@ def edit_family(word: str) -> list[str]:
 
 
 # --- Pruthi-style typos: one edit of an internal character ----------------------------------
-def typo_candidates(word: str, rng: np.random.Generator | None = None,
-                    max_candidates: int | None = None) -> list[str]:
-    """Every one-internal-edit typo of the word: all swaps of two adjacent internal
-    characters, all drops of one internal character, all keyboard-neighbour substitutions of
-    an internal letter, and one added letter at each internal gap (the letter drawn from
-    `rng`; with no rng, a keyboard neighbour of the character before the gap). The first
-    and last characters never change, so words shorter than 3 characters have no typos.
-    With `max_candidates`, a seeded sample of that many, in the enumeration order."""
+def _internal_typos(word: str, inserted) -> list[str]:
+    """The one-internal-edit typos of a word of 3+ characters, each once, in a fixed order:
+    swaps of two adjacent internal characters, drops of one internal character,
+    keyboard-neighbour substitutions of an internal letter, then at each internal gap i
+    (1..len-1) the letters `inserted(i)` added there."""
     n = len(word)
-    if n < 3:
-        return []
     seen = {word}
     out: list[str] = []
 
@@ -212,12 +207,28 @@ def typo_candidates(word: str, rng: np.random.Generator | None = None,
     for i in range(1, n - 1):                      # keyboard neighbour of internal i
         for c in keyboard_neighbours(word[i]):
             add(word[:i] + c + word[i + 1:])
-    for i in range(1, n):                          # add a letter in an internal gap
+    for i in range(1, n):                          # add letters in an internal gap
+        for c in inserted(i):
+            add(insert_char(word, i, c))
+    return out
+
+
+def typo_candidates(word: str, rng: np.random.Generator | None = None,
+                    max_candidates: int | None = None) -> list[str]:
+    """Every one-internal-edit typo of the word: all swaps of two adjacent internal
+    characters, all drops of one internal character, all keyboard-neighbour substitutions of
+    an internal letter, and one added letter at each internal gap (the letter drawn from
+    `rng`; with no rng, a keyboard neighbour of the character before the gap). The first
+    and last characters never change, so words shorter than 3 characters have no typos.
+    With `max_candidates`, a seeded sample of that many, in the enumeration order."""
+    if len(word) < 3:
+        return []
+
+    def one_letter(i: int) -> str:
         if rng is not None:
-            c = LETTERS[int(rng.integers(26))]
-        else:
-            c = (keyboard_neighbours(word[i - 1].lower()) or "e")[0]
-        add(insert_char(word, i, c))
+            return LETTERS[int(rng.integers(26))]
+        return (keyboard_neighbours(word[i - 1].lower()) or "e")[0]
+    out = _internal_typos(word, one_letter)
     if max_candidates is not None and len(out) > max_candidates:
         if rng is None:
             return out[:max_candidates]
@@ -233,28 +244,9 @@ def typo_family(word: str) -> list[str]:
     internal gap (in the case of the character before it). First and last characters stay;
     words shorter than 3 characters have none. A subset of `edit_family` (the typos of
     Pruthi et al., the family robust encodings were first certified against)."""
-    n = len(word)
-    if n < 3:
+    if len(word) < 3:
         return []
-    seen = {word}
-    out: list[str] = []
-
-    def add(w: str) -> None:
-        if w not in seen:
-            seen.add(w)
-            out.append(w)
-
-    for i in range(1, n - 2):
-        add(swap_chars(word, i))
-    for i in range(1, n - 1):
-        add(delete_char(word, i))
-    for i in range(1, n - 1):
-        for c in keyboard_neighbours(word[i]):
-            add(word[:i] + c + word[i + 1:])
-    for i in range(1, n):
-        for c in LETTERS:
-            add(insert_char(word, i, c))
-    return out
+    return _internal_typos(word, lambda i: LETTERS)
 
 
 def typo(word: str, rng: np.random.Generator, kind: str | None = None) -> str:
