@@ -114,9 +114,10 @@ def lexicon(train_texts, tokenizer: Tokenizer, min_count: int = LEXICON_MIN_COUN
 
 
 def restrict(m: Moves, own: tuple[int, ...], threat: str) -> Moves:
-    """The moves of one position that `threat` (THREATS) allows; `own` is its tuple (the
-    "real-words" and "typos" threats are applied when the moves are made, `word_moves`)."""
-    if threat in ("family", "real-words", "typos"):
+    """The moves of one position that `threat` allows; `own` is its tuple. Only
+    ROBUST_THREATS narrow moves here ("real-words" and "typos" narrow the variants the moves
+    are made of, `word_moves`)."""
+    if threat not in ROBUST_THREATS:
         return m
     fallback = (CODE_FALLBACK,)
     if own == fallback:

@@ -161,28 +161,27 @@ def edit_family(word: str) -> list[str]:
     is not in the family. This is the family the certification (mcutext.attack.certify) enumerates
     and the adaptive attack searches."""
     n = len(word)
-    seen = {word}
-    out: list[str] = []
 
-    def add(w: str) -> None:
-        if w not in seen:
-            seen.add(w)
-            out.append(w)
-
-    for i in range(n - 1):
-        if word[i] != word[i + 1]:
-            add(swap_chars(word, i))
-    for i in range(n):
-        for c in LETTERS:
-            add(substitute_char(word, i, c))
-    if n >= 2:
+    def variants():
+        for i in range(n - 1):
+            if word[i] != word[i + 1]:
+                yield swap_chars(word, i)
         for i in range(n):
-            add(delete_char(word, i))
-    if n:
-        for i in range(n + 1):
             for c in LETTERS:
-                add(insert_char(word, i, c))
-    return out
+                yield substitute_char(word, i, c)
+        if n >= 2:
+            for i in range(n):
+                yield delete_char(word, i)
+        if n:
+            for i in range(n + 1):
+                for c in LETTERS:
+                    yield insert_char(word, i, c)
+    return _distinct(word, variants())
+
+
+def _distinct(word: str, variants) -> list[str]:
+    """`variants` in their order, each once, the word itself left out."""
+    return [v for v in dict.fromkeys(variants) if v != word]
 
 
 # --- Pruthi-style typos: one edit of an internal character ----------------------------------
@@ -192,25 +191,19 @@ def _internal_typos(word: str, inserted) -> list[str]:
     keyboard-neighbour substitutions of an internal letter, then at each internal gap i
     (1..len-1) the letters `inserted(i)` added there."""
     n = len(word)
-    seen = {word}
-    out: list[str] = []
 
-    def add(w: str) -> None:
-        if w not in seen:
-            seen.add(w)
-            out.append(w)
-
-    for i in range(1, n - 2):                      # swap internal i, i+1 (both internal)
-        add(swap_chars(word, i))
-    for i in range(1, n - 1):                      # drop internal i
-        add(delete_char(word, i))
-    for i in range(1, n - 1):                      # keyboard neighbour of internal i
-        for c in keyboard_neighbours(word[i]):
-            add(word[:i] + c + word[i + 1:])
-    for i in range(1, n):                          # add letters in an internal gap
-        for c in inserted(i):
-            add(insert_char(word, i, c))
-    return out
+    def variants():
+        for i in range(1, n - 2):                  # swap internal i, i+1 (both internal)
+            yield swap_chars(word, i)
+        for i in range(1, n - 1):                  # drop internal i
+            yield delete_char(word, i)
+        for i in range(1, n - 1):                  # keyboard neighbour of internal i
+            for c in keyboard_neighbours(word[i]):
+                yield word[:i] + c + word[i + 1:]
+        for i in range(1, n):                      # add letters in an internal gap
+            for c in inserted(i):
+                yield insert_char(word, i, c)
+    return _distinct(word, variants())
 
 
 def typo_candidates(word: str, rng: np.random.Generator | None = None,
